@@ -1,0 +1,62 @@
+//! `/health` and `/ready` (SPEC §5).
+
+use std::time::Duration;
+
+use http::{Response, StatusCode};
+
+use super::{json, Body};
+use crate::instance::Instance;
+
+pub fn health(instance: &Instance) -> serde_json::Value {
+    let uptime = instance.started.elapsed();
+    serde_json::json!({
+        "status": "healthy",
+        "connections": instance.connections(),
+        "uptime": go_duration(uptime),
+        "uptimeSeconds": uptime.as_secs(),
+        "shards": instance.shard_count(),
+        "redis": redis_state(instance),
+    })
+}
+
+pub fn ready(instance: &Instance) -> Response<Body> {
+    match redis_state(instance) {
+        "disconnected" => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "status": "not ready", "redis": "disconnected" }),
+        ),
+        state => json(StatusCode::OK, serde_json::json!({ "status": "ready", "redis": state })),
+    }
+}
+
+fn redis_state(instance: &Instance) -> &'static str {
+    match (&instance.config.redis, instance.metrics.redis_connected.get()) {
+        (None, _) => "disabled",
+        (Some(_), 0) => "disconnected",
+        (Some(_), _) => "connected",
+    }
+}
+
+/// Whole seconds written like Go's `time.Duration`: `45s`, `5m0s`, `2h30m15s`.
+pub fn go_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_go() {
+        assert_eq!(go_duration(Duration::from_secs(45)), "45s");
+        assert_eq!(go_duration(Duration::from_secs(300)), "5m0s");
+        assert_eq!(go_duration(Duration::from_secs(9015)), "2h30m15s");
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+    }
+}

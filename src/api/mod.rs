@@ -1,0 +1,91 @@
+//! Plain HTTP on the shared port (hyper's HTTP/1.1 server over glommio's
+//! socket): `/health`, `/ready`, `/metrics`; JSON errors for everything else.
+//! Runs on the shard that accepted the socket.
+
+pub mod health;
+
+use std::convert::Infallible;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use glommio::net::TcpStream;
+use http::header::{ALLOW, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use smol_hyper::rt::FuturesIo;
+use tracing::debug;
+
+use crate::shard::Shard;
+
+/// An HTTP connection with no request in flight is closed after this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub type Body = Full<Bytes>;
+
+/// Serves HTTP/1.1 requests on `stream` until the client leaves.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    // glommio fails a read that waits longer than this, ending idle keep-alive
+    // connections and slow bodies alike.
+    if stream.set_read_timeout(Some(IDLE_TIMEOUT)).is_err() {
+        return;
+    }
+    let service = service_fn(move |request| {
+        let shard = shard.clone();
+        async move { Ok::<_, Infallible>(respond(&shard, request)) }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .header_read_timeout(None)
+        .serve_connection(FuturesIo::new(stream), service)
+        .await
+    {
+        debug!(error = %e, "http connection ended with an error");
+    }
+}
+
+fn respond(shard: &Shard, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path();
+    let method = request.method();
+    match (path, method) {
+        ("/health", &Method::GET | &Method::HEAD) => json(StatusCode::OK, health::health(shard.instance)),
+        ("/ready", &Method::GET | &Method::HEAD) => health::ready(shard.instance),
+        ("/metrics", &Method::GET | &Method::HEAD) => metrics(shard),
+        ("/health" | "/ready" | "/metrics", _) => method_not_allowed("GET, HEAD"),
+        ("/ws", &Method::GET) => error(StatusCode::UPGRADE_REQUIRED, "WebSocket upgrade required"),
+        ("/ws", _) => method_not_allowed("GET"),
+        _ => error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+fn metrics(shard: &Shard) -> Response<Body> {
+    let instance = shard.instance;
+    instance.metrics.uptime_seconds.set(instance.started.elapsed().as_secs() as i64);
+    let mut response = Response::new(Body::from(instance.metrics.render()));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, body: serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response
+}
+
+/// `{"error": message}` with `status`.
+pub fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json(status, serde_json::json!({ "error": message }))
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    response.headers_mut().insert(ALLOW, http::HeaderValue::from_static(allow));
+    response
+}

@@ -1,0 +1,127 @@
+//! The shard's side of a session: what the shard may ask of a connection
+//! (queue a frame, send a ping, close) without touching its socket. The
+//! session task owns the socket and acts on these signals when woken.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::task::{Context, Waker};
+use std::time::Instant;
+
+use async_tungstenite::tungstenite::Utf8Bytes;
+
+use super::close::CloseReason;
+use crate::auth::Identity;
+
+pub struct SessionHandle {
+    pub identity: Identity,
+    /// Encoded frames waiting for the writer; shared bytes, never copied.
+    outbox: RefCell<VecDeque<Utf8Bytes>>,
+    /// Bytes in `outbox`, checked against `SEND_QUEUE_BYTES`.
+    queued_bytes: Cell<usize>,
+    queue_limit: usize,
+    /// Set once; the session closes with it at its next wake-up.
+    close: Cell<Option<CloseReason>>,
+    ping_due: Cell<bool>,
+    next_ping: Cell<Instant>,
+    /// When the client last sent a frame (any frame, pongs included).
+    last_seen: Cell<Instant>,
+    waker: RefCell<Option<Waker>>,
+}
+
+/// What woke the session, in the order it should be handled.
+pub enum Signal {
+    Close(CloseReason),
+    Outbound,
+    Ping,
+}
+
+impl SessionHandle {
+    pub fn new(identity: Identity, queue_limit: usize, first_ping: Instant) -> Self {
+        Self {
+            identity,
+            outbox: RefCell::new(VecDeque::new()),
+            queued_bytes: Cell::new(0),
+            queue_limit,
+            close: Cell::new(None),
+            ping_due: Cell::new(false),
+            next_ping: Cell::new(first_ping),
+            last_seen: Cell::new(Instant::now()),
+            waker: RefCell::new(None),
+        }
+    }
+
+    /// Queues a frame; a client whose queue would pass the limit is closed as
+    /// slow instead. Returns whether the frame was queued.
+    pub fn push(&self, frame: Utf8Bytes) -> bool {
+        if self.close.get().is_some() {
+            return false;
+        }
+        let bytes = self.queued_bytes.get() + frame.len();
+        if bytes > self.queue_limit {
+            self.close(CloseReason::SlowClient);
+            return false;
+        }
+        self.queued_bytes.set(bytes);
+        self.outbox.borrow_mut().push_back(frame);
+        self.wake();
+        true
+    }
+
+    /// Takes every queued frame, for one batched write.
+    pub fn take_outbound(&self) -> VecDeque<Utf8Bytes> {
+        self.queued_bytes.set(0);
+        std::mem::take(&mut *self.outbox.borrow_mut())
+    }
+
+    /// Asks the session to close; the first reason wins.
+    pub fn close(&self, reason: CloseReason) {
+        if self.close.get().is_none() {
+            self.close.set(Some(reason));
+            self.wake();
+        }
+    }
+
+    pub fn ping(&self, next: Instant) {
+        self.next_ping.set(next);
+        self.ping_due.set(true);
+        self.wake();
+    }
+
+    pub fn next_ping(&self) -> Instant {
+        self.next_ping.get()
+    }
+
+    pub fn last_seen(&self) -> Instant {
+        self.last_seen.get()
+    }
+
+    pub fn saw_frame(&self) {
+        self.last_seen.set(Instant::now());
+    }
+
+    /// The next signal, or `None` after registering `cx` to be woken.
+    pub fn poll_signal(&self, cx: &Context<'_>) -> Option<Signal> {
+        if let Some(reason) = self.close.get() {
+            return Some(Signal::Close(reason));
+        }
+        if !self.outbox.borrow().is_empty() {
+            return Some(Signal::Outbound);
+        }
+        if self.ping_due.replace(false) {
+            return Some(Signal::Ping);
+        }
+        let mut waker = self.waker.borrow_mut();
+        match waker.as_ref() {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => *waker = Some(cx.waker().clone()),
+        }
+        None
+    }
+
+    fn wake(&self) {
+        let waker = self.waker.borrow_mut().take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}

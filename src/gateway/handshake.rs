@@ -1,0 +1,95 @@
+//! The checks before a WebSocket upgrade (SPEC §2): shutting down → 503, a
+//! foreign `Origin` → 403, a bad token → 401, `MAX_CONNECTIONS` → 503. Runs
+//! inside tungstenite's handshake callback, which writes our refusal.
+
+use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request};
+use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN};
+use http::{HeaderMap, StatusCode};
+
+use super::origin;
+use crate::auth::{AuthError, Identity};
+use crate::instance::{Admission, Instance};
+
+/// Why an upgrade was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    ShuttingDown,
+    Origin,
+    Unauthorized(AuthError),
+    Full,
+}
+
+impl Rejection {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Rejection::ShuttingDown | Rejection::Full => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Origin => StatusCode::FORBIDDEN,
+            Rejection::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Rejection::ShuttingDown => "server is shutting down",
+            Rejection::Full => "connection limit reached",
+            Rejection::Origin => "origin not allowed",
+            Rejection::Unauthorized(AuthError::Missing) => "missing token",
+            Rejection::Unauthorized(AuthError::Expired) => "token expired",
+            Rejection::Unauthorized(AuthError::MissingClaim) => {
+                "token lacks a required claim (exp, userId or sub, role)"
+            }
+            Rejection::Unauthorized(AuthError::UnknownRole) => "unknown role",
+            Rejection::Unauthorized(_) => "invalid token",
+        }
+    }
+
+    /// The HTTP answer, `{"error": "..."}`, and the connection ends.
+    pub fn response(self) -> ErrorResponse {
+        let body = serde_json::json!({ "error": self.message() }).to_string();
+        let mut response = ErrorResponse::new(Some(body.clone()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        headers.insert(CONTENT_LENGTH, body.len().into());
+        headers.insert(CONNECTION, http::HeaderValue::from_static("close"));
+        response
+    }
+}
+
+/// A client that passed every check, with its connection slot.
+pub struct Admitted {
+    pub identity: Identity,
+    pub admission: Admission,
+}
+
+pub fn check(instance: &'static Instance, request: &Request) -> Result<Admitted, Rejection> {
+    if instance.is_shutting_down() {
+        return Err(Rejection::ShuttingDown);
+    }
+    let headers = request.headers();
+    if !origin::allowed(&instance.config.allowed_origins, header(headers, ORIGIN), header(headers, HOST)) {
+        return Err(Rejection::Origin);
+    }
+    let token = token(request).ok_or(Rejection::Unauthorized(AuthError::Missing))?;
+    let identity = instance.verifier.verify(&token).map_err(Rejection::Unauthorized)?;
+    let admission = instance.admit().ok_or(Rejection::Full)?;
+    Ok(Admitted { identity, admission })
+}
+
+/// `?token=` first, then `Authorization: Bearer`.
+fn token(request: &Request) -> Option<String> {
+    let from_query = request.uri().query().and_then(|query| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == "token")
+            .map(|(_, value)| value.into_owned())
+    });
+    from_query.or_else(|| {
+        let value = header(request.headers(), AUTHORIZATION)?;
+        let (scheme, token) = value.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+    })
+}
+
+fn header(headers: &HeaderMap, name: http::header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}

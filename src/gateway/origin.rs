@@ -1,0 +1,69 @@
+//! The Origin rules of SPEC §2 and §8: no `Origin` (not a browser) is allowed;
+//! with `ALLOWED_ORIGINS` unset the Origin's host and port must equal the
+//! `Host` header's; otherwise only the listed origins (or `*`).
+
+use http::uri::Authority;
+
+use crate::config::AllowedOrigins;
+
+pub fn allowed(rules: &AllowedOrigins, origin: Option<&str>, host: Option<&str>) -> bool {
+    let Some(origin) = origin else { return true };
+    match rules {
+        AllowedOrigins::Any => true,
+        AllowedOrigins::List(list) => listed(list, origin),
+        AllowedOrigins::SameHost => host.is_some_and(|host| same_host(origin, host)),
+    }
+}
+
+/// Is `origin` one of `list` (entries already lower-case, no trailing slash)?
+pub fn listed(list: &[String], origin: &str) -> bool {
+    let origin = origin.trim_end_matches('/');
+    list.iter().any(|entry| entry.eq_ignore_ascii_case(origin))
+}
+
+fn same_host(origin: &str, host: &str) -> bool {
+    let Ok(origin) = url::Url::parse(origin) else { return false };
+    let Ok(host) = host.parse::<Authority>() else { return false };
+    let (Some(origin_host), Some(origin_port)) = (origin.host_str(), origin.port_or_known_default()) else {
+        return false;
+    };
+    // A Host header without a port means the scheme's default port.
+    let host_port = host.port_u16().or_else(|| default_port(origin.scheme()));
+    unbracket(origin_host).eq_ignore_ascii_case(unbracket(host.host())) && Some(origin_port) == host_port
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
+    }
+}
+
+fn unbracket(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_host_compares_host_and_port() {
+        let rules = AllowedOrigins::SameHost;
+        assert!(allowed(&rules, None, Some("a:1")));
+        assert!(allowed(&rules, Some("http://shop.example:8080"), Some("shop.example:8080")));
+        assert!(allowed(&rules, Some("https://shop.example"), Some("shop.example")));
+        assert!(!allowed(&rules, Some("http://evil.example:8080"), Some("shop.example:8080")));
+        assert!(!allowed(&rules, Some("http://shop.example:9090"), Some("shop.example:8080")));
+        assert!(!allowed(&rules, Some("null"), Some("shop.example")));
+    }
+
+    #[test]
+    fn list_and_any() {
+        let rules = AllowedOrigins::List(vec!["https://shop.example".into()]);
+        assert!(allowed(&rules, Some("https://Shop.example"), None));
+        assert!(!allowed(&rules, Some("https://other.example"), None));
+        assert!(allowed(&AllowedOrigins::Any, Some("https://other.example"), None));
+    }
+}

@@ -1,0 +1,117 @@
+//! The client protocol of SPEC §2: what a client may send, and the server's
+//! own messages (events are encoded elsewhere, once per event).
+
+use std::time::SystemTime;
+
+use async_tungstenite::tungstenite::Utf8Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{Identity, Role};
+
+/// A message from a client.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ClientMessage {
+    Subscribe { room: String },
+    Unsubscribe { room: String },
+    Ping,
+}
+
+/// Error codes of the `error` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Forbidden,
+    RateLimited,
+}
+
+/// Parses a text frame; the error is the `bad_request` message to send back.
+pub fn parse(text: &str) -> Result<ClientMessage, String> {
+    serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => format!("invalid message: {e}"),
+        _ => "invalid JSON".to_owned(),
+    })
+}
+
+pub fn pong() -> Utf8Bytes {
+    Utf8Bytes::from_static(r#"{"type":"pong"}"#)
+}
+
+pub fn error(code: ErrorCode, message: &str) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct Payload<'a> {
+        code: ErrorCode,
+        message: &'a str,
+    }
+    encode(&Tagged { kind: "error", payload: Payload { code, message } })
+}
+
+/// The first message of every session.
+pub fn connected(identity: &Identity) -> Utf8Bytes {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Payload<'a> {
+        user_id: &'a str,
+        role: Role,
+        rooms: &'static [&'static str],
+    }
+    #[derive(Serialize)]
+    struct Connected<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        payload: Payload<'a>,
+        timestamp: String,
+    }
+    encode(&Connected {
+        kind: "connected",
+        payload: Payload {
+            user_id: &identity.user_id,
+            role: identity.role,
+            rooms: identity.role.rooms().unwrap_or(&["*"]),
+        },
+        timestamp: timestamp(SystemTime::now()),
+    })
+}
+
+/// RFC 3339 in UTC with milliseconds, as the envelope carries it.
+pub fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+#[derive(Serialize)]
+struct Tagged<P> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    payload: P,
+}
+
+fn encode(message: &impl Serialize) -> Utf8Bytes {
+    // These types serialise infallibly (no maps with non-string keys).
+    Utf8Bytes::from(serde_json::to_string(message).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_parse() {
+        assert_eq!(parse(r#"{"type":"ping"}"#), Ok(ClientMessage::Ping));
+        assert_eq!(
+            parse(r#"{"type":"subscribe","room":"orders"}"#),
+            Ok(ClientMessage::Subscribe { room: "orders".into() })
+        );
+        assert!(parse(r#"{"type":"dance"}"#).is_err());
+        assert_eq!(parse("{").unwrap_err(), "invalid JSON");
+    }
+
+    #[test]
+    fn connected_lists_the_role_rooms() {
+        let id = Identity { user_id: "7".into(), role: Role::Delivery };
+        let v: serde_json::Value = serde_json::from_str(connected(&id).as_str()).expect("json");
+        assert_eq!(v["payload"]["rooms"], serde_json::json!(["deliveries", "orders"]));
+        assert_eq!(v["payload"]["userId"], "7");
+        assert!(v["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    }
+}

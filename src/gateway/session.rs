@@ -1,0 +1,251 @@
+//! One WebSocket connection, from upgrade to close: the handshake, the
+//! `connected` message, then a single task that reacts to whichever comes
+//! first — a signal from the shard (close, queued events, ping due) or a frame
+//! from the client.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use async_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
+use async_tungstenite::WebSocketStream;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_util::{SinkExt, StreamExt};
+use glommio::net::TcpStream;
+use tracing::{debug, info};
+
+use super::close::CloseReason;
+use super::handle::{SessionHandle, Signal};
+use super::handshake::{self, Admitted, Rejection};
+use super::protocol::{self, ClientMessage, ErrorCode};
+use crate::config::Config;
+use crate::shard::{SessionKey, Shard};
+
+/// Bytes read from a socket at a time; small, since an idle connection keeps it.
+const READ_BUFFER: usize = 1024;
+/// Bytes of frames gathered before a write to the socket.
+const WRITE_BATCH: usize = 16 * 1024;
+/// How long a closing connection waits for the peer to hang up.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// How a session ended, for the log.
+enum End {
+    Closed(CloseReason),
+    PeerGone,
+    Failed(WsError),
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            End::Closed(reason) => write!(f, "closed: {}", reason.as_str()),
+            End::PeerGone => f.write_str("peer hung up"),
+            End::Failed(e) => write!(f, "failed: {e}"),
+        }
+    }
+}
+
+/// Upgrades `stream` (already routed to `/ws`) and runs the session.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let instance = shard.instance;
+    let config = &instance.config;
+    // glommio fails a write that makes no progress for this long.
+    if let Err(e) = stream.set_write_timeout(Some(config.ws_write_timeout)) {
+        debug!(shard = %shard.id, error = %e, "cannot set write timeout");
+        return;
+    }
+    let mut admitted = None;
+    let mut rejected = None;
+    // tungstenite fixes the callback's error type (an HTTP response).
+    #[allow(clippy::result_large_err)]
+    let callback = |request: &_, response| match handshake::check(instance, request) {
+        Ok(ok) => {
+            admitted = Some(ok);
+            Ok(response)
+        }
+        Err(rejection) => {
+            rejected = Some(rejection);
+            Err(rejection.response())
+        }
+    };
+    let upgraded =
+        async_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config(config))).await;
+    if let Some(rejection) = rejected {
+        log_rejection(&shard, rejection);
+        return;
+    }
+    let (ws, Some(Admitted { identity, admission })) = (upgraded, admitted) else {
+        return;
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            debug!(shard = %shard.id, error = %e, "websocket handshake failed");
+            return;
+        }
+    };
+    instance.metrics.handshakes.inc();
+    let handle = Rc::new(SessionHandle::new(
+        identity,
+        config.send_queue_bytes,
+        Instant::now() + config.ws_ping_interval,
+    ));
+    let registration = Registration::new(&shard, handle.clone());
+    debug!(shard = %shard.id, user = %handle.identity.user_id, role = %handle.identity.role, "connection opened");
+    let end = Session { ws, handle: handle.clone() }.run().await;
+    debug!(shard = %shard.id, user = %handle.identity.user_id, end = %end, "connection closed");
+    drop(registration);
+    drop(admission);
+}
+
+fn ws_config(config: &Config) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BATCH)
+        .max_write_buffer_size(usize::MAX)
+        .max_message_size(Some(config.max_message_size))
+        .max_frame_size(Some(config.max_message_size))
+}
+
+fn log_rejection(shard: &Shard, rejection: Rejection) {
+    match rejection {
+        Rejection::Unauthorized(reason) => {
+            shard.instance.metrics.auth_failed(reason);
+            info!(shard = %shard.id, reason = reason.reason(), "websocket auth failed");
+        }
+        other => {
+            info!(shard = %shard.id, status = other.status().as_u16(), reason = other.message(), "websocket refused")
+        }
+    }
+}
+
+/// Keeps a session in its shard's registry for exactly as long as it lives.
+struct Registration<'a> {
+    shard: &'a Shard,
+    key: SessionKey,
+}
+
+impl<'a> Registration<'a> {
+    fn new(shard: &'a Shard, handle: Rc<SessionHandle>) -> Self {
+        Self { shard, key: shard.register(handle) }
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.shard.unregister(self.key);
+    }
+}
+
+enum Wake {
+    Signal(Signal),
+    Inbound(Option<Result<Message, WsError>>),
+}
+
+struct Session {
+    ws: Ws,
+    handle: Rc<SessionHandle>,
+}
+
+impl Session {
+    async fn run(mut self) -> End {
+        if let Err(e) = self.ws.send(Message::Text(protocol::connected(&self.handle.identity))).await {
+            return End::Failed(e);
+        }
+        let end = loop {
+            let wake = poll_fn(|cx| match self.handle.poll_signal(cx) {
+                Some(signal) => Poll::Ready(Wake::Signal(signal)),
+                None => self.ws.poll_next_unpin(cx).map(Wake::Inbound),
+            })
+            .await;
+            let step = match wake {
+                Wake::Signal(Signal::Close(reason)) => break End::Closed(reason),
+                Wake::Signal(Signal::Outbound) => self.write_outbound().await,
+                Wake::Signal(Signal::Ping) => self.ws.send(Message::Ping(Bytes::new())).await,
+                Wake::Inbound(None) => return End::PeerGone,
+                Wake::Inbound(Some(Ok(message))) => self.on_message(message).await,
+                Wake::Inbound(Some(Err(e))) => match close_reason(&e) {
+                    Some(reason) => break End::Closed(reason),
+                    None => return End::Failed(e),
+                },
+            };
+            if let Err(e) = step {
+                return End::Failed(e);
+            }
+        };
+        if let End::Closed(reason) = end {
+            self.close(reason).await;
+        }
+        end
+    }
+
+    /// Everything queued, in one flush.
+    async fn write_outbound(&mut self) -> Result<(), WsError> {
+        for frame in self.handle.take_outbound() {
+            self.ws.feed(Message::Text(frame)).await?;
+        }
+        self.ws.flush().await
+    }
+
+    async fn on_message(&mut self, message: Message) -> Result<(), WsError> {
+        self.handle.saw_frame();
+        let reply = match message {
+            Message::Text(text) => self.on_text(&text),
+            Message::Binary(_) => {
+                Some(protocol::error(ErrorCode::BadRequest, "binary frames are not supported"))
+            }
+            // tungstenite answers pings itself; pongs and close frames need nothing more.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => None,
+        };
+        match reply {
+            Some(reply) => self.ws.send(Message::Text(reply)).await,
+            None => Ok(()),
+        }
+    }
+
+    fn on_text(&mut self, text: &str) -> Option<Utf8Bytes> {
+        Some(match protocol::parse(text) {
+            Ok(ClientMessage::Ping) => protocol::pong(),
+            Ok(ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. }) => {
+                protocol::error(ErrorCode::BadRequest, "subscriptions are not available yet")
+            }
+            Err(message) => protocol::error(ErrorCode::BadRequest, &message),
+        })
+    }
+
+    /// Sends the close frame, hangs up our side, and waits (bounded) for the
+    /// peer to hang up too, so our close frame is not lost to a reset.
+    async fn close(&mut self, reason: CloseReason) {
+        let frame = CloseFrame { code: reason.code(), reason: Utf8Bytes::from_static(reason.as_str()) };
+        if self.ws.close(Some(frame)).await.is_err() {
+            return;
+        }
+        let stream = self.ws.get_mut();
+        if stream.close().await.is_err() {
+            return;
+        }
+        let mut sink = [0u8; 256];
+        let _ = glommio::timer::timeout(CLOSE_LINGER, async {
+            while stream.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+            Ok(())
+        })
+        .await;
+    }
+}
+
+/// Errors from the client that end the session with a close frame.
+fn close_reason(error: &WsError) -> Option<CloseReason> {
+    match error {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => Some(CloseReason::TooBig),
+        WsError::Utf8(_) => Some(CloseReason::InvalidUtf8),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(_) => Some(CloseReason::Protocol),
+        _ => None,
+    }
+}

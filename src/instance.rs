@@ -1,0 +1,89 @@
+//! What every shard of this process shares, read-only or through atomics that
+//! only their owner writes: configuration, the token verifier, metrics, the
+//! shards' mailboxes, the connection admission count. Built once in
+//! [`crate::server`] and leaked, so shards hold a plain `&'static Instance`.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use crate::auth::TokenVerifier;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::shard::inbox::{Inbox, Mailbox};
+use crate::shard::ShardId;
+
+pub struct Instance {
+    pub config: Config,
+    pub verifier: TokenVerifier,
+    pub metrics: Metrics,
+    pub started: Instant,
+    /// One per shard, indexed by [`ShardId`]: how anyone reaches a shard.
+    mailboxes: Vec<Mailbox>,
+    /// The receiving halves, taken by their owners at start-up.
+    inboxes: Vec<Inbox>,
+    /// Connections admitted on every shard; the `MAX_CONNECTIONS` gate.
+    admitted: AtomicUsize,
+    shutting_down: AtomicBool,
+}
+
+impl Instance {
+    pub fn new(config: Config, verifier: TokenVerifier) -> Self {
+        let (mailboxes, inboxes) = (0..config.shards).map(|_| crate::shard::inbox::pair()).unzip();
+        Self {
+            metrics: Metrics::new(config.shards),
+            config,
+            verifier,
+            started: Instant::now(),
+            mailboxes,
+            inboxes,
+            admitted: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.mailboxes.len()
+    }
+
+    pub fn mailboxes(&self) -> &[Mailbox] {
+        &self.mailboxes
+    }
+
+    pub fn inbox(&self, shard: ShardId) -> Inbox {
+        self.inboxes[shard.index()].clone()
+    }
+
+    /// Connections open on every shard (the sum of the shards' gauges).
+    pub fn connections(&self) -> i64 {
+        self.metrics.connections_total()
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Reserves a connection slot, or `None` at `MAX_CONNECTIONS`.
+    pub fn admit(&'static self) -> Option<Admission> {
+        let before = self.admitted.fetch_add(1, Ordering::AcqRel);
+        if before >= self.config.max_connections {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Admission { instance: self })
+    }
+}
+
+/// A held connection slot; dropping it frees the slot.
+pub struct Admission {
+    instance: &'static Instance,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.instance.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+}

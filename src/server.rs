@@ -1,0 +1,176 @@
+//! The process: bind the listeners, start the shards, wait for them to be
+//! ready, print what a person needs, then wait for SIGTERM/SIGINT and shut
+//! down in order (stop accepting, close clients with 1001, drain under
+//! `SHUTDOWN_TIMEOUT`).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tracing::{error, info, warn};
+
+use crate::auth::{jwt, Role, TokenVerifier};
+use crate::config::{default_shards, Config};
+use crate::instance::Instance;
+use crate::shard::inbox::ShardMsg;
+use crate::shard::listener;
+use crate::shard::runtime::{self, Lifecycle};
+
+/// How long shards may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lifetime of the development-mode tokens.
+const DEV_TOKEN_TTL: u64 = 24 * 3600;
+
+/// Runs the server until a signal stops it. An error is a failed start or a
+/// shard that died.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let dev_secret = config.jwt_secret.is_none().then(random_secret);
+    let secret = config.jwt_secret.clone().or(dev_secret.clone()).unwrap_or_default();
+    if config.shards > default_shards() {
+        warn!(shards = config.shards, cpus = default_shards(), "SHARDS is above the CPU count");
+    }
+    let addr = SocketAddr::new(config.listen_addr(), config.port);
+    let listeners =
+        listener::bind_all(addr, config.shards).with_context(|| format!("cannot listen on {addr}"))?;
+    let instance: &'static Instance =
+        Box::leak(Box::new(Instance::new(config, TokenVerifier::new(secret.as_bytes()))));
+
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    // Registered before the shards start, so an early signal is not fatal.
+    let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
+    let signal_events = events_tx.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal_events.send(Lifecycle::Signal(signal)).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+
+    let pool = runtime::start(instance, listeners, events_tx)
+        .map_err(|e| anyhow::anyhow!("cannot start the shards: {e}"))?;
+    let shards = instance.shard_count();
+    if let Err(e) = wait_ready(&events, shards, || pool.handles().iter().any(|h| h.is_finished())) {
+        stop_shards(instance);
+        for result in pool.join_all() {
+            if let Err(shard_error) = result {
+                error!(error = %shard_error, "shard failed");
+            }
+        }
+        return Err(e);
+    }
+    info!(%addr, shards, "listening");
+    if let Some(secret) = dev_secret {
+        print_dev_banner(&secret, addr.port())?;
+    }
+
+    let unexpected = wait_for_stop(&events);
+    stop_shards(instance);
+    let deadline = Instant::now() + instance.config.shutdown_timeout + Duration::from_secs(1);
+    let stopped = wait_stopped(&events, shards, deadline, unexpected.is_some());
+    if stopped == shards {
+        let _ = pool.join_all();
+        info!("stopped");
+    } else {
+        warn!(stopped, shards, "shards did not stop within SHUTDOWN_TIMEOUT; exiting");
+    }
+    match unexpected {
+        Some(shard) => bail!("shard {shard} stopped unexpectedly"),
+        None => Ok(()),
+    }
+}
+
+fn wait_ready(
+    events: &Receiver<Lifecycle>,
+    shards: usize,
+    any_exited: impl Fn() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut ready = 0;
+    while ready < shards {
+        match events.recv_timeout(Duration::from_millis(100)) {
+            Ok(Lifecycle::Ready(_)) => ready += 1,
+            Ok(Lifecycle::Stopped { shard, .. }) => bail!("shard {shard} stopped during start-up"),
+            Ok(Lifecycle::Signal(_)) => bail!("interrupted during start-up"),
+            Err(RecvTimeoutError::Disconnected) => bail!("shards gone during start-up"),
+            Err(RecvTimeoutError::Timeout) if any_exited() => bail!("a shard's executor failed to start"),
+            Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => {
+                bail!("shards not ready after {START_TIMEOUT:?}")
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Blocks until a signal (`None`) or a shard stopping on its own (its id).
+fn wait_for_stop(events: &Receiver<Lifecycle>) -> Option<crate::shard::ShardId> {
+    loop {
+        match events.recv() {
+            Ok(Lifecycle::Signal(signal)) => {
+                info!(signal, "shutting down");
+                return None;
+            }
+            Ok(Lifecycle::Stopped { shard, panicked }) => {
+                error!(%shard, panicked, "shard stopped unexpectedly; shutting down");
+                return Some(shard);
+            }
+            Ok(Lifecycle::Ready(_)) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Counts shards that stop before `deadline`.
+fn wait_stopped(events: &Receiver<Lifecycle>, shards: usize, deadline: Instant, one_already: bool) -> usize {
+    let mut stopped = usize::from(one_already);
+    while stopped < shards {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(Lifecycle::Stopped { .. }) => stopped += 1,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    stopped
+}
+
+fn stop_shards(instance: &Instance) {
+    instance.begin_shutdown();
+    for mailbox in instance.mailboxes() {
+        let _ = mailbox.post_blocking(ShardMsg::Shutdown);
+    }
+}
+
+fn random_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Development mode: a token per role and the URL, on stdout for a person.
+fn print_dev_banner(secret: &str, port: u16) -> anyhow::Result<()> {
+    warn!("development mode: JWT_SECRET is not set; using a random secret and listening on 127.0.0.1 only");
+    let tokens = Role::ALL
+        .into_iter()
+        .map(|role| Ok((role, jwt::mint(secret.as_bytes(), &format!("dev-{role}"), role, DEV_TOKEN_TTL)?)))
+        .collect::<Result<Vec<_>, jsonwebtoken::errors::Error>>()
+        .context("cannot mint development tokens")?;
+    let mut banner = String::from(
+        "Development mode: JWT_SECRET is not set; using a random secret and listening on 127.0.0.1 only.\n",
+    );
+    if let Some((_, admin)) = tokens.first() {
+        banner.push_str(&format!("WebSocket URL: ws://127.0.0.1:{port}/ws?token={admin}\n"));
+    }
+    banner.push_str("Tokens (valid 24h):\n");
+    for (role, token) in &tokens {
+        banner.push_str(&format!("  {:<9} {token}\n", role.as_str()));
+    }
+    print!("{banner}");
+    Ok(())
+}

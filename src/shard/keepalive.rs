@@ -1,0 +1,26 @@
+//! Server pings and the read timeout, for every session of a shard, from one
+//! sweep a second instead of a timer per connection: an idle connection then
+//! costs no timer and no wake-up until its ping is due.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::Shard;
+use crate::gateway::close::CloseReason;
+
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+pub async fn run(shard: Rc<Shard>) {
+    let config = &shard.instance.config;
+    loop {
+        glommio::timer::sleep(SWEEP_EVERY).await;
+        let now = Instant::now();
+        shard.for_each_session(|session| {
+            if now.duration_since(session.last_seen()) >= config.ws_read_timeout {
+                session.close(CloseReason::ReadTimeout);
+            } else if now >= session.next_ping() {
+                session.ping(now + config.ws_ping_interval);
+            }
+        });
+    }
+}

@@ -1,0 +1,142 @@
+//! The executors: one glommio `LocalExecutor` per shard, each pinned to a core
+//! when there are enough, each serving its own listener. Here a shard starts,
+//! accepts, reads its inbox and shuts down.
+
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::Gate;
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
+use tracing::{debug, info, warn};
+
+use super::inbox::ShardMsg;
+use super::{keepalive, Shard, ShardId};
+use crate::gateway::close::CloseReason;
+use crate::gateway::front_door::{self, Route};
+use crate::gateway::session;
+use crate::instance::Instance;
+
+/// Memory each executor registers with io_uring. We do socket I/O only, and
+/// this fits the common 8 MiB memlock limit even with many shards.
+const IO_MEMORY: usize = 256 * 1024;
+/// Pause after a failed accept (e.g. out of file descriptors) before retrying.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+/// Inbox messages handled per wake-up.
+const INBOX_BATCH: usize = 256;
+
+/// What shards tell the main thread about their lives.
+#[derive(Debug)]
+pub enum Lifecycle {
+    Ready(ShardId),
+    Stopped { shard: ShardId, panicked: bool },
+    Signal(i32),
+}
+
+/// Starts one executor per listener; each reports [`Lifecycle`] events.
+pub fn start(
+    instance: &'static Instance,
+    listeners: Vec<OwnedFd>,
+    events: Sender<Lifecycle>,
+) -> glommio::Result<PoolThreadHandles<()>, ()> {
+    let shards = listeners.len();
+    let (assign, assignments) = crossbeam_channel::bounded(shards);
+    for (index, listener) in listeners.into_iter().enumerate() {
+        // Cannot fail: the channel holds exactly `shards` items.
+        let _ = assign.send((ShardId::new(index), listener));
+    }
+    let placement = if shards <= crate::config::default_shards() {
+        PoolPlacement::MaxSpread(shards, None)
+    } else {
+        PoolPlacement::Unbound(shards)
+    };
+    LocalExecutorPoolBuilder::new(placement).name("shard").io_memory(IO_MEMORY).on_all_shards(
+        move || async move {
+            let Ok((id, listener)) = assignments.try_recv() else { return };
+            let _notice = StopNotice { shard: id, events: events.clone() };
+            run(instance, id, listener, || {
+                let _ = events.send(Lifecycle::Ready(id));
+            })
+            .await;
+        },
+    )
+}
+
+/// Tells the main thread that a shard has stopped, also when it panics.
+struct StopNotice {
+    shard: ShardId,
+    events: Sender<Lifecycle>,
+}
+
+impl Drop for StopNotice {
+    fn drop(&mut self) {
+        let _ =
+            self.events.send(Lifecycle::Stopped { shard: self.shard, panicked: std::thread::panicking() });
+    }
+}
+
+/// One shard's whole life, on its own executor.
+async fn run(instance: &'static Instance, id: ShardId, listener: OwnedFd, ready: impl FnOnce()) {
+    // SAFETY: `listener` is a bound, listening, non-blocking TCP socket, and
+    // ownership of the descriptor moves into the glommio listener here.
+    let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
+    let shard = Rc::new(Shard::new(id, instance));
+    let sessions = Rc::new(Gate::new());
+    let accepting = glommio::spawn_local(accept_loop(shard.clone(), listener, sessions.clone()));
+    let keepalive = glommio::spawn_local(keepalive::run(shard.clone()));
+    ready();
+
+    let inbox = instance.inbox(id);
+    let mut batch = Vec::with_capacity(INBOX_BATCH);
+    let mut stopping = false;
+    while !stopping {
+        inbox.recv_batch(&mut batch, INBOX_BATCH).await;
+        // The rest of a batch is still handled after a shutdown request:
+        // what was posted before it is delivered before the 1001.
+        for msg in batch.drain(..) {
+            match msg {
+                ShardMsg::Shutdown => stopping = true,
+            }
+        }
+    }
+
+    // Dropping the accept loop closes this shard's listener.
+    accepting.cancel().await;
+    let open = shard.session_count();
+    shard.close_all(CloseReason::GoingAway);
+    let drained = glommio::timer::timeout(instance.config.shutdown_timeout, sessions.close()).await;
+    keepalive.cancel().await;
+    match drained {
+        Ok(()) => info!(shard = %id, closed = open, "shard drained"),
+        Err(_) => warn!(shard = %id, left = shard.session_count(), "shard drain timed out"),
+    }
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, sessions: Rc<Gate>) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(connection(shard.clone(), stream, sessions.clone())).detach();
+            }
+            Err(e) => {
+                warn!(shard = %shard.id, error = %e, "accept failed");
+                glommio::timer::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Routes one accepted socket. WebSocket sessions pass through the gate so
+/// shutdown can wait for them; HTTP connections just end with the executor.
+async fn connection(shard: Rc<Shard>, stream: TcpStream, sessions: Rc<Gate>) {
+    match front_door::route(&stream).await {
+        Ok(Route::WebSocket) => {
+            let Ok(_pass) = sessions.enter() else { return };
+            session::serve(shard, stream).await;
+        }
+        Ok(Route::Http) => crate::api::serve(shard, stream).await,
+        Err(e) => debug!(shard = %shard.id, error = %e, "connection dropped before routing"),
+    }
+}
