@@ -39,6 +39,9 @@ pub struct ServeArgs {
     pub jwt_secret: Option<String>,
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Prefix of the Redis channels (`<prefix>:orders`, ...).
+    #[arg(long, env = "REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
     #[arg(long, env = "PORT")]
     pub port: Option<String>,
     #[arg(long, env = "BIND_ADDR")]

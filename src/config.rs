@@ -54,6 +54,7 @@ pub struct Config {
     /// `None` is development mode (SPEC §1): a random secret, loopback only.
     pub jwt_secret: Option<String>,
     pub redis: Option<RedisUrl>,
+    pub redis_prefix: String,
     pub port: u16,
     pub bind_addr: IpAddr,
     pub allowed_origins: AllowedOrigins,
@@ -74,6 +75,7 @@ impl Config {
         Ok(Self {
             jwt_secret: present(&args.jwt_secret).map(str::to_owned),
             redis: present(&args.redis_url).map(parse_redis_url).transpose()?,
+            redis_prefix: parse_prefix(present(&args.redis_prefix))?,
             port: parse_port(present(&args.port))?,
             bind_addr: match present(&args.bind_addr) {
                 None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -134,6 +136,16 @@ fn seconds(var: &'static str, value: Option<&str>, default: u64) -> Result<Durat
     match v.parse::<u64>() {
         Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
         _ => Err(ConfigError::new(var, format!("{v:?} is not a positive number of seconds"))),
+    }
+}
+
+fn parse_prefix(value: Option<&str>) -> Result<String, ConfigError> {
+    match value {
+        None => Ok("realtime".to_owned()),
+        Some(v) if v.chars().all(|c| c.is_ascii_graphic()) => Ok(v.to_owned()),
+        Some(v) => {
+            Err(ConfigError::new("REDIS_PREFIX", format!("{v:?} must be printable ASCII without spaces")))
+        }
     }
 }
 

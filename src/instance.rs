@@ -24,6 +24,8 @@ pub struct Instance {
     /// Connections admitted on every shard; the `MAX_CONNECTIONS` gate.
     admitted: AtomicUsize,
     shutting_down: AtomicBool,
+    /// Redis connections (a subscriber and a publisher per shard) now up.
+    redis_links: AtomicUsize,
 }
 
 impl Instance {
@@ -38,6 +40,7 @@ impl Instance {
             inboxes,
             admitted: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
+            redis_links: AtomicUsize::new(0),
         }
     }
 
@@ -56,6 +59,23 @@ impl Instance {
     /// Connections open on every shard (the sum of the shards' gauges).
     pub fn connections(&self) -> i64 {
         self.metrics.connections_total()
+    }
+
+    /// `None` without `REDIS_URL`; otherwise whether every shard's
+    /// subscriber and publisher are connected.
+    pub fn redis_connected(&self) -> Option<bool> {
+        self.config.redis.as_ref()?;
+        Some(self.redis_links.load(Ordering::Acquire) == 2 * self.shard_count())
+    }
+
+    pub fn redis_link_up(&self) {
+        self.redis_links.fetch_add(1, Ordering::AcqRel);
+        self.metrics.redis_connected.set(i64::from(self.redis_connected() == Some(true)));
+    }
+
+    pub fn redis_link_down(&self) {
+        self.redis_links.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.redis_connected.set(0);
     }
 
     pub fn begin_shutdown(&self) {

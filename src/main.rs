@@ -35,12 +35,6 @@ fn serve(args: &ServeArgs) -> ExitCode {
         Ok(config) => config,
         Err(e) => return usage_error(&e),
     };
-    if config.redis.is_some() {
-        return usage_error(&ConfigError::new(
-            "REDIS_URL",
-            "this build has no Redis support yet; unset REDIS_URL to run a single instance",
-        ));
-    }
     realtime::logging::init(config.log_format);
     match realtime::server::run(config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,10 +30,10 @@ pub fn ready(instance: &Instance) -> Response<Body> {
 }
 
 fn redis_state(instance: &Instance) -> &'static str {
-    match (&instance.config.redis, instance.metrics.redis_connected.get()) {
-        (None, _) => "disabled",
-        (Some(_), 0) => "disconnected",
-        (Some(_), _) => "connected",
+    match instance.redis_connected() {
+        None => "disabled",
+        Some(false) => "disconnected",
+        Some(true) => "connected",
     }
 }
 

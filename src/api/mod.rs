@@ -2,9 +2,12 @@
 //! socket): `/health`, `/ready`, `/metrics`; JSON errors for everything else.
 //! Runs on the shard that accepted the socket.
 
+pub mod cors;
 pub mod health;
+pub mod publish;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -19,6 +22,7 @@ use smol_hyper::rt::FuturesIo;
 use tracing::debug;
 
 use crate::shard::Shard;
+use publish::Endpoint;
 
 /// An HTTP connection with no request in flight is closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -29,12 +33,13 @@ pub type Body = Full<Bytes>;
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     // glommio fails a read that waits longer than this, ending idle keep-alive
     // connections and slow bodies alike.
+    let Ok(peer) = stream.peer_addr() else { return };
     if stream.set_read_timeout(Some(IDLE_TIMEOUT)).is_err() {
         return;
     }
     let service = service_fn(move |request| {
         let shard = shard.clone();
-        async move { Ok::<_, Infallible>(respond(&shard, request)) }
+        async move { Ok::<_, Infallible>(respond(&shard, peer, request).await) }
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
@@ -46,18 +51,26 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
 }
 
-fn respond(shard: &Shard, request: Request<Incoming>) -> Response<Body> {
-    let path = request.uri().path();
-    let method = request.method();
-    match (path, method) {
-        ("/health", &Method::GET | &Method::HEAD) => json(StatusCode::OK, health::health(shard.instance)),
-        ("/ready", &Method::GET | &Method::HEAD) => health::ready(shard.instance),
+async fn respond(shard: &Shard, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
+    let instance = shard.instance;
+    let origin = cors::allowed_origin(&instance.config.allowed_origins, request.headers());
+    let method = request.method().clone();
+    let mut response = match (request.uri().path(), &method) {
+        ("/health", &Method::GET | &Method::HEAD) => json(StatusCode::OK, health::health(instance)),
+        ("/ready", &Method::GET | &Method::HEAD) => health::ready(instance),
         ("/metrics", &Method::GET | &Method::HEAD) => metrics(shard),
         ("/health" | "/ready" | "/metrics", _) => method_not_allowed("GET, HEAD"),
         ("/ws", &Method::GET) => error(StatusCode::UPGRADE_REQUIRED, "WebSocket upgrade required"),
         ("/ws", _) => method_not_allowed("GET"),
-        _ => error(StatusCode::NOT_FOUND, "not found"),
-    }
+        (path, _) => match (Endpoint::from_path(path), &method) {
+            (Some(_), &Method::OPTIONS) => return cors::preflight(origin),
+            (Some(endpoint), &Method::POST) => publish::handle(shard, peer, endpoint, request).await,
+            (Some(_), _) => method_not_allowed("POST, OPTIONS"),
+            (None, _) => error(StatusCode::NOT_FOUND, "not found"),
+        },
+    };
+    cors::decorate(&mut response, origin);
+    response
 }
 
 fn metrics(shard: &Shard) -> Response<Body> {

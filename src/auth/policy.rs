@@ -37,6 +37,11 @@ impl Role {
         ROOM_TABLE.iter().find(|(role, _)| *role == self).and_then(|(_, rooms)| *rooms)
     }
 
+    /// Admins may join every room, other users' personal rooms included.
+    pub fn sees_every_room(self) -> bool {
+        self.rooms().is_none()
+    }
+
     /// May this role subscribe to rooms with this base?
     pub fn may_join(self, base: &str) -> bool {
         self.rooms().is_none_or(|rooms| rooms.contains(&base))

@@ -11,6 +11,7 @@ use async_tungstenite::tungstenite::Utf8Bytes;
 
 use super::close::CloseReason;
 use crate::auth::Identity;
+use crate::shard::index::{Membership, RoomId};
 
 pub struct SessionHandle {
     pub identity: Identity,
@@ -26,6 +27,19 @@ pub struct SessionHandle {
     /// When the client last sent a frame (any frame, pongs included).
     last_seen: Cell<Instant>,
     waker: RefCell<Option<Waker>>,
+    /// The rooms this session is in and its slot in each; kept by the
+    /// shard's index.
+    memberships: RefCell<Vec<Membership>>,
+}
+
+/// What became of a frame offered to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    Queued,
+    /// The session is closing; the frame is not needed.
+    Closing,
+    /// The queue would pass `SEND_QUEUE_BYTES`: the session is now closing as slow.
+    Overflow,
 }
 
 /// What woke the session, in the order it should be handled.
@@ -47,24 +61,31 @@ impl SessionHandle {
             next_ping: Cell::new(first_ping),
             last_seen: Cell::new(Instant::now()),
             waker: RefCell::new(None),
+            memberships: RefCell::new(Vec::new()),
         }
     }
 
     /// Queues a frame; a client whose queue would pass the limit is closed as
-    /// slow instead. Returns whether the frame was queued.
-    pub fn push(&self, frame: Utf8Bytes) -> bool {
+    /// slow instead.
+    pub fn push(&self, frame: Utf8Bytes) -> Push {
         if self.close.get().is_some() {
-            return false;
+            return Push::Closing;
         }
         let bytes = self.queued_bytes.get() + frame.len();
         if bytes > self.queue_limit {
             self.close(CloseReason::SlowClient);
-            return false;
+            return Push::Overflow;
         }
         self.queued_bytes.set(bytes);
-        self.outbox.borrow_mut().push_back(frame);
-        self.wake();
-        true
+        let mut outbox = self.outbox.borrow_mut();
+        outbox.push_back(frame);
+        // Only the first frame needs a wake-up; the writer takes them all.
+        let first = outbox.len() == 1;
+        drop(outbox);
+        if first {
+            self.wake();
+        }
+        Push::Queued
     }
 
     /// Takes every queued frame, for one batched write.
@@ -97,6 +118,35 @@ impl SessionHandle {
 
     pub fn saw_frame(&self) {
         self.last_seen.set(Instant::now());
+    }
+
+    pub fn membership(&self, room: RoomId) -> Option<Membership> {
+        self.memberships.borrow().iter().copied().find(|m| m.room() == room)
+    }
+
+    pub fn membership_count(&self) -> usize {
+        self.memberships.borrow().len()
+    }
+
+    pub fn add_membership(&self, membership: Membership) {
+        self.memberships.borrow_mut().push(membership);
+    }
+
+    pub fn remove_membership(&self, room: RoomId) -> Option<Membership> {
+        let mut memberships = self.memberships.borrow_mut();
+        let at = memberships.iter().position(|m| m.room() == room)?;
+        Some(memberships.swap_remove(at))
+    }
+
+    /// The index moved this session to another slot of `room`.
+    pub fn move_membership(&self, room: RoomId, slot: u32) {
+        if let Some(m) = self.memberships.borrow_mut().iter_mut().find(|m| m.room() == room) {
+            *m = m.with_slot(slot);
+        }
+    }
+
+    pub fn take_memberships(&self) -> Vec<Membership> {
+        std::mem::take(&mut *self.memberships.borrow_mut())
     }
 
     /// The next signal, or `None` after registering `cx` to be woken.

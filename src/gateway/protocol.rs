@@ -34,6 +34,24 @@ pub fn parse(text: &str) -> Result<ClientMessage, String> {
     })
 }
 
+pub fn subscribed(room: &str) -> Utf8Bytes {
+    room_answer("subscribed", room)
+}
+
+pub fn unsubscribed(room: &str) -> Utf8Bytes {
+    room_answer("unsubscribed", room)
+}
+
+fn room_answer(kind: &'static str, room: &str) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct Answer<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        room: &'a str,
+    }
+    encode(&Answer { kind, room })
+}
+
 pub fn pong() -> Utf8Bytes {
     Utf8Bytes::from_static(r#"{"type":"pong"}"#)
 }

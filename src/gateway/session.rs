@@ -19,11 +19,14 @@ use glommio::net::TcpStream;
 use tracing::{debug, info};
 
 use super::close::CloseReason;
+use super::flood::{FloodGate, Verdict};
 use super::handle::{SessionHandle, Signal};
 use super::handshake::{self, Admitted, Rejection};
 use super::protocol::{self, ClientMessage, ErrorCode};
 use crate::config::Config;
-use crate::shard::{SessionKey, Shard};
+use crate::room::JoinError;
+use crate::shard::index::SessionKey;
+use crate::shard::{Shard, SubscribeError};
 
 /// Bytes read from a socket at a time; small, since an idle connection keeps it.
 const READ_BUFFER: usize = 1024;
@@ -98,7 +101,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     ));
     let registration = Registration::new(&shard, handle.clone());
     debug!(shard = %shard.id, user = %handle.identity.user_id, role = %handle.identity.role, "connection opened");
-    let end = Session { ws, handle: handle.clone() }.run().await;
+    let end =
+        Session { ws, handle: handle.clone(), shard: shard.clone(), flood: FloodGate::new(Instant::now()) }
+            .run()
+            .await;
     debug!(shard = %shard.id, user = %handle.identity.user_id, end = %end, "connection closed");
     drop(registration);
     drop(admission);
@@ -151,6 +157,8 @@ enum Wake {
 struct Session {
     ws: Ws,
     handle: Rc<SessionHandle>,
+    shard: Rc<Shard>,
+    flood: FloodGate,
 }
 
 impl Session {
@@ -169,7 +177,11 @@ impl Session {
                 Wake::Signal(Signal::Outbound) => self.write_outbound().await,
                 Wake::Signal(Signal::Ping) => self.ws.send(Message::Ping(Bytes::new())).await,
                 Wake::Inbound(None) => return End::PeerGone,
-                Wake::Inbound(Some(Ok(message))) => self.on_message(message).await,
+                Wake::Inbound(Some(Ok(message))) => match self.on_message(message).await {
+                    Ok(Some(reason)) => break End::Closed(reason),
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                },
                 Wake::Inbound(Some(Err(e))) => match close_reason(&e) {
                     Some(reason) => break End::Closed(reason),
                     None => return End::Failed(e),
@@ -193,30 +205,47 @@ impl Session {
         self.ws.flush().await
     }
 
-    async fn on_message(&mut self, message: Message) -> Result<(), WsError> {
+    /// Answers one client message; `Some(reason)` when the session must close.
+    async fn on_message(&mut self, message: Message) -> Result<Option<CloseReason>, WsError> {
         self.handle.saw_frame();
-        let reply = match message {
-            Message::Text(text) => self.on_text(&text),
-            Message::Binary(_) => {
-                Some(protocol::error(ErrorCode::BadRequest, "binary frames are not supported"))
-            }
-            // tungstenite answers pings itself; pongs and close frames need nothing more.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => None,
-        };
-        match reply {
-            Some(reply) => self.ws.send(Message::Text(reply)).await,
-            None => Ok(()),
+        // tungstenite answers pings itself; pongs and close frames need nothing more.
+        if !matches!(message, Message::Text(_) | Message::Binary(_)) {
+            return Ok(None);
         }
+        let reply = match self.flood.check(Instant::now()) {
+            Verdict::Close => return Ok(Some(CloseReason::Flooding)),
+            Verdict::Refuse => {
+                self.shard.instance.metrics.rate_limited.inc();
+                protocol::error(ErrorCode::RateLimited, "too many messages; slow down")
+            }
+            Verdict::Allow => match &message {
+                Message::Text(text) => self.on_text(text),
+                _ => protocol::error(ErrorCode::BadRequest, "binary frames are not supported"),
+            },
+        };
+        self.ws.send(Message::Text(reply)).await.map(|()| None)
     }
 
-    fn on_text(&mut self, text: &str) -> Option<Utf8Bytes> {
-        Some(match protocol::parse(text) {
-            Ok(ClientMessage::Ping) => protocol::pong(),
-            Ok(ClientMessage::Subscribe { .. } | ClientMessage::Unsubscribe { .. }) => {
-                protocol::error(ErrorCode::BadRequest, "subscriptions are not available yet")
+    fn on_text(&self, text: &str) -> Utf8Bytes {
+        let (room, result, answer): (_, _, fn(&str) -> Utf8Bytes) = match protocol::parse(text) {
+            Ok(ClientMessage::Ping) => return protocol::pong(),
+            Err(message) => return protocol::error(ErrorCode::BadRequest, &message),
+            Ok(ClientMessage::Subscribe { room }) => {
+                let result = self.shard.subscribe(&self.handle, &room);
+                (room, result, protocol::subscribed)
             }
-            Err(message) => protocol::error(ErrorCode::BadRequest, &message),
-        })
+            Ok(ClientMessage::Unsubscribe { room }) => {
+                let result = self.shard.unsubscribe(&self.handle, &room);
+                (room, result, protocol::unsubscribed)
+            }
+        };
+        match result {
+            Ok(()) => answer(&room),
+            Err(SubscribeError::Join(JoinError::Forbidden(_))) => {
+                protocol::error(ErrorCode::Forbidden, &format!("room {room:?} is not allowed for this role"))
+            }
+            Err(e) => protocol::error(ErrorCode::BadRequest, &e.to_string()),
+        }
     }
 
     /// Sends the close frame, hangs up our side, and waits (bounded) for the

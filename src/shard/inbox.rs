@@ -4,6 +4,8 @@
 
 use std::future::poll_fn;
 use std::sync::Arc;
+
+use crate::event::Event;
 use std::task::Poll;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -15,6 +17,8 @@ const CAPACITY: usize = 65_536;
 /// What travels between shards: owned values only.
 #[derive(Debug)]
 pub enum ShardMsg {
+    /// Deliver to this shard's sessions in the event's audience.
+    Deliver(Arc<Event>),
     /// Stop accepting, close every client with 1001, drain, stop.
     Shutdown,
 }

@@ -1,13 +1,16 @@
 //! The per-core owner. A [`Shard`] is created on its executor's thread and
 //! never leaves it (`Rc`, `RefCell`: `!Send` by construction); it alone holds
-//! its sessions. Other threads reach it only through its [`inbox`].
+//! its sessions and their rooms. Other threads reach it only through its
+//! [`inbox`].
 //!
 //! - `runtime`: executors, the accept loop, the inbox loop, shutdown;
 //! - `listener`: the SO_REUSEPORT sockets, built with socket2;
 //! - `inbox`: crossbeam channel + doorbell;
+//! - `index`: sessions, room → members, user → sessions;
 //! - `keepalive`: server pings and the read timeout.
 
 pub mod inbox;
+pub mod index;
 pub mod keepalive;
 pub mod listener;
 pub mod runtime;
@@ -16,12 +19,16 @@ use std::cell::RefCell;
 use std::fmt;
 use std::rc::Rc;
 
+use async_tungstenite::tungstenite::Utf8Bytes;
 use prometheus_client::metrics::gauge::Gauge;
-use slab::Slab;
 
+use crate::bus::Bus;
+use crate::event::{Audience, Event};
 use crate::gateway::close::CloseReason;
-use crate::gateway::handle::SessionHandle;
+use crate::gateway::handle::{Push, SessionHandle};
 use crate::instance::Instance;
+use crate::room::{self, JoinError};
+use index::{Index, SessionKey, TooManyRooms};
 
 /// Which shard: `0..SHARDS`, the index into the instance's mailboxes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,16 +50,24 @@ impl fmt::Display for ShardId {
     }
 }
 
-/// A session's place in its shard's registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionKey(usize);
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubscribeError {
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    #[error(transparent)]
+    TooMany(#[from] TooManyRooms),
+    #[error("every connection stays in room \"all\"")]
+    LeaveAll,
+}
 
-/// One core's state. Borrows of `sessions` are short and never held across
-/// an `.await`.
+/// One core's state. Borrows of `index` are short and never held across an
+/// `.await`.
 pub struct Shard {
     pub id: ShardId,
     pub instance: &'static Instance,
-    sessions: RefCell<Slab<Rc<SessionHandle>>>,
+    /// How events published on this shard leave it.
+    pub bus: Bus,
+    index: RefCell<Index>,
     connections: Gauge,
 }
 
@@ -61,7 +76,8 @@ impl Shard {
         Self {
             id,
             instance,
-            sessions: RefCell::new(Slab::new()),
+            bus: Bus::new(&instance.config),
+            index: RefCell::new(Index::default()),
             connections: instance.metrics.shard_connections(id.index()),
         }
     }
@@ -69,28 +85,88 @@ impl Shard {
     /// Adds a session; every session is in the room `all` by being here.
     pub fn register(&self, handle: Rc<SessionHandle>) -> SessionKey {
         self.connections.inc();
-        SessionKey(self.sessions.borrow_mut().insert(handle))
+        self.index.borrow_mut().insert(handle)
     }
 
     pub fn unregister(&self, key: SessionKey) {
-        if self.sessions.borrow_mut().try_remove(key.0).is_some() {
+        if self.index.borrow_mut().remove(key) {
             self.connections.dec();
         }
     }
 
     pub fn session_count(&self) -> usize {
-        self.sessions.borrow().len()
+        self.index.borrow().len()
     }
 
     /// Visits every session. `visit` must not register or unregister.
     pub fn for_each_session(&self, mut visit: impl FnMut(&SessionHandle)) {
-        for (_, handle) in self.sessions.borrow().iter() {
-            visit(handle);
+        for session in self.index.borrow().sessions() {
+            visit(session);
         }
     }
 
     /// Asks every session to close with `reason`.
     pub fn close_all(&self, reason: CloseReason) {
         self.for_each_session(|s| s.close(reason));
+    }
+
+    /// Subscribes the session to the room it asked for (SPEC §3).
+    pub fn subscribe(&self, session: &Rc<SessionHandle>, requested: &str) -> Result<(), SubscribeError> {
+        let room = room::room_to_join(&session.identity, requested)?;
+        if room != room::ALL {
+            self.index.borrow_mut().join(session, &room)?;
+        }
+        Ok(())
+    }
+
+    pub fn unsubscribe(&self, session: &SessionHandle, requested: &str) -> Result<(), SubscribeError> {
+        let room = room::room_to_join(&session.identity, requested)?;
+        if room == room::ALL {
+            return Err(SubscribeError::LeaveAll);
+        }
+        self.index.borrow_mut().leave(session, &room);
+        Ok(())
+    }
+
+    /// Queues the event to every local session in its audience. The frame is
+    /// copied once into this shard's memory so that the per-recipient
+    /// reference counts stay on this core.
+    pub fn deliver(&self, event: &Event) {
+        let frame = Utf8Bytes::from(event.frame.as_str().to_owned());
+        let index = self.index.borrow();
+        let mut fanout = Fanout::default();
+        match &event.audience {
+            Audience::Everyone => index.sessions().for_each(|s| fanout.offer(s, &frame)),
+            Audience::Room(room) => index.members(room).iter().for_each(|s| fanout.offer(s, &frame)),
+            Audience::User(user) => index.user_sessions(user).iter().for_each(|s| fanout.offer(s, &frame)),
+            Audience::UserInRoom { user, room } => index
+                .user_sessions(user)
+                .iter()
+                .filter(|s| index.is_member(s, room))
+                .for_each(|s| fanout.offer(s, &frame)),
+        }
+        let metrics = &self.instance.metrics;
+        metrics.deliveries.inc_by(fanout.queued);
+        if fanout.slow > 0 {
+            metrics.slow_client_closes.inc_by(fanout.slow);
+        }
+    }
+}
+
+/// Counts of one event's delivery on one shard, added to the shared
+/// counters once.
+#[derive(Default)]
+struct Fanout {
+    queued: u64,
+    slow: u64,
+}
+
+impl Fanout {
+    fn offer(&mut self, session: &SessionHandle, frame: &Utf8Bytes) {
+        match session.push(frame.clone()) {
+            Push::Queued => self.queued += 1,
+            Push::Overflow => self.slow += 1,
+            Push::Closing => {}
+        }
     }
 }

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::inbox::ShardMsg;
 use super::{keepalive, Shard, ShardId};
+use crate::bus::{redis, Bus};
 use crate::gateway::close::CloseReason;
 use crate::gateway::front_door::{self, Route};
 use crate::gateway::session;
@@ -86,6 +87,7 @@ async fn run(instance: &'static Instance, id: ShardId, listener: OwnedFd, ready:
     let sessions = Rc::new(Gate::new());
     let accepting = glommio::spawn_local(accept_loop(shard.clone(), listener, sessions.clone()));
     let keepalive = glommio::spawn_local(keepalive::run(shard.clone()));
+    let redis = redis_links(&shard);
     ready();
 
     let inbox = instance.inbox(id);
@@ -97,6 +99,7 @@ async fn run(instance: &'static Instance, id: ShardId, listener: OwnedFd, ready:
         // what was posted before it is delivered before the 1001.
         for msg in batch.drain(..) {
             match msg {
+                ShardMsg::Deliver(event) => shard.deliver(&event),
                 ShardMsg::Shutdown => stopping = true,
             }
         }
@@ -108,9 +111,24 @@ async fn run(instance: &'static Instance, id: ShardId, listener: OwnedFd, ready:
     shard.close_all(CloseReason::GoingAway);
     let drained = glommio::timer::timeout(instance.config.shutdown_timeout, sessions.close()).await;
     keepalive.cancel().await;
+    // Redis goes last: sessions were drained first.
+    for link in redis {
+        link.cancel().await;
+    }
     match drained {
         Ok(()) => info!(shard = %id, closed = open, "shard drained"),
         Err(_) => warn!(shard = %id, left = shard.session_count(), "shard drain timed out"),
+    }
+}
+
+/// With Redis, this shard's subscriber and publisher tasks.
+fn redis_links(shard: &Rc<Shard>) -> Vec<glommio::Task<()>> {
+    match &shard.bus {
+        Bus::Local => Vec::new(),
+        Bus::Redis { publisher, channels } => vec![
+            glommio::spawn_local(redis::subscriber::run(shard.clone(), channels.clone())),
+            glommio::spawn_local(redis::publisher::run(publisher.clone(), shard.instance)),
+        ],
     }
 }
 

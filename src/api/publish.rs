@@ -1,0 +1,153 @@
+//! The publish API (SPEC §4): `POST /api/notifications/send` and
+//! `/broadcast`. Checks the caller (API key, or a loopback peer without one),
+//! reads a bounded body, validates it into an [`Event`] and hands the event to
+//! the bus.
+
+use std::net::SocketAddr;
+
+use http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::{error, json, Body};
+use crate::event::{Draft, Event, Required};
+use crate::metrics::Source;
+use crate::shard::Shard;
+
+/// Which endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Send,
+    Broadcast,
+}
+
+impl Endpoint {
+    pub fn from_path(path: &str) -> Option<Self> {
+        match path {
+            "/api/notifications/send" => Some(Endpoint::Send),
+            "/api/notifications/broadcast" => Some(Endpoint::Broadcast),
+            _ => None,
+        }
+    }
+
+    fn required(self) -> Required {
+        match self {
+            Endpoint::Send => Required::User,
+            Endpoint::Broadcast => Required::Room,
+        }
+    }
+}
+
+pub async fn handle(
+    shard: &Shard,
+    peer: SocketAddr,
+    endpoint: Endpoint,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let config = &shard.instance.config;
+    if !authorized(config.api_key.as_deref(), peer, request.headers()) {
+        let message = match config.api_key {
+            Some(_) => "missing or wrong API key",
+            None => "publishing without API_KEY is allowed from loopback only",
+        };
+        return error(StatusCode::UNAUTHORIZED, message);
+    }
+    let body = match read_body(request, config.max_message_size).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    match parse(&body, endpoint) {
+        Ok(event) => {
+            let id = event.id.clone();
+            match shard.bus.publish(shard, event).await {
+                Ok(()) => {
+                    shard.instance.metrics.published(Source::Api);
+                    json(StatusCode::ACCEPTED, serde_json::json!({ "id": id, "status": "accepted" }))
+                }
+                Err(e) => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("{e}; nothing was delivered, retry later"),
+                ),
+            }
+        }
+        Err(message) => error(StatusCode::BAD_REQUEST, &message),
+    }
+}
+
+fn parse(body: &[u8], endpoint: Endpoint) -> Result<Event, String> {
+    let draft: Draft<'_> = serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
+    // The server names and dates what publishers send over HTTP.
+    let draft = Draft { id: None, timestamp: None, ..draft };
+    draft.into_event(endpoint.required()).map_err(|e| e.to_string())
+}
+
+/// The body, at most `limit` bytes; 413 beyond, 400 when it cannot be read.
+async fn read_body(request: Request<Incoming>, limit: usize) -> Result<bytes::Bytes, Response<Body>> {
+    let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, &format!("body over {limit} bytes"));
+    let declared = request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(error(StatusCode::BAD_REQUEST, "cannot read the body")),
+    }
+}
+
+/// With `API_KEY`: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+/// Without: loopback peers only (`X-Forwarded-For` is never consulted).
+fn authorized(api_key: Option<&str>, peer: SocketAddr, headers: &HeaderMap) -> bool {
+    let Some(key) = api_key else {
+        return is_loopback(peer);
+    };
+    let bearer = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let header = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim);
+    [bearer, header].into_iter().flatten().any(|given| constant_time_eq(given.as_bytes(), key.as_bytes()))
+}
+
+fn is_loopback(peer: SocketAddr) -> bool {
+    match peer.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback(),
+        std::net::IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal the key.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs.iter().map(|(k, v)| (http::HeaderName::from_static(k), v.parse().expect("value"))).collect()
+    }
+
+    #[test]
+    fn api_key_in_either_header() {
+        let peer: SocketAddr = "10.0.0.1:1".parse().expect("addr");
+        assert!(authorized(Some("k"), peer, &headers(&[("authorization", "Bearer k")])));
+        assert!(authorized(Some("k"), peer, &headers(&[("x-api-key", "k")])));
+        assert!(!authorized(Some("k"), peer, &headers(&[("x-api-key", "K")])));
+        assert!(!authorized(Some("k"), peer, &headers(&[])));
+    }
+
+    #[test]
+    fn without_a_key_only_loopback() {
+        let forwarded = headers(&[("x-forwarded-for", "127.0.0.1")]);
+        assert!(!authorized(None, "10.0.0.1:1".parse().expect("addr"), &forwarded));
+        assert!(authorized(None, "127.0.0.1:1".parse().expect("addr"), &forwarded));
+        assert!(authorized(None, "[::ffff:127.0.0.1]:1".parse().expect("addr"), &forwarded));
+    }
+}

@@ -1,0 +1,224 @@
+//! Who is where on one shard: its sessions, room → members, user → sessions.
+//! Compact for many sessions: a room's members are a plain vector (fast
+//! fan-out), and each session remembers its slot in every room it joined, so
+//! leaving is O(1) and closing leaves nothing behind.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use slab::Slab;
+
+use crate::gateway::handle::SessionHandle;
+
+/// Rooms one connection may be in, besides `all`.
+pub const MAX_ROOMS_PER_SESSION: usize = 128;
+
+/// A session's place in the shard's registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionKey(usize);
+
+/// A room of this shard (valid while it has members).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomId(u32);
+
+/// One room a session is in, and where in the room's member list it sits.
+#[derive(Debug, Clone, Copy)]
+pub struct Membership {
+    room: RoomId,
+    slot: u32,
+}
+
+struct Room {
+    name: Rc<str>,
+    members: Vec<Rc<SessionHandle>>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("at most {MAX_ROOMS_PER_SESSION} rooms per connection")]
+pub struct TooManyRooms;
+
+#[derive(Default)]
+pub struct Index {
+    sessions: Slab<Rc<SessionHandle>>,
+    rooms: Slab<Room>,
+    room_ids: HashMap<Rc<str>, RoomId>,
+    users: HashMap<Rc<str>, Vec<Rc<SessionHandle>>>,
+}
+
+impl Index {
+    pub fn insert(&mut self, session: Rc<SessionHandle>) -> SessionKey {
+        self.users.entry(Rc::from(session.identity.user_id.as_str())).or_default().push(session.clone());
+        SessionKey(self.sessions.insert(session))
+    }
+
+    /// Removes the session from the registry, its user and every room.
+    pub fn remove(&mut self, key: SessionKey) -> bool {
+        let Some(session) = self.sessions.try_remove(key.0) else { return false };
+        for membership in session.take_memberships() {
+            self.remove_member(membership);
+        }
+        let user = session.identity.user_id.as_str();
+        if let Some(sessions) = self.users.get_mut(user) {
+            sessions.retain(|s| !Rc::ptr_eq(s, &session));
+            if sessions.is_empty() {
+                self.users.remove(user);
+            }
+        }
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Joins `room`; `Ok(false)` when already a member.
+    pub fn join(&mut self, session: &Rc<SessionHandle>, room: &str) -> Result<bool, TooManyRooms> {
+        if self.room_id(room).is_some_and(|id| session.membership(id).is_some()) {
+            return Ok(false);
+        }
+        if session.membership_count() >= MAX_ROOMS_PER_SESSION {
+            return Err(TooManyRooms);
+        }
+        let id = self.room_id(room).unwrap_or_else(|| self.open_room(room));
+        let members = &mut self.rooms[id.0 as usize].members;
+        session.add_membership(Membership { room: id, slot: members.len() as u32 });
+        members.push(session.clone());
+        Ok(true)
+    }
+
+    /// Leaves `room`; `false` when not a member.
+    pub fn leave(&mut self, session: &SessionHandle, room: &str) -> bool {
+        let Some(id) = self.room_id(room) else { return false };
+        match session.remove_membership(id) {
+            Some(membership) => {
+                self.remove_member(membership);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn sessions(&self) -> impl Iterator<Item = &Rc<SessionHandle>> {
+        self.sessions.iter().map(|(_, s)| s)
+    }
+
+    pub fn members(&self, room: &str) -> &[Rc<SessionHandle>] {
+        self.room_id(room).map_or(&[], |id| &self.rooms[id.0 as usize].members)
+    }
+
+    pub fn user_sessions(&self, user: &str) -> &[Rc<SessionHandle>] {
+        self.users.get(user).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn is_member(&self, session: &SessionHandle, room: &str) -> bool {
+        self.room_id(room).is_some_and(|id| session.membership(id).is_some())
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    fn room_id(&self, room: &str) -> Option<RoomId> {
+        self.room_ids.get(room).copied()
+    }
+
+    fn open_room(&mut self, room: &str) -> RoomId {
+        let name: Rc<str> = Rc::from(room);
+        let id = RoomId(self.rooms.insert(Room { name: name.clone(), members: Vec::new() }) as u32);
+        self.room_ids.insert(name, id);
+        id
+    }
+
+    /// Swap-removes a member; the member moved into its slot learns its new one.
+    fn remove_member(&mut self, membership: Membership) {
+        let index = membership.room.0 as usize;
+        let room = &mut self.rooms[index];
+        let slot = membership.slot as usize;
+        room.members.swap_remove(slot);
+        if let Some(moved) = room.members.get(slot) {
+            moved.move_membership(membership.room, membership.slot);
+        }
+        if room.members.is_empty() {
+            let room = self.rooms.remove(index);
+            self.room_ids.remove(&room.name);
+        }
+    }
+}
+
+impl Membership {
+    pub fn room(self) -> RoomId {
+        self.room
+    }
+
+    pub fn with_slot(self, slot: u32) -> Self {
+        Self { slot, ..self }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::auth::{Identity, Role};
+
+    fn session(user: &str) -> Rc<SessionHandle> {
+        let identity = Identity { user_id: user.into(), role: Role::Admin };
+        Rc::new(SessionHandle::new(identity, 1024, Instant::now()))
+    }
+
+    #[test]
+    fn joins_leaves_and_closes_leave_nothing_behind() {
+        let mut index = Index::default();
+        let (a, b, c) = (session("1"), session("2"), session("1"));
+        let keys: Vec<_> = [&a, &b, &c].iter().map(|s| index.insert((*s).clone())).collect();
+        for s in [&a, &b, &c] {
+            assert_eq!(index.join(s, "orders"), Ok(true));
+        }
+        assert_eq!(index.join(&a, "orders"), Ok(false));
+        assert_eq!(index.join(&b, "orders:1"), Ok(true));
+        assert_eq!(index.user_sessions("1").len(), 2);
+
+        assert!(index.leave(&a, "orders"));
+        assert!(!index.leave(&a, "orders"));
+        let members: Vec<_> = index.members("orders").iter().map(|s| s.identity.user_id.clone()).collect();
+        assert_eq!(members.len(), 2);
+        assert!(index.is_member(&c, "orders") && !index.is_member(&a, "orders"));
+
+        for key in keys {
+            assert!(index.remove(key));
+        }
+        assert_eq!((index.len(), index.room_count(), index.user_sessions("1").len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn slots_stay_right_after_swap_removes() {
+        let mut index = Index::default();
+        let sessions: Vec<_> = (0..5).map(|i| session(&i.to_string())).collect();
+        let keys: Vec<_> = sessions.iter().map(|s| index.insert(s.clone())).collect();
+        for s in &sessions {
+            index.join(s, "r").expect("room");
+        }
+        index.remove(keys[0]);
+        index.remove(keys[2]);
+        assert!(index.leave(&sessions[4], "r"));
+        let left: Vec<_> = index.members("r").iter().map(|s| s.identity.user_id.as_str()).collect();
+        assert_eq!(left.len(), 2);
+        assert!(left.contains(&"1") && left.contains(&"3"));
+    }
+
+    #[test]
+    fn room_limit_holds() {
+        let mut index = Index::default();
+        let s = session("1");
+        index.insert(s.clone());
+        for i in 0..MAX_ROOMS_PER_SESSION {
+            index.join(&s, &format!("r{i}")).expect("under the limit");
+        }
+        assert_eq!(index.join(&s, "one-more"), Err(TooManyRooms));
+    }
+}
