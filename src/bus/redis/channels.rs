@@ -1,0 +1,60 @@
+//! The Redis channels of SPEC §6 and which one an event travels on.
+
+use crate::room::RoomName;
+
+/// The four channels, under a prefix (`realtime` by default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channels {
+    pub notifications: String,
+    pub orders: String,
+    pub inventory: String,
+    pub broadcasts: String,
+}
+
+impl Channels {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            notifications: format!("{prefix}:notifications"),
+            orders: format!("{prefix}:orders"),
+            inventory: format!("{prefix}:inventory"),
+            broadcasts: format!("{prefix}:broadcasts"),
+        }
+    }
+
+    pub fn all(&self) -> [&str; 4] {
+        [&self.notifications, &self.orders, &self.inventory, &self.broadcasts]
+    }
+
+    /// The channel for an event with this room (`None`: a `send` without a
+    /// room). A scoped room uses its base's channel.
+    pub fn for_room(&self, room: Option<&str>) -> &str {
+        let base = room.map(|r| RoomName::parse(r).map_or(r, |name| name.base));
+        match base {
+            None | Some("notifications") => &self.notifications,
+            Some("orders" | "myOrders" | "deliveries") => &self.orders,
+            Some("inventory" | "products") => &self.inventory,
+            Some(_) => &self.broadcasts,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping_follows_the_spec() {
+        let c = Channels::new("realtime");
+        assert_eq!(c.for_room(None), "realtime:notifications");
+        assert_eq!(c.for_room(Some("notifications")), "realtime:notifications");
+        for room in ["orders", "myOrders", "deliveries", "orders:123"] {
+            assert_eq!(c.for_room(Some(room)), "realtime:orders", "{room}");
+        }
+        for room in ["inventory", "products:9"] {
+            assert_eq!(c.for_room(Some(room)), "realtime:inventory", "{room}");
+        }
+        for room in ["all", "cart", "promos"] {
+            assert_eq!(c.for_room(Some(room)), "realtime:broadcasts", "{room}");
+        }
+    }
+}

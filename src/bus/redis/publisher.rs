@@ -1,0 +1,138 @@
+//! A shard's publishing connection. Publishes wait in a queue; one task
+//! writes every waiting `PUBLISH` in a single write (pipelining), then reads
+//! their replies in order. While the connection is down a publish fails at
+//! once, so the API can answer 503 with nothing delivered.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use futures_channel::oneshot;
+use redis::Value;
+use tracing::warn;
+
+use super::resp::{RespConn, RespError};
+use super::Backoff;
+use crate::bus::Unavailable;
+use crate::instance::Instance;
+
+struct Pending {
+    command: Vec<u8>,
+    reply: oneshot::Sender<Result<(), Unavailable>>,
+}
+
+#[derive(Default)]
+pub struct Publisher {
+    queue: RefCell<VecDeque<Pending>>,
+    writer: RefCell<Option<Waker>>,
+    connected: Cell<bool>,
+}
+
+impl Publisher {
+    /// Publishes `message` on `channel`; `Ok` once Redis has taken it.
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<(), Unavailable> {
+        if !self.connected.get() {
+            return Err(Unavailable);
+        }
+        let (reply, answer) = oneshot::channel();
+        let command = redis::cmd("PUBLISH").arg(channel).arg(message).get_packed_command();
+        self.queue.borrow_mut().push_back(Pending { command, reply });
+        let writer = self.writer.borrow_mut().take();
+        if let Some(writer) = writer {
+            writer.wake();
+        }
+        answer.await.unwrap_or(Err(Unavailable))
+    }
+
+    /// Waits for at least one queued publish and takes them all.
+    async fn next_batch(&self) -> Vec<Pending> {
+        poll_fn(|cx| {
+            let mut queue = self.queue.borrow_mut();
+            if queue.is_empty() {
+                *self.writer.borrow_mut() = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            Poll::Ready(queue.drain(..).collect())
+        })
+        .await
+    }
+
+    fn fail_queued(&self) {
+        let queued: Vec<_> = self.queue.borrow_mut().drain(..).collect();
+        fail(queued);
+    }
+}
+
+fn fail(batch: impl IntoIterator<Item = Pending>) {
+    for pending in batch {
+        let _ = pending.reply.send(Err(Unavailable));
+    }
+}
+
+/// Keeps the publisher connected for as long as the shard runs.
+pub async fn run(publisher: Rc<Publisher>, instance: &'static Instance) {
+    let Some(url) = instance.config.redis.as_ref() else { return };
+    let mut backoff = Backoff::default();
+    loop {
+        match RespConn::connect(url).await {
+            Ok(conn) => {
+                backoff.reset();
+                publisher.connected.set(true);
+                instance.redis_link_up();
+                let error = serve(&publisher, conn).await;
+                publisher.connected.set(false);
+                instance.redis_link_down();
+                publisher.fail_queued();
+                warn!(error = %error, "redis publisher disconnected");
+            }
+            Err(error) => warn!(error = %error, "redis publisher cannot connect"),
+        }
+        glommio::timer::sleep(backoff.next_delay()).await;
+    }
+}
+
+enum Wake {
+    Batch(Vec<Pending>),
+    Lost(RespError),
+}
+
+async fn serve(publisher: &Publisher, mut conn: RespConn) -> RespError {
+    loop {
+        // Redis sends nothing unasked on this connection: anything read while
+        // idle means it is gone, and we learn that before the next publish.
+        let wake = futures_lite::future::or(async { Wake::Batch(publisher.next_batch().await) }, async {
+            Wake::Lost(match conn.next_value().await {
+                Ok(_) => RespError::Protocol("unexpected data from redis".into()),
+                Err(e) => e,
+            })
+        })
+        .await;
+        let batch = match wake {
+            Wake::Batch(batch) => batch,
+            Wake::Lost(error) => return error,
+        };
+        let pipeline: Vec<u8> = batch.iter().flat_map(|p| p.command.iter().copied()).collect();
+        if let Err(error) = conn.send(&pipeline).await {
+            fail(batch);
+            return error;
+        }
+        let mut batch = batch.into_iter();
+        while let Some(pending) = batch.next() {
+            match conn.next_value().await {
+                Ok(Value::Int(_)) => {
+                    let _ = pending.reply.send(Ok(()));
+                }
+                Ok(other) => {
+                    warn!(reply = ?other, "redis refused a publish");
+                    let _ = pending.reply.send(Err(Unavailable));
+                }
+                Err(error) => {
+                    fail(std::iter::once(pending).chain(batch));
+                    return error;
+                }
+            }
+        }
+    }
+}
