@@ -56,21 +56,30 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let pool = runtime::start(instance, listeners, events_tx)
         .map_err(|e| anyhow::anyhow!("cannot start the shards: {e}"))?;
     let shards = instance.shard_count();
-    if let Err(e) = wait_ready(&events, shards, || pool.handles().iter().any(|h| h.is_finished())) {
-        stop_shards(instance);
-        for result in pool.join_all() {
-            if let Err(shard_error) = result {
-                error!(error = %shard_error, "shard failed");
+    let unexpected = match wait_ready(&events, shards, || pool.handles().iter().any(|h| h.is_finished())) {
+        Ok(Start::Ready) => {
+            info!(%addr, shards, "listening");
+            if let Some(secret) = dev_secret {
+                print_dev_banner(&secret, addr.port())?;
             }
+            wait_for_stop(&events)
         }
-        return Err(e);
-    }
-    info!(%addr, shards, "listening");
-    if let Some(secret) = dev_secret {
-        print_dev_banner(&secret, addr.port())?;
-    }
-
-    let unexpected = wait_for_stop(&events);
+        // The listeners were already accepting: an early signal is an
+        // ordinary shutdown.
+        Ok(Start::Interrupted(signal)) => {
+            info!(signal, "shutting down during start-up");
+            None
+        }
+        Err(e) => {
+            stop_shards(instance);
+            for result in pool.join_all() {
+                if let Err(shard_error) = result {
+                    error!(error = %shard_error, "shard failed");
+                }
+            }
+            return Err(e);
+        }
+    };
     stop_shards(instance);
     let deadline = Instant::now() + instance.config.shutdown_timeout + Duration::from_secs(1);
     let stopped = wait_stopped(&events, shards, deadline, unexpected.is_some());
@@ -86,18 +95,23 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
 }
 
+enum Start {
+    Ready,
+    Interrupted(i32),
+}
+
 fn wait_ready(
     events: &Receiver<Lifecycle>,
     shards: usize,
     any_exited: impl Fn() -> bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Start> {
     let deadline = Instant::now() + START_TIMEOUT;
     let mut ready = 0;
     while ready < shards {
         match events.recv_timeout(Duration::from_millis(100)) {
             Ok(Lifecycle::Ready(_)) => ready += 1,
             Ok(Lifecycle::Stopped { shard, .. }) => bail!("shard {shard} stopped during start-up"),
-            Ok(Lifecycle::Signal(_)) => bail!("interrupted during start-up"),
+            Ok(Lifecycle::Signal(signal)) => return Ok(Start::Interrupted(signal)),
             Err(RecvTimeoutError::Disconnected) => bail!("shards gone during start-up"),
             Err(RecvTimeoutError::Timeout) if any_exited() => bail!("a shard's executor failed to start"),
             Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => {
@@ -106,7 +120,7 @@ fn wait_ready(
             Err(RecvTimeoutError::Timeout) => {}
         }
     }
-    Ok(())
+    Ok(Start::Ready)
 }
 
 /// Blocks until a signal (`None`) or a shard stopping on its own (its id).

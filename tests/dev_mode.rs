@@ -1,0 +1,119 @@
+//! Development mode (no `JWT_SECRET`): banner with ready tokens on stdout,
+//! loopback-only listener, random secret.
+
+mod support;
+
+use serde_json::json;
+use support::*;
+
+fn token_line<'a>(stdout: &'a str, role: &str) -> Option<&'a str> {
+    stdout.lines().map(str::trim).find_map(|l| {
+        let rest = l.strip_prefix(role)?;
+        if !rest.starts_with(char::is_whitespace) {
+            return None;
+        }
+        let tok = rest.trim();
+        (tok.split('.').count() == 3 && !tok.contains(char::is_whitespace)).then_some(tok)
+    })
+}
+
+/// Listening sockets on `port` from /proc/net/tcp{,6}: (file, local address hex).
+fn listeners(port: u16) -> Vec<(String, String)> {
+    let port_hex = format!("{port:04X}");
+    let mut out = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 4 || cols[3] != "0A" {
+                continue;
+            }
+            if let Some((addr, p)) = cols[1].split_once(':') {
+                if p == port_hex {
+                    out.push((file.to_string(), addr.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn dev_mode_prints_working_tokens_and_binds_loopback_only() {
+    // BIND_ADDR says everywhere; dev mode must still bind 127.0.0.1 only.
+    let s = server().unset("JWT_SECRET").env("BIND_ADDR", "0.0.0.0").start();
+    let out = s.wait_stdout(DEFAULT_DEADLINE, |o| ROLES.iter().all(|(r, _)| token_line(o, r).is_some()));
+
+    assert!(out.contains("Development mode"), "no development-mode warning on stdout:\n{out}");
+    let url_line = out
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("WebSocket URL:"))
+        .unwrap_or_else(|| panic!("no 'WebSocket URL:' line:\n{out}"))
+        .trim()
+        .to_string();
+    let prefix = format!("ws://127.0.0.1:{}/ws?token=", s.port);
+    assert!(url_line.starts_with(&prefix), "URL {url_line:?} should start with {prefix:?}");
+
+    // the URL works as printed, as admin
+    let mut ws = ws_connect(&url_line).unwrap_or_else(|e| panic!("printed URL refused: {e}"));
+    let hello = next_json(&mut ws, DEFAULT_DEADLINE);
+    assert_eq!(hello["type"], "connected", "{hello}");
+    assert_eq!(hello["payload"]["role"], "admin", "{hello}");
+    close(ws);
+
+    // each role's token connects with that role
+    for (role, rooms) in ROLES {
+        let tok = token_line(&out, role).unwrap();
+        let (ws, hello) = s.connect_token(tok);
+        assert_eq!(hello["payload"]["role"], *role, "{hello}");
+        assert_eq!(hello["payload"]["rooms"], json!(rooms), "{hello}");
+        assert!(hello["payload"]["userId"].is_string(), "{hello}");
+        close(ws);
+        // "valid 24h"
+        let claims = unverified_claims(tok);
+        let left = claims["exp"].as_i64().expect("numeric exp") - now_secs() as i64;
+        assert!(
+            (23 * 3600..=25 * 3600).contains(&left),
+            "{role} token expires in {left} s, expected about 24 h"
+        );
+        assert_eq!(claims["role"], *role, "{claims}");
+    }
+
+    // tokens from a secret the server did not make are refused
+    for secret in [SECRET, "secret", "dev-secret", "changeme", ""] {
+        let tok = token(secret, "intruder", "admin");
+        let (status, body) = ws_reject(&s.ws_url(&tok), &[]);
+        assert_eq!(status, 401, "secret {secret:?}: body {body:?}");
+    }
+
+    // loopback only, whatever BIND_ADDR says
+    let ls = listeners(s.port);
+    assert!(!ls.is_empty(), "no listener found for port {}", s.port);
+    for (file, addr) in &ls {
+        assert!(
+            file == "/proc/net/tcp" && addr == "0100007F",
+            "listener on {file} address {addr} (expected 127.0.0.1 only): {ls:?}"
+        );
+    }
+    // the tokens are for people: not in the logs
+    let err = s.stderr();
+    for (role, _) in ROLES {
+        let tok = token_line(&out, role).unwrap();
+        assert!(!err.contains(tok), "{role} token appears on stderr");
+    }
+}
+
+#[test]
+fn dev_mode_secret_is_random_per_start() {
+    let a = server().unset("JWT_SECRET").start();
+    let b = server().unset("JWT_SECRET").start();
+    let out_a = a.wait_stdout(DEFAULT_DEADLINE, |o| token_line(o, "seller").is_some());
+    let tok_a = token_line(&out_a, "seller").unwrap().to_string();
+    b.wait_stdout(DEFAULT_DEADLINE, |o| token_line(o, "seller").is_some());
+    // a token from one dev-mode server is worthless on another
+    let (status, _) = ws_reject(&b.ws_url(&tok_a), &[]);
+    assert_eq!(status, 401);
+}

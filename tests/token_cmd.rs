@@ -1,0 +1,77 @@
+//! `realtime token`: mints an HS256 token with JWT_SECRET (SPEC §1, §8).
+
+mod support;
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+use support::*;
+
+const EXIT_BOUND: Duration = Duration::from_secs(10);
+
+fn decode(tok: &str) -> Value {
+    let mut v = Validation::new(Algorithm::HS256);
+    v.required_spec_claims.clear();
+    v.required_spec_claims.insert("exp".into());
+    jsonwebtoken::decode::<Value>(tok, &DecodingKey::from_secret(SECRET.as_bytes()), &v)
+        .unwrap_or_else(|e| panic!("token {tok:?} does not verify with JWT_SECRET: {e}"))
+        .claims
+}
+
+fn mint_with_cli(args: &[&str]) -> String {
+    let mut all = vec!["token"];
+    all.extend_from_slice(args);
+    let done = server().no_port_env().args(&all).run(EXIT_BOUND);
+    assert_eq!(done.code(), Some(0), "realtime {all:?}: {done:?}");
+    let lines = done.stdout_lines();
+    assert_eq!(lines.len(), 1, "stdout should be the token alone: {lines:?}");
+    let tok = lines[0].trim();
+    assert_eq!(tok, lines[0], "token line has surrounding whitespace");
+    tok.to_string()
+}
+
+#[test]
+fn token_command_mints_a_working_token() {
+    let tok = mint_with_cli(&["--user-id", "123", "--role", "seller"]);
+    let claims = decode(&tok);
+    assert_eq!(claims["userId"], "123", "userId must be a string: {claims}");
+    assert_eq!(claims["role"], "seller", "{claims}");
+    let exp = claims["exp"].as_i64().expect("numeric exp");
+    let ttl = exp - now_secs() as i64;
+    assert!((3500..=3700).contains(&ttl), "default ttl should be 3600 s, exp is {ttl} s away");
+
+    let s = server().start();
+    let (ws, hello) = s.connect_token(&tok);
+    assert_connected(&hello, "123", "seller");
+    close(ws);
+}
+
+#[test]
+fn token_command_ttl_flag() {
+    let tok = mint_with_cli(&["--user-id", "9", "--role", "delivery", "--ttl", "60"]);
+    let claims = decode(&tok);
+    let ttl = claims["exp"].as_i64().unwrap() - now_secs() as i64;
+    assert!((1..=120).contains(&ttl), "--ttl 60 gave exp {ttl} s away");
+    assert_eq!(claims["role"], "delivery");
+}
+
+#[test]
+fn token_command_without_secret_exits_2() {
+    let done = server()
+        .no_port_env()
+        .unset("JWT_SECRET")
+        .args(&["token", "--user-id", "1", "--role", "admin"])
+        .run(EXIT_BOUND);
+    assert_eq!(done.code(), Some(2), "{done:?}");
+    assert!(done.stderr.contains("JWT_SECRET"), "stderr does not name JWT_SECRET: {:?}", done.stderr);
+    assert!(done.stdout.trim().is_empty(), "no token expected: {:?}", done.stdout);
+}
+
+#[test]
+fn token_command_unknown_role_exits_2() {
+    let done =
+        server().no_port_env().args(&["token", "--user-id", "1", "--role", "superuser"]).run(EXIT_BOUND);
+    assert_eq!(done.code(), Some(2), "{done:?}");
+    assert!(done.stdout.trim().is_empty(), "no token expected: {:?}", done.stdout);
+}
