@@ -10,6 +10,10 @@ use glommio::net::TcpStream;
 pub const MAX_HEAD: usize = 8192;
 /// A client must send its whole request head within this time.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first peek's size: most request heads (a browser's upgrade with its
+/// token included) fit, and thousands of connections arriving at once do not
+/// each hold 8 KiB while they are routed.
+const FIRST_PEEK: usize = 2048;
 /// Most headers a request head may carry.
 const MAX_HEADERS: usize = 64;
 
@@ -33,7 +37,7 @@ pub enum HeadError {
 /// socket for whichever protocol takes it next.
 pub async fn route(stream: &TcpStream) -> Result<Route, HeadError> {
     let deadline = Instant::now() + HEAD_TIMEOUT;
-    let mut buf = vec![0u8; MAX_HEAD];
+    let mut buf = vec![0u8; FIRST_PEEK];
     let mut seen = 0;
     // A peek returns at once while any byte is waiting, so a head that
     // arrives in pieces is re-peeked after a short, growing pause.
@@ -53,6 +57,10 @@ pub async fn route(stream: &TcpStream) -> Result<Route, HeadError> {
         }
         if n == MAX_HEAD {
             return Ok(Route::Http);
+        }
+        if n == buf.len() {
+            buf.resize(MAX_HEAD, 0);
+            continue;
         }
         if n == seen {
             if Instant::now() + pause >= deadline {

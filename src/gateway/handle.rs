@@ -4,7 +4,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::task::{Context, Waker};
+use std::future::poll_fn;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use async_tungstenite::tungstenite::Utf8Bytes;
@@ -149,6 +150,18 @@ impl SessionHandle {
         std::mem::take(&mut *self.memberships.borrow_mut())
     }
 
+    /// Resolves once the session is asked to close.
+    pub async fn closing(&self) -> CloseReason {
+        poll_fn(|cx| match self.close.get() {
+            Some(reason) => Poll::Ready(reason),
+            None => {
+                self.register(cx);
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
     /// The next signal, or `None` after registering `cx` to be woken.
     pub fn poll_signal(&self, cx: &Context<'_>) -> Option<Signal> {
         if let Some(reason) = self.close.get() {
@@ -160,12 +173,16 @@ impl SessionHandle {
         if self.ping_due.replace(false) {
             return Some(Signal::Ping);
         }
+        self.register(cx);
+        None
+    }
+
+    fn register(&self, cx: &Context<'_>) {
         let mut waker = self.waker.borrow_mut();
         match waker.as_ref() {
             Some(w) if w.will_wake(cx.waker()) => {}
             _ => *waker = Some(cx.waker().clone()),
         }
-        None
     }
 
     fn wake(&self) {

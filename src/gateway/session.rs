@@ -4,7 +4,8 @@
 //! from the client.
 
 use std::fmt;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -24,12 +25,13 @@ use super::handle::{SessionHandle, Signal};
 use super::handshake::{self, Admitted, Rejection};
 use super::protocol::{self, ClientMessage, ErrorCode};
 use crate::config::Config;
+use crate::instance::Admission;
 use crate::room::JoinError;
 use crate::shard::index::SessionKey;
 use crate::shard::{Shard, SubscribeError};
 
 /// Bytes read from a socket at a time; small, since an idle connection keeps it.
-const READ_BUFFER: usize = 1024;
+const READ_BUFFER: usize = 256;
 /// Bytes of frames gathered before a write to the socket.
 const WRITE_BATCH: usize = 16 * 1024;
 /// How long a closing connection waits for the peer to hang up.
@@ -55,13 +57,24 @@ impl fmt::Display for End {
 }
 
 /// Upgrades `stream` (already routed to `/ws`) and runs the session.
+///
+/// The handshake and the session live in separate boxes: the handshake's
+/// state is large and short-lived, and a long-lived task should not keep room
+/// reserved for it (a few hundred bytes times every idle connection).
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    if let Some(session) = Box::pin(upgrade(shard, stream)).await {
+        session.await;
+    }
+}
+
+/// The handshake; on success, the session's whole remaining life, boxed.
+async fn upgrade(shard: Rc<Shard>, stream: TcpStream) -> Option<Pin<Box<impl Future<Output = ()>>>> {
     let instance = shard.instance;
     let config = &instance.config;
     // glommio fails a write that makes no progress for this long.
     if let Err(e) = stream.set_write_timeout(Some(config.ws_write_timeout)) {
         debug!(shard = %shard.id, error = %e, "cannot set write timeout");
-        return;
+        return None;
     }
     let mut admitted = None;
     let mut rejected = None;
@@ -81,16 +94,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         async_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config(config))).await;
     if let Some(rejection) = rejected {
         log_rejection(&shard, rejection);
-        return;
+        return None;
     }
-    let (ws, Some(Admitted { identity, admission })) = (upgraded, admitted) else {
-        return;
-    };
-    let ws = match ws {
+    let (upgraded, Some(Admitted { identity, admission })) = (upgraded, admitted) else { return None };
+    let ws = match upgraded {
         Ok(ws) => ws,
         Err(e) => {
             debug!(shard = %shard.id, error = %e, "websocket handshake failed");
-            return;
+            return None;
         }
     };
     instance.metrics.handshakes.inc();
@@ -99,15 +110,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         config.send_queue_bytes,
         Instant::now() + config.ws_ping_interval,
     ));
-    let registration = Registration::new(&shard, handle.clone());
     debug!(shard = %shard.id, user = %handle.identity.user_id, role = %handle.identity.role, "connection opened");
-    let end =
-        Session { ws, handle: handle.clone(), shard: shard.clone(), flood: FloodGate::new(Instant::now()) }
-            .run()
-            .await;
-    debug!(shard = %shard.id, user = %handle.identity.user_id, end = %end, "connection closed");
-    drop(registration);
-    drop(admission);
+    let registration = Registration::new(shard, handle.clone());
+    Some(Box::pin(
+        Session { ws, handle, registration, _admission: admission, flood: FloodGate::new(Instant::now()) }
+            .run(),
+    ))
 }
 
 fn ws_config(config: &Config) -> WebSocketConfig {
@@ -132,21 +140,27 @@ fn log_rejection(shard: &Shard, rejection: Rejection) {
 }
 
 /// Keeps a session in its shard's registry for exactly as long as it lives.
-struct Registration<'a> {
-    shard: &'a Shard,
+struct Registration {
+    shard: Rc<Shard>,
     key: SessionKey,
 }
 
-impl<'a> Registration<'a> {
-    fn new(shard: &'a Shard, handle: Rc<SessionHandle>) -> Self {
-        Self { shard, key: shard.register(handle) }
+impl Registration {
+    fn new(shard: Rc<Shard>, handle: Rc<SessionHandle>) -> Self {
+        let key = shard.register(handle);
+        Self { shard, key }
     }
 }
 
-impl Drop for Registration<'_> {
+impl Drop for Registration {
     fn drop(&mut self) {
         self.shard.unregister(self.key);
     }
+}
+
+enum Step {
+    Continue,
+    End(End),
 }
 
 enum Wake {
@@ -157,12 +171,24 @@ enum Wake {
 struct Session {
     ws: Ws,
     handle: Rc<SessionHandle>,
-    shard: Rc<Shard>,
+    /// In the shard's registry while the session lives.
+    registration: Registration,
+    /// The `MAX_CONNECTIONS` slot, freed with the session.
+    _admission: Admission,
     flood: FloodGate,
 }
 
 impl Session {
-    async fn run(mut self) -> End {
+    async fn run(mut self) {
+        let end = self.live().await;
+        debug!(shard = %self.shard().id, user = %self.handle.identity.user_id, end = %end, "connection closed");
+    }
+
+    fn shard(&self) -> &Shard {
+        &self.registration.shard
+    }
+
+    async fn live(&mut self) -> End {
         if let Err(e) = self.ws.send(Message::Text(protocol::connected(&self.handle.identity))).await {
             return End::Failed(e);
         }
@@ -172,29 +198,42 @@ impl Session {
                 None => self.ws.poll_next_unpin(cx).map(Wake::Inbound),
             })
             .await;
-            let step = match wake {
-                Wake::Signal(Signal::Close(reason)) => break End::Closed(reason),
-                Wake::Signal(Signal::Outbound) => self.write_outbound().await,
-                Wake::Signal(Signal::Ping) => self.ws.send(Message::Ping(Bytes::new())).await,
-                Wake::Inbound(None) => return End::PeerGone,
-                Wake::Inbound(Some(Ok(message))) => match self.on_message(message).await {
-                    Ok(Some(reason)) => break End::Closed(reason),
-                    Ok(None) => Ok(()),
-                    Err(e) => Err(e),
-                },
-                Wake::Inbound(Some(Err(e))) => match close_reason(&e) {
-                    Some(reason) => break End::Closed(reason),
-                    None => return End::Failed(e),
-                },
-            };
-            if let Err(e) = step {
-                return End::Failed(e);
+            // A close (a slow client's, above all) must not wait behind a
+            // write to a socket that nobody drains.
+            let handle = self.handle.clone();
+            let closing = async { Step::End(End::Closed(handle.closing().await)) };
+            match futures_lite::future::or(self.act(wake), closing).await {
+                Step::Continue => {}
+                Step::End(end) => break end,
             }
         };
         if let End::Closed(reason) = end {
-            self.close(reason).await;
+            Box::pin(self.close(reason)).await;
         }
         end
+    }
+
+    /// Handles one wake-up.
+    async fn act(&mut self, wake: Wake) -> Step {
+        let written = match wake {
+            Wake::Signal(Signal::Close(reason)) => return Step::End(End::Closed(reason)),
+            Wake::Signal(Signal::Outbound) => self.write_outbound().await,
+            Wake::Signal(Signal::Ping) => self.ws.send(Message::Ping(Bytes::new())).await,
+            Wake::Inbound(None) => return Step::End(End::PeerGone),
+            Wake::Inbound(Some(Ok(message))) => match self.on_message(message).await {
+                Ok(Some(reason)) => return Step::End(End::Closed(reason)),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            },
+            Wake::Inbound(Some(Err(e))) => match close_reason(&e) {
+                Some(reason) => return Step::End(End::Closed(reason)),
+                None => Err(e),
+            },
+        };
+        match written {
+            Ok(()) => Step::Continue,
+            Err(e) => Step::End(End::Failed(e)),
+        }
     }
 
     /// Everything queued, in one flush.
@@ -215,7 +254,7 @@ impl Session {
         let reply = match self.flood.check(Instant::now()) {
             Verdict::Close => return Ok(Some(CloseReason::Flooding)),
             Verdict::Refuse => {
-                self.shard.instance.metrics.rate_limited.inc();
+                self.shard().instance.metrics.rate_limited.inc();
                 protocol::error(ErrorCode::RateLimited, "too many messages; slow down")
             }
             Verdict::Allow => match &message {
@@ -231,11 +270,11 @@ impl Session {
             Ok(ClientMessage::Ping) => return protocol::pong(),
             Err(message) => return protocol::error(ErrorCode::BadRequest, &message),
             Ok(ClientMessage::Subscribe { room }) => {
-                let result = self.shard.subscribe(&self.handle, &room);
+                let result = self.shard().subscribe(&self.handle, &room);
                 (room, result, protocol::subscribed)
             }
             Ok(ClientMessage::Unsubscribe { room }) => {
-                let result = self.shard.unsubscribe(&self.handle, &room);
+                let result = self.shard().unsubscribe(&self.handle, &room);
                 (room, result, protocol::unsubscribed)
             }
         };
@@ -250,17 +289,20 @@ impl Session {
 
     /// Sends the close frame, hangs up our side, and waits (bounded) for the
     /// peer to hang up too, so our close frame is not lost to a reset.
+    /// The whole of it is bounded by [`CLOSE_LINGER`]: a client that does not
+    /// read (a slow one) cannot hold the session open with a stalled write.
     async fn close(&mut self, reason: CloseReason) {
         let frame = CloseFrame { code: reason.code(), reason: Utf8Bytes::from_static(reason.as_str()) };
-        if self.ws.close(Some(frame)).await.is_err() {
-            return;
-        }
-        let stream = self.ws.get_mut();
-        if stream.close().await.is_err() {
-            return;
-        }
-        let mut sink = [0u8; 256];
+        let ws = &mut self.ws;
         let _ = glommio::timer::timeout(CLOSE_LINGER, async {
+            if ws.close(Some(frame)).await.is_err() {
+                return Ok(());
+            }
+            let stream = ws.get_mut();
+            if stream.close().await.is_err() {
+                return Ok(());
+            }
+            let mut sink = [0u8; 256];
             while stream.read(&mut sink).await.is_ok_and(|n| n > 0) {}
             Ok(())
         })

@@ -149,12 +149,14 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, sessions: Rc<Gate>
 /// Routes one accepted socket. WebSocket sessions pass through the gate so
 /// shutdown can wait for them; HTTP connections just end with the executor.
 async fn connection(shard: Rc<Shard>, stream: TcpStream, sessions: Rc<Gate>) {
-    match front_door::route(&stream).await {
+    // Boxed: the routing state is large and short-lived, and would otherwise
+    // stay reserved in every long-lived session's task.
+    match Box::pin(front_door::route(&stream)).await {
         Ok(Route::WebSocket) => {
             let Ok(_pass) = sessions.enter() else { return };
             session::serve(shard, stream).await;
         }
-        Ok(Route::Http) => crate::api::serve(shard, stream).await,
+        Ok(Route::Http) => Box::pin(crate::api::serve(shard, stream)).await,
         Err(e) => debug!(shard = %shard.id, error = %e, "connection dropped before routing"),
     }
 }

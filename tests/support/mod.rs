@@ -41,6 +41,7 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 pub const CONFIG_VARS: &[&str] = &[
     "JWT_SECRET",
     "REDIS_URL",
+    "REDIS_PREFIX",
     "PORT",
     "BIND_ADDR",
     "ALLOWED_ORIGINS",
@@ -1161,4 +1162,568 @@ pub fn unverified_claims(token: &str) -> Value {
     let payload = token.split('.').nth(1).expect("JWT with a payload part");
     let bytes = b64url_decode(payload).expect("base64url payload");
     serde_json::from_slice(&bytes).expect("JSON payload")
+}
+
+// ---------------------------------------------------------------------------
+// Rooms and events on the WebSocket side
+// ---------------------------------------------------------------------------
+
+/// Sends `subscribe` for `room` and returns the answer.
+pub fn subscribe_answer(ws: &mut Ws, room: &str) -> Value {
+    send_json(ws, &json!({"type": "subscribe", "room": room}));
+    next_json(ws, DEFAULT_DEADLINE)
+}
+
+/// Subscribes and asserts `{"type":"subscribed","room":<room>}`.
+pub fn subscribe(ws: &mut Ws, room: &str) {
+    let v = subscribe_answer(ws, room);
+    assert_eq!(v, json!({"type": "subscribed", "room": room}), "answer to subscribe {room:?}");
+}
+
+/// Sends `unsubscribe` for `room` and returns the answer.
+pub fn unsubscribe_answer(ws: &mut Ws, room: &str) -> Value {
+    send_json(ws, &json!({"type": "unsubscribe", "room": room}));
+    next_json(ws, DEFAULT_DEADLINE)
+}
+
+/// Unsubscribes and asserts `{"type":"unsubscribed","room":<room>}`.
+pub fn unsubscribe(ws: &mut Ws, room: &str) {
+    let v = unsubscribe_answer(ws, room);
+    assert_eq!(v, json!({"type": "unsubscribed", "room": room}), "answer to unsubscribe {room:?}");
+}
+
+/// Asserts `v` is `{"type":"error","payload":{"code":<code>,"message":<non-empty>}}`.
+pub fn assert_error(v: &Value, code: &str, what: &str) {
+    assert_eq!(v["type"], "error", "{what}: {v}");
+    assert_eq!(v["payload"]["code"], code, "{what}: {v}");
+    assert!(v["payload"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: message in {v}");
+}
+
+/// The next message (pings skipped) must be the event with this `id`.
+pub fn expect_event(ws: &mut Ws, id: &str) -> Value {
+    let v = next_json(ws, DEFAULT_DEADLINE);
+    assert_eq!(v["id"], id, "expected the event {id}, got {v}");
+    v
+}
+
+/// Reads messages (pings skipped) until the one whose `id` is `marker`;
+/// returns the messages that came before it. Panics when the marker does not
+/// arrive within the default deadline.
+pub fn read_until_marker(ws: &mut Ws, marker: &str) -> Vec<Value> {
+    let deadline = Instant::now() + DEFAULT_DEADLINE;
+    let mut before = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match next_event(ws, left) {
+            Some(Event::Text(t)) => {
+                let v: Value = serde_json::from_str(&t)
+                    .unwrap_or_else(|e| panic!("text frame is not JSON ({e}): {t:?}"));
+                if v["id"] == marker {
+                    return before;
+                }
+                before.push(v);
+            }
+            Some(Event::Ping) | Some(Event::Pong) => continue,
+            Some(other) => panic!("waiting for marker {marker}: got {other:?} after {before:?}"),
+            None => {
+                panic!("marker {marker} not received within {DEFAULT_DEADLINE:?}; got before it: {before:?}")
+            }
+        }
+    }
+}
+
+/// The ids of `events`, in order.
+pub fn ids(events: &[Value]) -> Vec<String> {
+    events.iter().map(|v| v["id"].as_str().unwrap_or("<no id>").to_string()).collect()
+}
+
+/// Marker proof: the next message is the marker, nothing came before it.
+pub fn expect_only_marker(ws: &mut Ws, marker: &str, who: &str) {
+    let before = read_until_marker(ws, marker);
+    assert!(before.is_empty(), "{who}: received before the marker: {before:?}");
+}
+
+/// A bounded read that expects nothing but pings for `dur`. Use it only
+/// after a marker proof (something published later did arrive), never as
+/// the only evidence that something does not arrive.
+pub fn assert_no_message_within(ws: &mut Ws, dur: Duration) {
+    let deadline = Instant::now() + dur;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        match next_event(ws, left) {
+            None => return,
+            Some(Event::Ping) | Some(Event::Pong) => continue,
+            Some(other) => panic!("expected no message within {dur:?}, got {other:?}"),
+        }
+    }
+}
+
+/// A WebSocket client over an already connected stream (e.g. one made with
+/// socket2 to set buffer sizes); `url` gives the path and host.
+pub fn ws_connect_over(url: &str, stream: TcpStream) -> Result<Ws, tungstenite::Error> {
+    let req = url.into_client_request()?;
+    stream.set_nodelay(true).map_err(tungstenite::Error::Io)?;
+    stream.set_read_timeout(Some(DEFAULT_DEADLINE)).map_err(tungstenite::Error::Io)?;
+    stream.set_write_timeout(Some(DEFAULT_DEADLINE)).map_err(tungstenite::Error::Io)?;
+    match tungstenite::client::client(req, stream) {
+        Ok((ws, _)) => {
+            ws.get_ref().set_read_timeout(Some(POLL_READ)).map_err(tungstenite::Error::Io)?;
+            Ok(ws)
+        }
+        Err(HandshakeError::Failure(e)) => Err(e),
+        Err(HandshakeError::Interrupted(_)) => {
+            Err(tungstenite::Error::Io(std::io::Error::new(ErrorKind::TimedOut, "handshake timed out")))
+        }
+    }
+}
+
+/// A TCP connection to `127.0.0.1:port` from the local address `from`
+/// (port 0), with an optional receive buffer size set before connecting.
+pub fn tcp_from(from: &str, port: u16, recv_buffer: Option<usize>) -> TcpStream {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).expect("SO_RCVBUF");
+    }
+    let local: std::net::SocketAddr = format!("{from}:0").parse().expect("local address");
+    socket.bind(&SockAddr::from(local)).unwrap_or_else(|e| panic!("bind {local}: {e}"));
+    let remote: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("remote address");
+    socket.connect_timeout(&SockAddr::from(remote), Duration::from_secs(5)).expect("connect");
+    socket.into()
+}
+
+// ---------------------------------------------------------------------------
+// Publishing
+// ---------------------------------------------------------------------------
+
+pub const SEND: &str = "/api/notifications/send";
+pub const BROADCAST: &str = "/api/notifications/broadcast";
+
+/// `POST path` with a JSON body (as text) and extra headers.
+pub fn publish(port: u16, path: &str, body: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    http(port, "POST", path, headers, Some(body))
+}
+
+/// Asserts a 202 `{"id":<non-empty string>,"status":"accepted"}` and returns the id.
+pub fn accepted_id(r: &HttpResponse, what: &str) -> String {
+    assert_eq!(r.status, 202, "{what}: {r:?}");
+    let v = r.json();
+    assert_eq!(v["status"], "accepted", "{what}: {v}");
+    let id = v["id"].as_str().unwrap_or_else(|| panic!("{what}: no string id in {v}"));
+    assert!(!id.is_empty(), "{what}: empty id in {v}");
+    assert_eq!(v.as_object().map(|o| o.len()), Some(2), "{what}: unexpected keys in {v}");
+    id.to_string()
+}
+
+/// A body for `broadcast` with a type that takes any payload.
+pub fn room_event(room: &str, n: u64) -> Value {
+    json!({"room": room, "type": "test_event", "payload": {"n": n}})
+}
+
+impl Server {
+    /// `POST path` with a JSON body, no extra headers.
+    pub fn publish(&self, path: &str, body: &Value) -> HttpResponse {
+        publish(self.port, path, &body.to_string(), &[])
+    }
+
+    /// Publishes and asserts 202; returns the event id.
+    pub fn publish_ok(&self, path: &str, body: &Value) -> String {
+        let r = self.publish(path, body);
+        if r.status != 202 {
+            panic!("POST {path} {body} answered {r:?}\n{}", self.output_dump());
+        }
+        accepted_id(&r, &format!("POST {path} {body}"))
+    }
+
+    pub fn broadcast(&self, body: Value) -> String {
+        self.publish_ok(BROADCAST, &body)
+    }
+
+    pub fn send(&self, body: Value) -> String {
+        self.publish_ok(SEND, &body)
+    }
+
+    /// Broadcasts a `marker` event to `all` (every connection gets it).
+    pub fn marker(&self) -> String {
+        self.broadcast(json!({"room": "all", "type": "marker", "payload": {}}))
+    }
+
+    /// Connects and subscribes to every room in `rooms`.
+    pub fn subscriber(&self, user_id: &str, role: &str, rooms: &[&str]) -> Ws {
+        let (mut ws, _) = self.connect(user_id, role);
+        for room in rooms {
+            subscribe(&mut ws, room);
+        }
+        ws
+    }
+
+    /// Every sample of `/metrics`.
+    pub fn metric_samples(&self) -> HashMap<String, f64> {
+        parse_metrics(&self.metrics())
+    }
+
+    /// Sum of every sample of metric `name`.
+    pub fn metric(&self, name: &str) -> f64 {
+        metric_sum(&self.metric_samples(), name)
+    }
+
+    /// Polls `/metrics` until `pred(sum of name)` holds (bounded); returns it.
+    pub fn wait_metric(&self, name: &str, timeout: Duration, pred: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.metric(name);
+            if pred(v) {
+                return v;
+            }
+            if Instant::now() >= deadline {
+                panic!("metric {name} stayed {v} for {timeout:?}\n{}", self.output_dump());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `realtime_connections{shard="0"}` and `{shard="1"}`.
+    pub fn shard_gauges(&self) -> (f64, f64) {
+        let m = self.metric_samples();
+        let g = |i: u32| m.get(&format!("realtime_connections{{shard=\"{i}\"}}")).copied().unwrap_or(0.0);
+        (g(0), g(1))
+    }
+
+    /// Opens connections with `open(i)` (at least `min`, at most 64) until
+    /// both shards hold some of them. Counts through the shard gauges: the
+    /// difference before and after, so other open connections do not count.
+    pub fn connect_on_both_shards(&self, min: usize, mut open: impl FnMut(usize) -> Ws) -> Vec<Ws> {
+        let before = self.shard_gauges();
+        let base = self.health()["connections"].as_u64().expect("connections");
+        let mut out = Vec::new();
+        loop {
+            while out.len() < min {
+                out.push(open(out.len()));
+            }
+            self.wait_connections(base + out.len() as u64);
+            let after = self.shard_gauges();
+            let (a, b) = (after.0 - before.0, after.1 - before.1);
+            if a > 0.0 && b > 0.0 {
+                return out;
+            }
+            assert!(out.len() < 64, "{} connections all landed on one shard ({a}, {b})", out.len());
+            out.push(open(out.len()));
+        }
+    }
+
+    /// Polls `/health` until `field` equals `value` (bounded); returns it.
+    pub fn wait_health(&self, field: &str, value: &Value, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let h = self.health();
+            if &h[field] == value {
+                return h;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "/health {field} stayed {} (wanted {value}) for {timeout:?}\n{}",
+                    h[field],
+                    self.output_dump()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Redis: a real redis-server on a free port, and a raw RESP client
+// ---------------------------------------------------------------------------
+
+/// A RESP reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Resp>>),
+}
+
+impl Resp {
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Resp::Simple(s) => Some(s.clone()),
+            Resp::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// A command as a RESP array of bulk strings.
+pub fn resp_command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Reads one RESP value (RESP2 and the RESP3 types Redis 7 may send).
+pub fn read_resp(r: &mut impl BufRead) -> std::io::Result<Resp> {
+    let line = read_line(r)?;
+    let (kind, rest) = line.split_at_checked(1).ok_or_else(|| std::io::Error::other("empty RESP line"))?;
+    let num = || rest.parse::<i64>().map_err(|_| std::io::Error::other(format!("bad RESP line {line:?}")));
+    Ok(match kind {
+        "+" => Resp::Simple(rest.to_string()),
+        "-" => Resp::Error(rest.to_string()),
+        ":" => Resp::Int(num()?),
+        "$" => {
+            let n = num()?;
+            if n < 0 {
+                Resp::Bulk(None)
+            } else {
+                let mut buf = vec![0u8; n as usize + 2];
+                r.read_exact(&mut buf)?;
+                buf.truncate(n as usize);
+                Resp::Bulk(Some(buf))
+            }
+        }
+        "*" | ">" => {
+            let n = num()?;
+            if n < 0 {
+                Resp::Array(None)
+            } else {
+                let mut items = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    items.push(read_resp(r)?);
+                }
+                Resp::Array(Some(items))
+            }
+        }
+        _ => return Err(std::io::Error::other(format!("unexpected RESP line {line:?}"))),
+    })
+}
+
+fn redis_connect(port: u16, password: Option<&str>) -> std::io::Result<BufReader<TcpStream>> {
+    let s = connect_tcp(port)?;
+    let mut r = BufReader::new(s);
+    if let Some(pw) = password {
+        r.get_mut().write_all(&resp_command(&[b"AUTH", pw.as_bytes()]))?;
+        match read_resp(&mut r)? {
+            Resp::Simple(ok) if ok == "OK" => {}
+            other => return Err(std::io::Error::other(format!("AUTH answered {other:?}"))),
+        }
+    }
+    Ok(r)
+}
+
+/// A `redis-server` child on a free loopback port, without persistence.
+/// Killed on drop; can be killed and started again on the same port.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    password: Option<String>,
+    log: Buf,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        RedisServer::start_inner(None)
+    }
+
+    /// With `--requirepass password`.
+    pub fn start_with_password(password: &str) -> RedisServer {
+        RedisServer::start_inner(Some(password.to_string()))
+    }
+
+    fn start_inner(password: Option<String>) -> RedisServer {
+        for _ in 0..3 {
+            let mut r = RedisServer {
+                child: None,
+                port: free_port(),
+                password: password.clone(),
+                log: Arc::default(),
+            };
+            if r.spawn_and_wait() {
+                return r;
+            }
+        }
+        panic!("redis-server could not start on a free port in 3 tries");
+    }
+
+    /// `redis://[:password@]127.0.0.1:port`
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Spawns on `self.port`; true once it answers, false if it exited first.
+    fn spawn_and_wait(&mut self) -> bool {
+        let port = self.port.to_string();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        if let Some(pw) = &self.password {
+            cmd.args(["--requirepass", pw]);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child =
+            cmd.spawn().unwrap_or_else(|e| panic!("cannot run redis-server (is it installed?): {e}"));
+        drain(child.stdout.take().unwrap(), self.log.clone());
+        drain(child.stderr.take().unwrap(), self.log.clone());
+        self.child = Some(child);
+        let deadline = Instant::now() + DEFAULT_DEADLINE;
+        loop {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return false;
+            }
+            if self.ping() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                panic!("redis-server on port {} did not answer PING\n{}", self.port, self.log());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut r) = redis_connect(self.port, None) else { return false };
+        if r.get_mut().write_all(&resp_command(&[b"PING"])).is_err() {
+            return false;
+        }
+        // PONG, or NOAUTH when a password is required: either way it is up.
+        matches!(read_resp(&mut r), Ok(Resp::Simple(_)) | Ok(Resp::Error(_)))
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGKILL and wait; the port is free afterwards.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port (after [`RedisServer::kill`]).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart: redis-server is still running");
+        let deadline = Instant::now() + DEFAULT_DEADLINE;
+        // The port was ours a moment ago; retry briefly if the bind races.
+        while !self.spawn_and_wait() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server could not start again on {}\n{}",
+                self.port,
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// One command on a fresh connection (authenticated when needed).
+    pub fn command(&self, args: &[&[u8]]) -> Resp {
+        let mut r = redis_connect(self.port, self.password.as_deref()).expect("connect to redis-server");
+        r.get_mut().write_all(&resp_command(args)).expect("write to redis-server");
+        read_resp(&mut r).expect("read from redis-server")
+    }
+
+    /// `PUBLISH channel message`; returns how many subscribers got it.
+    pub fn publish(&self, channel: &str, message: &str) -> i64 {
+        match self.command(&[b"PUBLISH", channel.as_bytes(), message.as_bytes()]) {
+            Resp::Int(n) => n,
+            other => panic!("PUBLISH answered {other:?}"),
+        }
+    }
+
+    /// A subscriber connection in Pub/Sub mode on `channels` (confirmed).
+    pub fn subscriber(&self, channels: &[&str]) -> RedisSubscriber {
+        self.pubsub("SUBSCRIBE", channels)
+    }
+
+    /// A subscriber connection on the glob `patterns` (confirmed).
+    pub fn psubscriber(&self, patterns: &[&str]) -> RedisSubscriber {
+        self.pubsub("PSUBSCRIBE", patterns)
+    }
+
+    fn pubsub(&self, command: &str, names: &[&str]) -> RedisSubscriber {
+        let mut reader = redis_connect(self.port, self.password.as_deref()).expect("connect to redis-server");
+        let mut args: Vec<&[u8]> = vec![command.as_bytes()];
+        args.extend(names.iter().map(|n| n.as_bytes()));
+        reader.get_mut().write_all(&resp_command(&args)).expect("write to redis-server");
+        for _ in names {
+            match read_resp(&mut reader).expect("subscription confirmation") {
+                Resp::Array(Some(_)) => {}
+                other => panic!("{command} answered {other:?}"),
+            }
+        }
+        RedisSubscriber { reader }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        if thread::panicking() {
+            eprintln!("--- redis-server port {} ---\n{}\n--- end ---", self.port, self.log());
+        }
+    }
+}
+
+/// A message seen by a [`RedisSubscriber`].
+#[derive(Debug, Clone)]
+pub struct PubSubMessage {
+    pub channel: String,
+    pub payload: String,
+}
+
+/// A raw Pub/Sub connection.
+pub struct RedisSubscriber {
+    reader: BufReader<TcpStream>,
+}
+
+impl RedisSubscriber {
+    /// The next `message` / `pmessage` within `timeout`, or `None`.
+    pub fn next_message(&mut self, timeout: Duration) -> Option<PubSubMessage> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Wait for the first byte with the caller's bound, then read the
+            // whole value with the generous one (so nothing is cut in half).
+            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            self.reader.get_ref().set_read_timeout(Some(left)).expect("set read timeout");
+            match self.reader.fill_buf() {
+                Ok([]) => panic!("redis closed the subscriber connection"),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                    return None
+                }
+                Err(e) => panic!("subscriber read failed: {e}"),
+            }
+            self.reader.get_ref().set_read_timeout(Some(DEFAULT_DEADLINE)).expect("set read timeout");
+            let v = read_resp(&mut self.reader).expect("read a Pub/Sub message");
+            let Resp::Array(Some(items)) = v else { panic!("unexpected Pub/Sub value {v:?}") };
+            let texts: Vec<String> = items.iter().map(|i| i.text().unwrap_or_default()).collect();
+            match texts.first().map(String::as_str) {
+                Some("message") if items.len() == 3 => {
+                    return Some(PubSubMessage { channel: texts[1].clone(), payload: texts[2].clone() })
+                }
+                Some("pmessage") if items.len() == 4 => {
+                    return Some(PubSubMessage { channel: texts[2].clone(), payload: texts[3].clone() })
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next message, panicking when none comes within the default deadline.
+    pub fn expect_message(&mut self) -> PubSubMessage {
+        self.next_message(DEFAULT_DEADLINE)
+            .unwrap_or_else(|| panic!("no Pub/Sub message within {DEFAULT_DEADLINE:?}"))
+    }
 }
