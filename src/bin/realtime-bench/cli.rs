@@ -1,0 +1,118 @@
+//! Command line. Every scenario is bounded: a connection count, a duration,
+//! and where it applies an event or handshake count, all with hard caps.
+
+use clap::{Args, Parser, Subcommand};
+
+/// Hard caps, whatever the flags say.
+pub const MAX_CONNS: usize = 1_000_000;
+pub const MAX_DURATION_S: f64 = 3600.0;
+pub const MAX_CONCURRENCY: usize = 10_000;
+pub const MAX_WINDOW: usize = 1024;
+pub const MAX_THREADS: usize = 64;
+/// Sockets one process may hold (open-files limit 20000, less pipes and spare).
+pub const PROCESS_SOCKETS: usize = 18_000;
+
+#[derive(Parser)]
+#[command(
+    name = "realtime-bench",
+    version,
+    about = "Load generator for the realtime server: loopback only, bounded in count and time. \
+             Prints one JSON line on stdout and a short summary on stderr."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+#[derive(Args, Clone)]
+pub struct Common {
+    /// Server address (loopback only): ws://127.0.0.1:8080, host:port, or ws://[::1]:8080
+    #[arg(long, global = true, default_value = "ws://127.0.0.1:8080")]
+    pub url: String,
+    /// JWT_SECRET of the server, to mint HS256 client tokens
+    #[arg(long, global = true, env = "JWT_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Server pid: RSS from /proc/PID/status, CPU from /proc/PID/stat
+    #[arg(long, global = true)]
+    pub pid: Option<u32>,
+    /// Connections (idle, fanout, send)
+    #[arg(long, global = true, default_value_t = 1000)]
+    pub conns: usize,
+    /// Seconds the measured phase lasts
+    #[arg(long, global = true, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Role claim of the client tokens
+    #[arg(long, global = true, default_value = "seller")]
+    pub role: String,
+    /// Room to subscribe to and broadcast into
+    #[arg(long, global = true, default_value = "orders")]
+    pub room: String,
+    /// Executor threads holding connections (per process)
+    #[arg(long, global = true, default_value_t = 1)]
+    pub threads: usize,
+    /// Connection attempts in flight at once while connecting
+    #[arg(long, global = true, default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// Seconds one connection attempt may take
+    #[arg(long, global = true, default_value_t = 10.0)]
+    pub connect_timeout: f64,
+    /// Connections per process; above it, child processes share them
+    #[arg(long, global = true, default_value_t = PROCESS_SOCKETS)]
+    pub per_process: usize,
+    /// API key for the publish API, when the server sets API_KEY
+    #[arg(long, global = true, env = "API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum Scenario {
+    /// N authenticated connections held idle: server RSS and CPU per connection
+    Idle {
+        /// Do not subscribe the connections to --room
+        #[arg(long)]
+        no_subscribe: bool,
+    },
+    /// connect → upgrade → `connected` → close, in a loop: handshakes/s, CPU per handshake
+    Storm {
+        /// Parallel connect loops
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Stop after this many handshake attempts
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// N subscribers in --room, broadcasts over HTTP: deliveries/s, loss, latency, CPU
+    Fanout {
+        #[command(flatten)]
+        publish: Publish,
+        /// Do not subscribe (use with --room all)
+        #[arg(long)]
+        no_subscribe: bool,
+    },
+    /// N connections with distinct users, targeted sends to random ones
+    Send {
+        #[command(flatten)]
+        publish: Publish,
+    },
+    /// (internal) a child process holding a share of the connections
+    #[command(hide = true)]
+    Worker,
+}
+
+#[derive(Args, Clone)]
+pub struct Publish {
+    /// Events per second; 0 = as fast as the window allows
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Publish requests in flight at most (keep-alive connections)
+    #[arg(long, default_value_t = 16)]
+    pub window: usize,
+    /// Stop after this many events
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Seconds to wait after the last publish for deliveries still in flight
+    #[arg(long, default_value_t = 2.0)]
+    pub drain: f64,
+}

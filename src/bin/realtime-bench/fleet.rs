@@ -1,0 +1,699 @@
+//! The listening side of a run: N WebSocket connections held open, shared
+//! among glommio executors, in this process or — past what one process's
+//! file descriptors allow — in child processes of this same binary, each with
+//! its share of N and its own 127.0.0.x source address.
+//!
+//! A fleet goes through three phases, driven by the scenario: connect (and
+//! subscribe) everything and report readiness; run (count and time what
+//! arrives, answer pings); stop (close, report). Children are driven over
+//! their stdin and answer on stdout, one JSON line per step.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::pin::pin;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use async_tungstenite::tungstenite::Message;
+use crossbeam_channel::{Receiver, Sender};
+use futures_util::future::{select, Either};
+use futures_util::task::AtomicWaker;
+use futures_util::StreamExt;
+use glommio::sync::{Semaphore, StaticPermit};
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
+use serde::{Deserialize, Serialize};
+
+use crate::client::{self, Failure, Seen, SeqTracker, Ws};
+use crate::hist::Histogram;
+use crate::procstat;
+use crate::signal::Signal;
+use crate::target::Target;
+use crate::token::{self, Minter};
+
+/// io_uring memory per executor: small, to fit RLIMIT_MEMLOCK (8 MiB here).
+pub const IO_MEMORY: usize = 256 * 1024;
+/// io_uring ring depth per executor. Not for concurrency: the kernel sizes
+/// the hash table it searches on every cancellation from the ring's size
+/// (2^(log2(CQ entries) - 5) buckets, at most 256), and every socket read
+/// waiting in the ring sits in that table. glommio cancels its preemption
+/// timer on every wake-up, so with glommio's default depth of 128 (8
+/// buckets) and 10,000 idle sockets each wake-up walked ~1,250 entries
+/// (≈200 µs of `io_poll_find`). 4096 gives the full 256 buckets.
+pub const RING_DEPTH: usize = 4096;
+/// Tries per connection before it counts as failed.
+const CONNECT_TRIES: u32 = 4;
+/// Time a closing connection waits for the server's close frame.
+const CLOSE_LIMIT: Duration = Duration::from_secs(2);
+// Phase 0 is connecting.
+const PHASE_RUN: u8 = 1;
+const PHASE_STOP: u8 = 2;
+
+/// What a fleet (or one child's share of it) is asked to do.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    pub target: Target,
+    pub secret: String,
+    pub role: String,
+    pub room: String,
+    pub subscribe: bool,
+    /// Connections this worker holds, global indices `index_base..index_base + conns`.
+    pub conns: usize,
+    pub index_base: usize,
+    /// Source address slot (see `Target::source`).
+    pub source_slot: usize,
+    pub threads: usize,
+    /// Connection attempts in flight at once, over all executors.
+    pub connect_concurrency: usize,
+    pub connect_timeout_ms: u64,
+    pub token_ttl_s: u64,
+    /// A child stops by itself this long after it is ready, whatever its parent does.
+    pub max_lifetime_s: u64,
+}
+
+/// Shared between the scenario thread and the executors of one process.
+/// The scenario sets the phase and rings each executor's doorbell; executors
+/// sleep until then (no timer polling: with thousands of sockets registered
+/// with io_uring, every wake-up of an idle executor has a kernel cost).
+struct Control {
+    phase: AtomicU8,
+    doorbells: Vec<AtomicWaker>,
+    shards_connected: AtomicUsize,
+    connected: AtomicU64,
+    subscribed: AtomicU64,
+    connect_failed: AtomicU64,
+    subscribe_failed: AtomicU64,
+    unique: AtomicU64,
+}
+
+/// The fleet after its connect phase.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Readiness {
+    pub connected: u64,
+    pub subscribed: u64,
+    pub connect_failed: u64,
+    pub subscribe_failed: u64,
+    /// Global indices of connections that are not ready (not connected, or
+    /// not subscribed when subscribing was asked for).
+    pub not_ready: Vec<u32>,
+}
+
+impl Control {
+    fn new(executors: usize) -> Control {
+        Control {
+            phase: AtomicU8::new(0),
+            doorbells: (0..executors).map(|_| AtomicWaker::new()).collect(),
+            shards_connected: AtomicUsize::new(0),
+            connected: AtomicU64::new(0),
+            subscribed: AtomicU64::new(0),
+            connect_failed: AtomicU64::new(0),
+            subscribe_failed: AtomicU64::new(0),
+            unique: AtomicU64::new(0),
+        }
+    }
+
+    fn set_phase(&self, phase: u8) {
+        self.phase.store(phase, Ordering::Release);
+        for doorbell in &self.doorbells {
+            doorbell.wake();
+        }
+    }
+
+    async fn wait_phase(&self, shard: usize, phase: u8) {
+        std::future::poll_fn(|cx| {
+            self.doorbells[shard].register(cx.waker());
+            if self.phase.load(Ordering::Acquire) >= phase {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+impl Readiness {
+    fn merge(&mut self, o: Readiness) {
+        self.connected += o.connected;
+        self.subscribed += o.subscribed;
+        self.connect_failed += o.connect_failed;
+        self.subscribe_failed += o.subscribe_failed;
+        self.not_ready.extend(o.not_ready);
+    }
+}
+
+/// Everything the connections saw, mergeable across executors and processes.
+#[derive(Default, Serialize, Deserialize)]
+pub struct WorkerReport {
+    pub connected: u64,
+    pub subscribed: u64,
+    pub connect_failed: u64,
+    pub subscribe_failed: u64,
+    pub connect_retries: u64,
+    /// Connections the server closed (or lost) before the stop.
+    pub disconnects: u64,
+    /// Bench events received for the first time on their connection.
+    pub unique: u64,
+    pub duplicates: u64,
+    /// Sequence numbers a connection's window moved past without seeing them.
+    pub skipped: u64,
+    /// Text messages that were not bench events.
+    pub other_messages: u64,
+    pub pings: u64,
+    /// CPU seconds child processes spent from `go` to their report (the
+    /// scenario adds its own process's).
+    pub worker_cpu_s: f64,
+    pub errors: BTreeMap<String, u64>,
+    /// Event latency, µs from `sentAt` to receipt.
+    pub latency: Histogram,
+    /// Connect + upgrade + `connected` (+ subscribe), µs.
+    pub connect_latency: Histogram,
+}
+
+impl WorkerReport {
+    pub fn merge(&mut self, o: WorkerReport) {
+        self.connected += o.connected;
+        self.subscribed += o.subscribed;
+        self.connect_failed += o.connect_failed;
+        self.subscribe_failed += o.subscribe_failed;
+        self.connect_retries += o.connect_retries;
+        self.disconnects += o.disconnects;
+        self.unique += o.unique;
+        self.duplicates += o.duplicates;
+        self.skipped += o.skipped;
+        self.other_messages += o.other_messages;
+        self.pings += o.pings;
+        self.worker_cpu_s += o.worker_cpu_s;
+        for (k, v) in o.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        self.latency.merge(&o.latency);
+        self.connect_latency.merge(&o.connect_latency);
+    }
+}
+
+/// Connections in this process or in children.
+pub enum Fleet {
+    Local(LocalFleet),
+    Remote(RemoteFleet),
+}
+
+impl Fleet {
+    /// Holds `spec.conns` connections: here when they fit in `per_process`,
+    /// otherwise split over child processes.
+    pub fn launch(spec: WorkerSpec, per_process: usize) -> anyhow::Result<Fleet> {
+        if spec.conns <= per_process {
+            return Ok(Fleet::Local(LocalFleet::start(spec)?));
+        }
+        let children = spec.conns.div_ceil(per_process);
+        if children > 250 {
+            bail!("{} connections need {children} processes; at most 250 are supported", spec.conns);
+        }
+        let mut specs = Vec::with_capacity(children);
+        let mut base = 0;
+        for k in 0..children {
+            let share = spec.conns / children + usize::from(k < spec.conns % children);
+            specs.push(WorkerSpec {
+                conns: share,
+                index_base: spec.index_base + base,
+                source_slot: k + 1,
+                connect_concurrency: (spec.connect_concurrency / children).max(8),
+                ..spec.clone()
+            });
+            base += share;
+        }
+        Ok(Fleet::Remote(RemoteFleet::start(specs)?))
+    }
+
+    pub fn processes(&self) -> usize {
+        match self {
+            Fleet::Local(_) => 1,
+            Fleet::Remote(r) => r.children.len(),
+        }
+    }
+
+    /// Blocks until every connection is open (or has failed), at most `limit`.
+    pub fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<Readiness> {
+        match self {
+            Fleet::Local(f) => f.wait_ready(limit),
+            Fleet::Remote(f) => f.wait_ready(limit),
+        }
+    }
+
+    /// Marks the start of the measured phase.
+    pub fn go(&mut self) -> anyhow::Result<()> {
+        match self {
+            Fleet::Local(f) => {
+                f.go();
+                Ok(())
+            }
+            Fleet::Remote(f) => f.broadcast("go"),
+        }
+    }
+
+    /// Bench events received so far (new ones only).
+    pub fn delivered(&mut self) -> anyhow::Result<u64> {
+        match self {
+            Fleet::Local(f) => Ok(f.delivered()),
+            Fleet::Remote(f) => f.delivered(),
+        }
+    }
+
+    /// Closes every connection and collects what they saw.
+    pub fn stop(self) -> anyhow::Result<WorkerReport> {
+        match self {
+            Fleet::Local(f) => f.stop(),
+            Fleet::Remote(f) => f.stop(),
+        }
+    }
+}
+
+/// Connections held by executors of this process.
+pub struct LocalFleet {
+    control: Arc<Control>,
+    handles: PoolThreadHandles<WorkerReport>,
+    threads: usize,
+    not_ready: Receiver<u32>,
+    subscribe: bool,
+}
+
+impl LocalFleet {
+    pub fn start(spec: WorkerSpec) -> anyhow::Result<LocalFleet> {
+        let threads = spec.threads.clamp(1, spec.conns.max(1));
+        let control = Arc::new(Control::new(threads));
+        let (not_ready_tx, not_ready) = crossbeam_channel::unbounded();
+        let (assign, assignments) = crossbeam_channel::bounded(threads);
+        for shard in 0..threads {
+            let _ = assign.send(shard);
+        }
+        let subscribe = spec.subscribe;
+        let spec = Arc::new(WorkerSpec { threads, ..spec });
+        let shared = control.clone();
+        let handles = LocalExecutorPoolBuilder::new(PoolPlacement::Unbound(threads))
+            .name("bench-conns")
+            .io_memory(IO_MEMORY)
+            .ring_depth(RING_DEPTH)
+            .on_all_shards(move || async move {
+                let shard = assignments.try_recv().unwrap_or(0);
+                shard_main(spec, shared, not_ready_tx, shard).await
+            })
+            .map_err(|e| anyhow!("cannot start executors: {e}"))?;
+        Ok(LocalFleet { control, handles, threads, not_ready, subscribe })
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<Readiness> {
+        let deadline = Instant::now() + limit;
+        while self.control.shards_connected.load(Ordering::Acquire) < self.threads {
+            if Instant::now() >= deadline {
+                bail!("connections not all open after {:.0} s", limit.as_secs_f64());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let c = &self.control;
+        let connected = c.connected.load(Ordering::Acquire);
+        let subscribed = c.subscribed.load(Ordering::Acquire);
+        Ok(Readiness {
+            connected,
+            subscribed: if self.subscribe { subscribed } else { 0 },
+            connect_failed: c.connect_failed.load(Ordering::Acquire),
+            subscribe_failed: c.subscribe_failed.load(Ordering::Acquire),
+            not_ready: self.not_ready.try_iter().collect(),
+        })
+    }
+
+    fn go(&self) {
+        self.control.set_phase(PHASE_RUN);
+    }
+
+    fn delivered(&self) -> u64 {
+        self.control.unique.load(Ordering::Relaxed)
+    }
+
+    fn stop(self) -> anyhow::Result<WorkerReport> {
+        self.control.set_phase(PHASE_STOP);
+        let mut total = WorkerReport::default();
+        for result in self.handles.join_all() {
+            match result {
+                Ok(report) => total.merge(report),
+                Err(e) => bail!("an executor failed: {e}"),
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// One executor's part of the fleet.
+struct ShardState {
+    spec: Arc<WorkerSpec>,
+    control: Arc<Control>,
+    minter: Minter,
+    not_ready: Sender<u32>,
+    report: RefCell<WorkerReport>,
+    pending: Cell<usize>,
+    all_connected: Rc<Signal>,
+    stop: Rc<Signal>,
+}
+
+impl ShardState {
+    fn connect_done(&self) {
+        let left = self.pending.get().saturating_sub(1);
+        self.pending.set(left);
+        if left == 0 {
+            self.all_connected.fire();
+        }
+    }
+
+    fn error(&self, kind: String) {
+        *self.report.borrow_mut().errors.entry(kind).or_default() += 1;
+    }
+}
+
+async fn shard_main(
+    spec: Arc<WorkerSpec>,
+    control: Arc<Control>,
+    not_ready: Sender<u32>,
+    shard: usize,
+) -> WorkerReport {
+    let mine: Vec<usize> = (shard..spec.conns).step_by(spec.threads).collect();
+    let in_flight = (spec.connect_concurrency / spec.threads).max(1) as u64;
+    let state = Rc::new(ShardState {
+        minter: Minter::new(&spec.secret, &spec.role, spec.token_ttl_s),
+        spec: spec.clone(),
+        control: control.clone(),
+        not_ready,
+        report: RefCell::new(WorkerReport::default()),
+        pending: Cell::new(mine.len()),
+        all_connected: Rc::new(Signal::default()),
+        stop: Rc::new(Signal::default()),
+    });
+    if mine.is_empty() {
+        state.all_connected.fire();
+    }
+    let permits = Rc::new(Semaphore::new(in_flight));
+    let mut tasks = Vec::with_capacity(mine.len());
+    for local in mine {
+        let Ok(permit) = permits.acquire_static_permit(1).await else { break };
+        if control.phase.load(Ordering::Acquire) >= PHASE_STOP {
+            break;
+        }
+        tasks.push(glommio::spawn_local(connection(state.clone(), local, permit)));
+    }
+    futures_lite::future::or(state.all_connected.wait(), control.wait_phase(shard, PHASE_STOP)).await;
+    control.shards_connected.fetch_add(1, Ordering::AcqRel);
+    control.wait_phase(shard, PHASE_STOP).await;
+    state.stop.fire();
+    for task in tasks {
+        task.await;
+    }
+    state.report.take()
+}
+
+/// One connection's whole life: open (with retries), then listen until stop.
+async fn connection(state: Rc<ShardState>, local: usize, permit: StaticPermit) {
+    let spec = &state.spec;
+    let global = spec.index_base + local;
+    let token = state.minter.token(&token::user_id(global));
+    let src = spec.target.source(spec.source_slot);
+    let limit = Duration::from_millis(spec.connect_timeout_ms);
+    let started = Instant::now();
+    let mut tries = 0;
+    let opened = loop {
+        tries += 1;
+        let attempt = client::within(limit, async {
+            let mut ws = client::open(&spec.target, src, &token, limit).await?;
+            let subscribed =
+                if spec.subscribe { client::subscribe(&mut ws, &spec.room).await? } else { false };
+            Ok((ws, subscribed))
+        })
+        .await;
+        match attempt {
+            Err(e) if tries < CONNECT_TRIES && e.retryable() && !state.stop.is_fired() => {
+                state.report.borrow_mut().connect_retries += 1;
+                glommio::timer::sleep(Duration::from_millis(50 << tries)).await;
+            }
+            other => break other,
+        }
+    };
+    drop(permit);
+    let ws = match opened {
+        Ok((ws, subscribed)) => {
+            let mut report = state.report.borrow_mut();
+            report.connect_latency.record(started.elapsed().as_micros() as u64);
+            report.connected += 1;
+            state.control.connected.fetch_add(1, Ordering::AcqRel);
+            if spec.subscribe {
+                if subscribed {
+                    report.subscribed += 1;
+                    state.control.subscribed.fetch_add(1, Ordering::AcqRel);
+                } else {
+                    report.subscribe_failed += 1;
+                    *report.errors.entry("subscribe_refused".into()).or_default() += 1;
+                    state.control.subscribe_failed.fetch_add(1, Ordering::AcqRel);
+                    let _ = state.not_ready.send(global as u32);
+                }
+            }
+            ws
+        }
+        Err(e) => {
+            state.report.borrow_mut().connect_failed += 1;
+            state.error(e.kind());
+            state.control.connect_failed.fetch_add(1, Ordering::AcqRel);
+            let _ = state.not_ready.send(global as u32);
+            state.connect_done();
+            return;
+        }
+    };
+    state.connect_done();
+    listen(&state, ws).await;
+}
+
+/// Reads everything the server sends until the stop signal, then closes.
+async fn listen(state: &ShardState, mut ws: Ws) {
+    let mut tracker = SeqTracker::default();
+    let mut stop = pin!(state.stop.wait());
+    let lost = loop {
+        let next = match select(ws.next(), stop.as_mut()).await {
+            Either::Left((next, _)) => next,
+            Either::Right(_) => break None,
+        };
+        match next {
+            Some(Ok(Message::Text(text))) => on_text(state, &mut tracker, text.as_str()),
+            Some(Ok(Message::Ping(_))) => state.report.borrow_mut().pings += 1,
+            Some(Ok(Message::Close(_))) | None => break Some(Failure::Closed),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => break Some(Failure::Ws(e)),
+        }
+    };
+    state.report.borrow_mut().skipped += tracker.skipped;
+    match lost {
+        None => client::close(ws, CLOSE_LIMIT).await,
+        Some(e) => {
+            state.report.borrow_mut().disconnects += 1;
+            state.error(format!("lost_{}", e.kind()));
+        }
+    }
+}
+
+fn on_text(state: &ShardState, tracker: &mut SeqTracker, text: &str) {
+    let mut report = state.report.borrow_mut();
+    let Some((seq, sent_at)) = client::parse_event(text) else {
+        report.other_messages += 1;
+        return;
+    };
+    match tracker.see(seq) {
+        Seen::New => {
+            report.latency.record(client::unix_micros().saturating_sub(sent_at));
+            report.unique += 1;
+            state.control.unique.fetch_add(1, Ordering::Relaxed);
+        }
+        Seen::Duplicate => report.duplicates += 1,
+    }
+}
+
+/// Child processes, each a `LocalFleet` of its own.
+pub struct RemoteFleet {
+    children: Vec<ChildProc>,
+}
+
+struct ChildProc {
+    process: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+}
+
+/// How long a child may take to answer a step other than connecting.
+const CHILD_REPLY: Duration = Duration::from_secs(30);
+
+impl RemoteFleet {
+    fn start(specs: Vec<WorkerSpec>) -> anyhow::Result<RemoteFleet> {
+        let exe = std::env::current_exe().context("cannot find this executable to start workers")?;
+        let mut fleet = RemoteFleet { children: Vec::with_capacity(specs.len()) };
+        for spec in specs {
+            let mut process = Command::new(&exe)
+                .arg("worker")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .context("cannot start a worker process")?;
+            let (Some(mut stdin), Some(stdout)) = (process.stdin.take(), process.stdout.take()) else {
+                let _ = process.kill();
+                let _ = process.wait();
+                bail!("worker process without pipes");
+            };
+            // The spec (with the secret) goes over the pipe, not the command line.
+            writeln!(stdin, "{}", serde_json::to_string(&spec)?)?;
+            stdin.flush()?;
+            let (tx, lines) = crossbeam_channel::unbounded();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            fleet.children.push(ChildProc { process, stdin, lines });
+        }
+        Ok(fleet)
+    }
+
+    fn broadcast(&mut self, command: &str) -> anyhow::Result<()> {
+        for child in &mut self.children {
+            writeln!(child.stdin, "{command}").context("a worker process went away")?;
+            child.stdin.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The next JSON line a child prints with `key`, as that value.
+    fn expect<T: serde::de::DeserializeOwned>(
+        child: &ChildProc,
+        key: &str,
+        deadline: Instant,
+    ) -> anyhow::Result<T> {
+        loop {
+            let line = child
+                .lines
+                .recv_deadline(deadline)
+                .map_err(|_| anyhow!("worker process {} gave no {key}", child.process.id()))?;
+            let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
+                bail!("worker process {}: {error}", child.process.id());
+            }
+            if let Some(v) = value.get_mut(key) {
+                return Ok(serde_json::from_value(v.take())?);
+            }
+        }
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<Readiness> {
+        let deadline = Instant::now() + limit;
+        let mut total = Readiness::default();
+        for child in &self.children {
+            total.merge(Self::expect(child, "ready", deadline)?);
+        }
+        Ok(total)
+    }
+
+    fn delivered(&mut self) -> anyhow::Result<u64> {
+        self.broadcast("progress")?;
+        let deadline = Instant::now() + CHILD_REPLY;
+        let mut total = 0;
+        for child in &self.children {
+            total += Self::expect::<u64>(child, "progress", deadline)?;
+        }
+        Ok(total)
+    }
+
+    fn stop(mut self) -> anyhow::Result<WorkerReport> {
+        self.broadcast("stop")?;
+        let deadline = Instant::now() + CHILD_REPLY;
+        let mut total = WorkerReport::default();
+        for child in &self.children {
+            total.merge(Self::expect(child, "report", deadline)?);
+        }
+        Ok(total)
+    }
+}
+
+impl Drop for RemoteFleet {
+    /// Children exit after their report; any that has not by now is ended.
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for child in &mut self.children {
+            loop {
+                match child.process.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                    Ok(None) => {
+                        let _ = child.process.kill();
+                        let _ = child.process.wait();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The `worker` subcommand: a child's side of the protocol. Reads its spec
+/// from the first stdin line, prints `{"ready":..}`, then obeys `go`,
+/// `progress` and `stop` lines, and ends with `{"report":..}`.
+pub fn worker_main() -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    let mut first = String::new();
+    stdin.lock().read_line(&mut first)?;
+    let spec: WorkerSpec = serde_json::from_str(&first).context("worker: bad spec line")?;
+    let lifetime = Duration::from_secs(spec.max_lifetime_s);
+    let connect_limit = connect_limit(spec.conns);
+    let mut fleet = LocalFleet::start(spec)?;
+    let ready = fleet.wait_ready(connect_limit);
+    let out = std::io::stdout();
+    let say = |value: serde_json::Value| {
+        let mut out = out.lock();
+        let _ = writeln!(out, "{value}");
+        let _ = out.flush();
+    };
+    match ready {
+        Ok(ready) => say(serde_json::json!({ "ready": ready })),
+        Err(e) => say(serde_json::json!({ "error": e.to_string() })),
+    }
+    let (tx, commands) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The parent going away (stdin closed) or the lifetime running out stops it too.
+    let deadline = Instant::now() + lifetime;
+    let mut cpu_at_go = procstat::own_cpu_s();
+    loop {
+        match commands.recv_deadline(deadline).as_deref() {
+            Ok("go") => {
+                cpu_at_go = procstat::own_cpu_s();
+                fleet.go();
+            }
+            Ok("progress") => say(serde_json::json!({ "progress": fleet.delivered() })),
+            Ok("stop") | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let mut report = fleet.stop()?;
+    report.worker_cpu_s = procstat::own_cpu_s() - cpu_at_go;
+    say(serde_json::json!({ "report": report }));
+    Ok(())
+}
+
+/// How long opening `conns` connections may take before the run gives up.
+pub fn connect_limit(conns: usize) -> Duration {
+    Duration::from_secs(60) + Duration::from_millis(conns as u64 * 2)
+}

@@ -1,0 +1,84 @@
+//! `realtime-bench`: the load generator for `realtime`.
+//!
+//! Scenarios: `idle` (RSS and CPU per held connection), `storm` (handshake
+//! rate and CPU per handshake), `fanout` (room broadcasts: deliveries/s, loss,
+//! latency, CPU per million deliveries) and `send` (targeted sends). Loopback
+//! targets only; every run is bounded in connections and time; each prints one
+//! JSON line on stdout and a short summary on stderr.
+//!
+//! Connections live on glommio executors (`--threads`); beyond what one
+//! process's file descriptors allow (`--per-process`), the binary runs copies
+//! of itself (`worker`, hidden) that each hold a share from their own
+//! 127.0.0.x source address and report back over a pipe.
+
+mod cli;
+mod client;
+mod fleet;
+mod hist;
+mod procstat;
+mod publisher;
+mod scenarios;
+mod signal;
+mod storm;
+mod target;
+mod token;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Scenario};
+use scenarios::{Outcome, Settings};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    target::raise_fd_limit();
+    let name = match &cli.scenario {
+        Scenario::Idle { .. } => "idle",
+        Scenario::Storm { .. } => "storm",
+        Scenario::Fanout { .. } => "fanout",
+        Scenario::Send { .. } => "send",
+        Scenario::Worker => {
+            return match fleet::worker_main() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
+    match run(&cli) {
+        Ok(Outcome { json, summary }) => {
+            println!("{json}");
+            eprintln!("{summary}");
+            // A run that measured nothing (no connection, no accepted event) fails.
+            if json["ok"] == serde_json::Value::Bool(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            println!("{}", serde_json::json!({ "scenario": name, "ok": false, "error": format!("{e:#}") }));
+            eprintln!("realtime-bench {name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<Outcome> {
+    let settings = Settings::check(&cli.common)?;
+    match &cli.scenario {
+        Scenario::Idle { no_subscribe } => scenarios::idle(&settings, !no_subscribe),
+        Scenario::Storm { concurrency, count } => scenarios::storm(&settings, *concurrency, *count),
+        Scenario::Fanout { publish, no_subscribe } => {
+            if *no_subscribe && settings.common.room != "all" {
+                anyhow::bail!("with --no-subscribe only room `all` reaches the connections: add --room all");
+            }
+            scenarios::publish(&settings, publish, false, !no_subscribe)
+        }
+        Scenario::Send { publish } => scenarios::publish(&settings, publish, true, false),
+        Scenario::Worker => unreachable!("handled in main"),
+    }
+}

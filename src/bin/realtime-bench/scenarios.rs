@@ -1,0 +1,381 @@
+//! The scenarios: each drives a fleet (and a publisher, or the storm), reads
+//! the server's /proc figures around the measured phase, and returns the
+//! JSON result plus a human summary.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use crate::cli::{self, Common, Publish};
+use crate::fleet::{self, Fleet, Readiness, WorkerSpec};
+use crate::procstat::{self, ServerProc};
+use crate::publisher::{self, Kind, PubSpec};
+use crate::storm::{self, StormSpec};
+use crate::target::Target;
+
+/// What a run prints: one JSON line (stdout) and a summary (stderr).
+pub struct Outcome {
+    pub json: Value,
+    pub summary: String,
+}
+
+/// The common flags, checked and capped.
+pub struct Settings {
+    pub target: Target,
+    pub secret: String,
+    pub server: Option<ServerProc>,
+    pub conns: usize,
+    pub duration: Duration,
+    pub common: Common,
+}
+
+impl Settings {
+    pub fn check(common: &Common) -> anyhow::Result<Settings> {
+        let target = Target::parse(&common.url)?;
+        let Some(secret) = common.secret.clone().filter(|s| !s.is_empty()) else {
+            bail!("--secret (or JWT_SECRET) is required to mint client tokens");
+        };
+        if !(common.duration > 0.0 && common.duration <= cli::MAX_DURATION_S) {
+            bail!("--duration must be in (0, {}] seconds", cli::MAX_DURATION_S);
+        }
+        if common.conns == 0 || common.conns > cli::MAX_CONNS {
+            bail!("--conns must be in 1..={}", cli::MAX_CONNS);
+        }
+        if common.threads == 0 || common.threads > cli::MAX_THREADS {
+            bail!("--threads must be in 1..={}", cli::MAX_THREADS);
+        }
+        if common.connect_concurrency == 0 || common.connect_concurrency > cli::MAX_CONCURRENCY {
+            bail!("--connect-concurrency must be in 1..={}", cli::MAX_CONCURRENCY);
+        }
+        if !(common.connect_timeout > 0.0 && common.connect_timeout <= 120.0) {
+            bail!("--connect-timeout must be in (0, 120] seconds");
+        }
+        if common.per_process == 0 || common.per_process > cli::PROCESS_SOCKETS {
+            bail!("--per-process must be in 1..={}", cli::PROCESS_SOCKETS);
+        }
+        Ok(Settings {
+            target,
+            secret,
+            server: ServerProc::maybe(common.pid)?,
+            conns: common.conns,
+            duration: Duration::from_secs_f64(common.duration),
+            common: common.clone(),
+        })
+    }
+
+    fn worker_spec(&self, subscribe: bool, tail: Duration) -> WorkerSpec {
+        let connect = fleet::connect_limit(self.conns);
+        WorkerSpec {
+            target: self.target.clone(),
+            secret: self.secret.clone(),
+            role: self.common.role.clone(),
+            room: self.common.room.clone(),
+            subscribe,
+            conns: self.conns,
+            index_base: 0,
+            source_slot: 0,
+            threads: self.common.threads,
+            connect_concurrency: self.common.connect_concurrency,
+            connect_timeout_ms: (self.common.connect_timeout * 1000.0) as u64,
+            token_ttl_s: (connect + self.duration + tail).as_secs() + 3600,
+            max_lifetime_s: (self.duration + tail + Duration::from_secs(120)).as_secs(),
+        }
+    }
+
+    fn rss(&self) -> anyhow::Result<Option<u64>> {
+        self.server.as_ref().map(ServerProc::rss_kib).transpose()
+    }
+
+    fn cpu(&self) -> anyhow::Result<Option<f64>> {
+        self.server.as_ref().map(ServerProc::cpu_s).transpose()
+    }
+}
+
+/// Opens the fleet and waits for it; on failure, closes what did open.
+fn open_fleet(s: &Settings, spec: WorkerSpec) -> anyhow::Result<(Fleet, Readiness, Duration)> {
+    let started = Instant::now();
+    let mut fleet = Fleet::launch(spec, s.common.per_process)?;
+    match fleet.wait_ready(fleet::connect_limit(s.conns)) {
+        Ok(ready) => Ok((fleet, ready, started.elapsed())),
+        Err(e) => {
+            let _ = fleet.stop();
+            Err(e)
+        }
+    }
+}
+
+fn round(v: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (v * f).round() / f
+}
+
+fn cpu_delta(before: Option<f64>, after: Option<f64>) -> Option<f64> {
+    Some(round(after? - before?, 3))
+}
+
+pub fn idle(s: &Settings, subscribe: bool) -> anyhow::Result<Outcome> {
+    let rss_before = s.rss()?;
+    let (mut fleet, ready, connect_time) = open_fleet(s, s.worker_spec(subscribe, Duration::ZERO))?;
+    if ready.connected == 0 {
+        let report = fleet.stop()?;
+        bail!("no connection opened (errors {:?})", report.errors);
+    }
+    let processes = fleet.processes();
+    // Let the server finish with the last connections before measuring.
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_after = s.rss()?;
+    let cpu_before = s.cpu()?;
+    let bench_before = procstat::own_cpu_s();
+    let held = Instant::now();
+    fleet.go()?;
+    std::thread::sleep(s.duration);
+    let cpu_after = s.cpu()?;
+    let bench_own = procstat::own_cpu_s() - bench_before;
+    let idle_s = held.elapsed().as_secs_f64();
+    let rss_end = s.rss()?;
+    let report = fleet.stop()?;
+
+    let connected = ready.connected;
+    let rss_per_conn = match (rss_before, rss_after) {
+        (Some(b), Some(a)) if connected > 0 => Some(round((a as f64 - b as f64) / connected as f64, 3)),
+        _ => None,
+    };
+    let cpu = cpu_delta(cpu_before, cpu_after);
+    let cpu_per_conn_us = cpu.filter(|_| connected > 0).map(|c| round(c * 1e6 / connected as f64, 3));
+    let json = json!({
+        "scenario": "idle",
+        "ok": true,
+        "conns": s.conns,
+        "connected": connected,
+        "connect_failed": ready.connect_failed,
+        "subscribe": subscribe,
+        "subscribed": ready.subscribed,
+        "subscribe_failed": ready.subscribe_failed,
+        "processes": processes,
+        "threads": s.common.threads,
+        "connect_s": round(connect_time.as_secs_f64(), 3),
+        "connect_latency_ms": report.connect_latency.summary_ms(),
+        "rss_before_kib": rss_before,
+        "rss_after_kib": rss_after,
+        "rss_end_kib": rss_end,
+        "rss_per_conn_kib": rss_per_conn,
+        "idle_s": round(idle_s, 3),
+        "server_cpu_s": cpu,
+        "server_cpu_us_per_conn": cpu_per_conn_us,
+        "server_cpu_pct": cpu.map(|c| round(c * 100.0 / idle_s, 3)),
+        "bench_cpu_s": round(bench_own + report.worker_cpu_s, 3),
+        "pings": report.pings,
+        "disconnects": report.disconnects,
+        "connect_retries": report.connect_retries,
+        "errors": report.errors,
+    });
+    let mut summary = format!(
+        "idle: {connected}/{} connected in {:.2} s ({} process(es)), subscribed {}, held {:.1} s, {} pings answered, {} lost",
+        s.conns,
+        connect_time.as_secs_f64(),
+        processes,
+        ready.subscribed,
+        idle_s,
+        report.pings,
+        report.disconnects,
+    );
+    if let (Some(b), Some(a), Some(per)) = (rss_before, rss_after, rss_per_conn) {
+        summary += &format!("\n  server RSS {b} KiB -> {a} KiB: {per:.2} KiB per connection");
+    }
+    if let Some(c) = cpu {
+        summary += &format!(
+            "\n  server CPU while idle: {c:.3} s ({:.3} µs per connection)",
+            cpu_per_conn_us.unwrap_or(0.0)
+        );
+    }
+    Ok(Outcome { json, summary })
+}
+
+pub fn storm(s: &Settings, concurrency: usize, count: Option<u64>) -> anyhow::Result<Outcome> {
+    if concurrency == 0 || concurrency > cli::MAX_CONCURRENCY {
+        bail!("--concurrency must be in 1..={}", cli::MAX_CONCURRENCY);
+    }
+    let cpu_before = s.cpu()?;
+    let bench_before = procstat::own_cpu_s();
+    let report = storm::run(StormSpec {
+        target: s.target.clone(),
+        secret: s.secret.clone(),
+        role: s.common.role.clone(),
+        concurrency,
+        threads: s.common.threads,
+        duration: s.duration,
+        count: count.unwrap_or(u64::MAX),
+        attempt_limit: Duration::from_secs_f64(s.common.connect_timeout),
+    })?;
+    let cpu_after = s.cpu()?;
+    let bench_cpu = round(procstat::own_cpu_s() - bench_before, 3);
+    let elapsed = report.elapsed.as_secs_f64();
+    let errors: u64 = report.errors.values().sum();
+    let rate = report.handshakes as f64 / elapsed;
+    let cpu = cpu_delta(cpu_before, cpu_after);
+    let cpu_per_hs =
+        cpu.filter(|_| report.handshakes > 0).map(|c| round(c * 1e6 / report.handshakes as f64, 2));
+    let json = json!({
+        "scenario": "storm",
+        "ok": report.handshakes > 0,
+        "concurrency": concurrency,
+        "threads": s.common.threads,
+        "duration_s": round(elapsed, 3),
+        "handshakes": report.handshakes,
+        "handshakes_per_s": round(rate, 1),
+        "errors": errors,
+        "errors_by_kind": report.errors,
+        "handshake_latency_ms": report.latency.summary_ms(),
+        "server_cpu_s": cpu,
+        "server_cpu_us_per_handshake": cpu_per_hs,
+        "bench_cpu_s": bench_cpu,
+    });
+    let mut summary = format!(
+        "storm: {} handshakes in {:.2} s = {:.0}/s with {concurrency} workers, {errors} errors, p50 {:.2} ms, p99 {:.2} ms",
+        report.handshakes,
+        elapsed,
+        rate,
+        report.latency.quantile(0.5) as f64 / 1000.0,
+        report.latency.quantile(0.99) as f64 / 1000.0,
+    );
+    if let (Some(c), Some(per)) = (cpu, cpu_per_hs) {
+        summary += &format!("\n  server CPU {c:.2} s: {per:.1} µs per handshake");
+    }
+    summary += &format!("\n  load generator CPU {bench_cpu:.2} s");
+    Ok(Outcome { json, summary })
+}
+
+/// `fanout` (broadcast to a room) and `send` (to single users).
+pub fn publish(s: &Settings, p: &Publish, send: bool, subscribe: bool) -> anyhow::Result<Outcome> {
+    if !(p.rate >= 0.0 && p.rate <= 1e6) {
+        bail!("--rate must be in [0, 1000000] events/s");
+    }
+    if p.window == 0 || p.window > cli::MAX_WINDOW {
+        bail!("--window must be in 1..={}", cli::MAX_WINDOW);
+    }
+    if !(p.drain >= 0.0 && p.drain <= 60.0) {
+        bail!("--drain must be in [0, 60] seconds");
+    }
+    let drain = Duration::from_secs_f64(p.drain);
+    let scenario = if send { "send" } else { "fanout" };
+    let (mut fleet, ready, connect_time) = open_fleet(s, s.worker_spec(subscribe, drain))?;
+    let receivers = if subscribe { ready.subscribed } else { ready.connected };
+    let not_ready: HashSet<u32> = ready.not_ready.iter().copied().collect();
+    let targets: Vec<u32> = (0..s.conns as u32).filter(|i| !not_ready.contains(i)).collect();
+    if receivers == 0 || targets.is_empty() {
+        let report = fleet.stop()?;
+        bail!(
+            "no connection is ready to receive ({} connected, {} subscribed; errors {:?})",
+            ready.connected,
+            ready.subscribed,
+            report.errors
+        );
+    }
+    let kind = if send { Kind::Send { targets } } else { Kind::Broadcast { room: s.common.room.clone() } };
+    let cpu_before = s.cpu()?;
+    let bench_before = procstat::own_cpu_s();
+    fleet.go()?;
+    let published = publisher::run(PubSpec {
+        target: s.target.clone(),
+        kind,
+        rate: p.rate,
+        window: p.window,
+        duration: s.duration,
+        count: p.count.unwrap_or(u64::MAX),
+        api_key: s.common.api_key.clone(),
+    });
+    let published = match published {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = fleet.stop();
+            return Err(e);
+        }
+    };
+    let expected = if send { published.accepted } else { published.accepted * receivers };
+    let drained = Instant::now();
+    loop {
+        let delivered = fleet.delivered().context("progress")?;
+        if delivered >= expected || drained.elapsed() >= drain {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let drain_s = drained.elapsed().as_secs_f64();
+    let cpu_after = s.cpu()?;
+    let bench_own = procstat::own_cpu_s() - bench_before;
+    let report = fleet.stop()?;
+    let bench_cpu = round(bench_own + report.worker_cpu_s, 3);
+
+    let publish_s = published.elapsed.as_secs_f64();
+    let delivered = report.unique;
+    let lost = expected.saturating_sub(delivered);
+    let per_s = delivered as f64 / publish_s;
+    let cpu = cpu_delta(cpu_before, cpu_after);
+    let cpu_per_million = cpu.filter(|_| delivered > 0).map(|c| round(c * 1e6 / delivered as f64, 3));
+    let offered = if p.rate > 0.0 {
+        Some(round(if send { p.rate } else { p.rate * receivers as f64 }, 1))
+    } else {
+        None
+    };
+    let json = json!({
+        "scenario": scenario,
+        "ok": published.accepted > 0 && delivered > 0,
+        "conns": s.conns,
+        "connected": ready.connected,
+        "receivers": receivers,
+        "connect_failed": ready.connect_failed,
+        "subscribe_failed": ready.subscribe_failed,
+        "processes": fleet_processes(s),
+        "threads": s.common.threads,
+        "connect_s": round(connect_time.as_secs_f64(), 3),
+        "rate": p.rate,
+        "window": p.window,
+        "publish_s": round(publish_s, 3),
+        "events_published": published.accepted,
+        "publish_rate": round(published.accepted as f64 / publish_s, 1),
+        "publish_rejected": published.rejected,
+        "publish_failed": published.failed,
+        "publish_status": published.status,
+        "publish_connections": published.connections,
+        "publish_latency_ms": published.latency.summary_ms(),
+        "expected": expected,
+        "delivered": delivered,
+        "offered_deliveries_per_s": offered,
+        "deliveries_per_s": round(per_s, 1),
+        "lost": lost,
+        "loss_ratio": if expected > 0 { round(lost as f64 / expected as f64, 6) } else { 0.0 },
+        "duplicates": report.duplicates,
+        "skipped": report.skipped,
+        "disconnects": report.disconnects,
+        "drain_s": round(drain_s, 3),
+        "latency_ms": report.latency.summary_ms(),
+        "server_cpu_s": cpu,
+        "server_cpu_s_per_million": cpu_per_million,
+        "bench_cpu_s": bench_cpu,
+        "errors": report.errors,
+    });
+    let mut summary = format!(
+        "{scenario}: {} events to {receivers} receivers in {publish_s:.2} s ({} rejected, {} failed); \
+         delivered {delivered}/{expected} = {per_s:.0}/s, lost {lost}, duplicates {}\n  \
+         latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        published.accepted,
+        published.rejected,
+        published.failed,
+        report.duplicates,
+        report.latency.quantile(0.5) as f64 / 1000.0,
+        report.latency.quantile(0.99) as f64 / 1000.0,
+        report.latency.quantile(0.999) as f64 / 1000.0,
+        report.latency.max() as f64 / 1000.0,
+    );
+    if let (Some(c), Some(per)) = (cpu, cpu_per_million) {
+        summary += &format!("\n  server CPU {c:.2} s: {per:.2} s per million deliveries");
+    }
+    summary += &format!("\n  load generator CPU {bench_cpu:.2} s");
+    Ok(Outcome { json, summary })
+}
+
+fn fleet_processes(s: &Settings) -> usize {
+    s.conns.div_ceil(s.common.per_process)
+}
