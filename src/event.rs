@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use thiserror::Error;
 
-use crate::gateway::protocol::timestamp;
 use crate::models::inventory::InventoryAlertPayload;
 use crate::models::message::BroadcastPayload;
 use crate::models::notification::NotificationPayload;
@@ -146,6 +145,11 @@ pub fn content_id(message: &[u8], timestamp: Option<&str>) -> String {
     let mut random = [0u8; 16];
     random.copy_from_slice(&digest[..16]);
     ulid::Ulid::from_parts(millis, u128::from_be_bytes(random)).to_string()
+}
+
+/// RFC 3339 in UTC with milliseconds, as the envelope carries it.
+pub fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 /// SPEC §8's targeting rules.

@@ -7,6 +7,7 @@ use async_tungstenite::tungstenite::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Identity, Role};
+use crate::event::timestamp;
 
 /// A message from a client.
 #[derive(Debug, Deserialize, PartialEq, Eq)]
@@ -90,11 +91,6 @@ pub fn connected(identity: &Identity) -> Utf8Bytes {
         },
         timestamp: timestamp(SystemTime::now()),
     })
-}
-
-/// RFC 3339 in UTC with milliseconds, as the envelope carries it.
-pub fn timestamp(at: SystemTime) -> String {
-    humantime::format_rfc3339_millis(at).to_string()
 }
 
 #[derive(Serialize)]

@@ -1,0 +1,52 @@
+//! The load generator against a real server: every scenario runs briefly,
+//! reports `ok`, and loses nothing. Figures are not checked (this machine
+//! is shared); that the tool keeps working is.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::Value;
+use support::{server, SECRET};
+
+/// Runs `realtime-bench` with `args` against `port`; its JSON result.
+fn bench(port: u16, pid: u32, args: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_realtime-bench"))
+        .args(["--url", &format!("ws://127.0.0.1:{port}"), "--secret", SECRET, "--pid", &pid.to_string()])
+        .args(args)
+        .output()
+        .expect("realtime-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "realtime-bench {args:?} failed\nstdout: {stdout}\nstderr: {stderr}");
+    let line = stdout.lines().last().unwrap_or_else(|| panic!("no result line\nstderr: {stderr}"));
+    let result: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(result["ok"], true, "{line}");
+    result
+}
+
+#[test]
+fn every_scenario_runs_and_loses_nothing() {
+    let s = server().start();
+    let (port, pid) = (s.port, s.pid());
+
+    let idle = bench(port, pid, &["--conns", "50", "--duration", "1", "idle"]);
+    assert_eq!(idle["connected"], 50, "{idle}");
+    assert!(idle["rss_per_conn_kib"].is_number(), "RSS read from /proc: {idle}");
+
+    let storm = bench(port, pid, &["--duration", "1", "storm", "--count", "100", "--concurrency", "4"]);
+    assert_eq!(storm["errors"], 0, "{storm}");
+    assert!(storm["handshakes"].as_u64().is_some_and(|n| n > 0), "{storm}");
+
+    let fanout = bench(port, pid, &["--conns", "20", "--duration", "1", "fanout", "--rate", "20"]);
+    assert_eq!((fanout["lost"].as_u64(), fanout["duplicates"].as_u64()), (Some(0), Some(0)), "{fanout}");
+    assert!(fanout["delivered"].as_u64().is_some_and(|n| n > 0), "{fanout}");
+    assert_eq!(fanout["delivered"], fanout["expected"], "{fanout}");
+
+    let send = bench(port, pid, &["--conns", "20", "--duration", "1", "send", "--rate", "50"]);
+    assert_eq!(send["lost"], 0, "{send}");
+    assert_eq!(send["delivered"], send["expected"], "{send}");
+
+    // The server is still fine after all of it.
+    assert_eq!(s.health()["status"], "healthy");
+}
