@@ -20,7 +20,7 @@ scenario_args() {
     case $1 in
         idle) echo "--conns $CONNS --duration $SECONDS_PER_RUN idle" ;;
         fanout20) echo "--conns $CONNS --duration $SECONDS_PER_RUN fanout --rate 20" ;;
-        fanoutmax) echo "--conns $CONNS --duration $SECONDS_PER_RUN fanout --rate 0 --window 16" ;;
+        fanoutmax) echo "--conns $CONNS --duration $SECONDS_PER_RUN fanout --rate 0 --window 16 --drain 15" ;;
         storm) echo "--threads 2 --duration $SECONDS_PER_RUN storm --concurrency 64" ;;
         *) echo "unknown scenario $1" >&2; exit 2 ;;
     esac
