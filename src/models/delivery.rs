@@ -1,43 +1,13 @@
 //! Deliveries: getting an order to its client, with the courier assigned
 //! (the `delivery` role of SPEC §3) and the delivery's status.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use super::client::Address;
 use super::Id;
 
-/// A delivery's status as the REST service writes it. Open: a value we do
-/// not know is kept in `Other`; the empty string is rejected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum DeliveryStatus {
-    Known(KnownDeliveryStatus),
-    Other(#[serde(deserialize_with = "super::non_empty_string")] String),
-}
-
-impl DeliveryStatus {
-    /// The status as written on the wire.
-    pub fn as_str(&self) -> &str {
-        match self {
-            DeliveryStatus::Known(k) => k.as_str(),
-            DeliveryStatus::Other(s) => s,
-        }
-    }
-}
-
-impl fmt::Display for DeliveryStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl From<KnownDeliveryStatus> for DeliveryStatus {
-    fn from(k: KnownDeliveryStatus) -> Self {
-        DeliveryStatus::Known(k)
-    }
-}
+/// A delivery's status as the REST service writes it; open (see [`super::Open`]).
+pub type DeliveryStatus = super::Open<KnownDeliveryStatus>;
 
 /// The delivery statuses this service knows by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -52,9 +22,9 @@ pub enum KnownDeliveryStatus {
     Cancelled,
 }
 
-impl KnownDeliveryStatus {
+impl super::WireName for KnownDeliveryStatus {
     /// The status as written on the wire.
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             KnownDeliveryStatus::Pending => "pending",
             KnownDeliveryStatus::Assigned => "assigned",
@@ -95,6 +65,7 @@ pub struct Delivery {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::WireName;
     use serde_json::json;
 
     #[test]

@@ -113,6 +113,44 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
+/// A value from the REST service's vocabulary that this service does not
+/// own: the values it knows by name in `Known`, anything else (but the empty
+/// string) kept as written in `Other`, so a new status upstream never breaks
+/// parsing here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Open<K> {
+    Known(K),
+    Other(#[serde(deserialize_with = "non_empty_string")] String),
+}
+
+/// The wire name of a known value.
+pub trait WireName: Copy {
+    fn as_str(self) -> &'static str;
+}
+
+impl<K: WireName> Open<K> {
+    /// The value as written on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Open::Known(k) => k.as_str(),
+            Open::Other(s) => s,
+        }
+    }
+}
+
+impl<K: WireName> fmt::Display for Open<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<K: WireName> From<K> for Open<K> {
+    fn from(known: K) -> Self {
+        Open::Known(known)
+    }
+}
+
 /// `deserialize_with` helper for the `Other` variant of the open enums: any
 /// string but the empty one.
 pub(crate) fn non_empty_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {

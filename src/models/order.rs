@@ -1,43 +1,13 @@
 //! Orders: the `Order` entity with its items and status, and the payload of
 //! the `order_update` event type (SPEC §4).
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use super::client::Address;
 use super::Id;
 
-/// An order's status as the REST service writes it. Open: a value we do not
-/// know is kept in `Other`; the empty string is rejected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum OrderStatus {
-    Known(KnownOrderStatus),
-    Other(#[serde(deserialize_with = "super::non_empty_string")] String),
-}
-
-impl OrderStatus {
-    /// The status as written on the wire (`"out_for_delivery"`).
-    pub fn as_str(&self) -> &str {
-        match self {
-            OrderStatus::Known(k) => k.as_str(),
-            OrderStatus::Other(s) => s,
-        }
-    }
-}
-
-impl fmt::Display for OrderStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl From<KnownOrderStatus> for OrderStatus {
-    fn from(k: KnownOrderStatus) -> Self {
-        OrderStatus::Known(k)
-    }
-}
+/// An order's status as the REST service writes it; open (see [`super::Open`]).
+pub type OrderStatus = super::Open<KnownOrderStatus>;
 
 /// The order statuses this service knows by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -53,9 +23,9 @@ pub enum KnownOrderStatus {
     Refunded,
 }
 
-impl KnownOrderStatus {
+impl super::WireName for KnownOrderStatus {
     /// The status as written on the wire.
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             KnownOrderStatus::Pending => "pending",
             KnownOrderStatus::Confirmed => "confirmed",
@@ -123,6 +93,7 @@ pub struct Order {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::WireName;
     use serde_json::json;
 
     fn parse(v: serde_json::Value) -> Result<OrderUpdatePayload, serde_json::Error> {

@@ -1,42 +1,12 @@
 //! Payment methods a client saved for checkout. Only what the REST service
 //! exposes: a card's brand and last four digits, never its number.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use super::Id;
 
-/// The kind of a payment method. Open: a kind we do not know is kept in
-/// `Other`; the empty string is rejected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum PaymentMethodKind {
-    Known(KnownPaymentMethodKind),
-    Other(#[serde(deserialize_with = "super::non_empty_string")] String),
-}
-
-impl PaymentMethodKind {
-    /// The kind as written on the wire.
-    pub fn as_str(&self) -> &str {
-        match self {
-            PaymentMethodKind::Known(k) => k.as_str(),
-            PaymentMethodKind::Other(s) => s,
-        }
-    }
-}
-
-impl fmt::Display for PaymentMethodKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl From<KnownPaymentMethodKind> for PaymentMethodKind {
-    fn from(k: KnownPaymentMethodKind) -> Self {
-        PaymentMethodKind::Known(k)
-    }
-}
+/// The kind of a payment method; open (see [`super::Open`]).
+pub type PaymentMethodKind = super::Open<KnownPaymentMethodKind>;
 
 /// The payment method kinds this service knows by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -49,9 +19,9 @@ pub enum KnownPaymentMethodKind {
     CashOnDelivery,
 }
 
-impl KnownPaymentMethodKind {
+impl super::WireName for KnownPaymentMethodKind {
     /// The kind as written on the wire.
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             KnownPaymentMethodKind::Card => "card",
             KnownPaymentMethodKind::BankTransfer => "bank_transfer",
