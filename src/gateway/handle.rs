@@ -89,10 +89,13 @@ impl SessionHandle {
         Push::Queued
     }
 
-    /// Takes every queued frame, for one batched write.
-    pub fn take_outbound(&self) -> VecDeque<Utf8Bytes> {
+    /// Moves every queued frame into `batch` (which must be empty), for one
+    /// batched write. The two queues trade places, so neither allocates
+    /// again once both have grown to the usual batch.
+    pub fn take_outbound(&self, batch: &mut VecDeque<Utf8Bytes>) {
+        debug_assert!(batch.is_empty());
         self.queued_bytes.set(0);
-        std::mem::take(&mut *self.outbox.borrow_mut())
+        std::mem::swap(&mut *self.outbox.borrow_mut(), batch);
     }
 
     /// Asks the session to close; the first reason wins.

@@ -3,6 +3,7 @@
 //! first — a signal from the shard (close, queued events, ping due) or a frame
 //! from the client.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -113,8 +114,15 @@ async fn upgrade(shard: Rc<Shard>, stream: TcpStream) -> Option<Pin<Box<impl Fut
     debug!(shard = %shard.id, user = %handle.identity.user_id, role = %handle.identity.role, "connection opened");
     let registration = Registration::new(shard, handle.clone());
     Some(Box::pin(
-        Session { ws, handle, registration, _admission: admission, flood: FloodGate::new(Instant::now()) }
-            .run(),
+        Session {
+            ws,
+            handle,
+            registration,
+            _admission: admission,
+            flood: FloodGate::new(Instant::now()),
+            batch: VecDeque::new(),
+        }
+        .run(),
     ))
 }
 
@@ -176,6 +184,8 @@ struct Session {
     /// The `MAX_CONNECTIONS` slot, freed with the session.
     _admission: Admission,
     flood: FloodGate,
+    /// Frames being written; trades places with the handle's queue.
+    batch: VecDeque<Utf8Bytes>,
 }
 
 impl Session {
@@ -238,7 +248,8 @@ impl Session {
 
     /// Everything queued, in one flush.
     async fn write_outbound(&mut self) -> Result<(), WsError> {
-        for frame in self.handle.take_outbound() {
+        self.handle.take_outbound(&mut self.batch);
+        while let Some(frame) = self.batch.pop_front() {
             self.ws.feed(Message::Text(frame)).await?;
         }
         self.ws.flush().await
