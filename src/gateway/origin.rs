@@ -16,7 +16,7 @@ pub fn allowed(rules: &AllowedOrigins, origin: Option<&str>, host: Option<&str>)
 }
 
 /// Is `origin` one of `list` (entries already lower-case, no trailing slash)?
-pub fn listed(list: &[String], origin: &str) -> bool {
+fn listed(list: &[String], origin: &str) -> bool {
     let origin = origin.trim_end_matches('/');
     list.iter().any(|entry| entry.eq_ignore_ascii_case(origin))
 }

@@ -47,7 +47,14 @@ pub struct Index {
 
 impl Index {
     pub fn insert(&mut self, session: Rc<SessionHandle>) -> SessionKey {
-        self.users.entry(Rc::from(session.identity.user_id.as_str())).or_default().push(session.clone());
+        let user = session.identity.user_id.as_str();
+        // A user's first session names the entry; later ones reuse it.
+        match self.users.get_mut(user) {
+            Some(sessions) => sessions.push(session.clone()),
+            None => {
+                self.users.insert(Rc::from(user), vec![session.clone()]);
+            }
+        }
         SessionKey(self.sessions.insert(session))
     }
 

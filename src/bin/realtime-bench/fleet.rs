@@ -46,6 +46,15 @@ pub const IO_MEMORY: usize = 256 * 1024;
 /// buckets) and 10,000 idle sockets each wake-up walked ~1,250 entries
 /// (≈200 µs of `io_poll_find`). 4096 gives the full 256 buckets.
 pub const RING_DEPTH: usize = 4096;
+/// A pool of `threads` unbound executors sized as above: one place for the
+/// settings every multi-threaded scenario shares.
+pub fn executor_pool(name: &str, threads: usize) -> LocalExecutorPoolBuilder {
+    LocalExecutorPoolBuilder::new(PoolPlacement::Unbound(threads))
+        .name(name)
+        .io_memory(IO_MEMORY)
+        .ring_depth(RING_DEPTH)
+}
+
 /// Tries per connection before it counts as failed.
 const CONNECT_TRIES: u32 = 4;
 /// Time a closing connection waits for the server's close frame.
@@ -294,10 +303,7 @@ impl LocalFleet {
         let subscribe = spec.subscribe;
         let spec = Arc::new(WorkerSpec { threads, ..spec });
         let shared = control.clone();
-        let handles = LocalExecutorPoolBuilder::new(PoolPlacement::Unbound(threads))
-            .name("bench-conns")
-            .io_memory(IO_MEMORY)
-            .ring_depth(RING_DEPTH)
+        let handles = executor_pool("bench-conns", threads)
             .on_all_shards(move || async move {
                 let shard = assignments.try_recv().unwrap_or(0);
                 shard_main(spec, shared, not_ready_tx, shard).await

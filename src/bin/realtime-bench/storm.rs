@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::client;
-use crate::fleet::{IO_MEMORY, RING_DEPTH};
+use crate::fleet::executor_pool;
 use crate::hist::Histogram;
 use crate::target::Target;
 use crate::token::Minter;
@@ -50,10 +49,7 @@ pub fn run(spec: StormSpec) -> anyhow::Result<StormReport> {
     let spec = Arc::new(spec);
     let started = Instant::now();
     let deadline = started + spec.duration;
-    let handles = LocalExecutorPoolBuilder::new(PoolPlacement::Unbound(threads))
-        .name("bench-storm")
-        .io_memory(IO_MEMORY)
-        .ring_depth(RING_DEPTH)
+    let handles = executor_pool("bench-storm", threads)
         .on_all_shards(move || async move {
             let shard = assignments.try_recv().unwrap_or(0);
             let workers: Vec<usize> = (shard..spec.concurrency).step_by(threads).collect();
