@@ -1,5 +1,7 @@
 //! tracing to stderr, as text or one JSON object per line; level from
-//! `RUST_LOG` (default `info`).
+//! `RUST_LOG` (default `info`). Lines logged on a shard's thread carry that
+//! shard (the `shard` span, `"span":{"shard":N}` in JSON); start-up and
+//! shutdown lines of the main thread carry none.
 
 use std::io::IsTerminal;
 
@@ -12,6 +14,6 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_span_list(false).init(),
     }
 }

@@ -76,7 +76,7 @@ async fn upgrade(shard: Rc<Shard>, stream: TcpStream) -> Option<Pin<Box<impl Fut
     let config = &instance.config;
     // glommio fails a write that makes no progress for this long.
     if let Err(e) = stream.set_write_timeout(Some(config.ws_write_timeout)) {
-        debug!(shard = %shard.id, error = %e, "cannot set write timeout");
+        debug!(error = %e, "cannot set write timeout");
         return None;
     }
     // The 101 answer and the `connected` message leave in one segment.
@@ -105,7 +105,7 @@ async fn upgrade(shard: Rc<Shard>, stream: TcpStream) -> Option<Pin<Box<impl Fut
     let ws = match upgraded {
         Ok(ws) => ws,
         Err(e) => {
-            debug!(shard = %shard.id, error = %e, "websocket handshake failed");
+            debug!(error = %e, "websocket handshake failed");
             return None;
         }
     };
@@ -115,7 +115,7 @@ async fn upgrade(shard: Rc<Shard>, stream: TcpStream) -> Option<Pin<Box<impl Fut
         config.send_queue_bytes,
         Instant::now() + config.ws_ping_interval,
     ));
-    debug!(shard = %shard.id, user = %handle.identity.user_id, role = %handle.identity.role, "connection opened");
+    debug!(user = %handle.identity.user_id, role = %handle.identity.role, "connection opened");
     let registration = Registration::new(shard, handle.clone());
     Some(Box::pin(
         Session {
@@ -143,10 +143,10 @@ fn log_rejection(shard: &Shard, rejection: Rejection) {
     match rejection {
         Rejection::Unauthorized(reason) => {
             shard.instance.metrics.auth_failed(reason);
-            info!(shard = %shard.id, reason = reason.reason(), "websocket auth failed");
+            info!(reason = reason.reason(), "websocket auth failed");
         }
         other => {
-            info!(shard = %shard.id, status = other.status().as_u16(), reason = other.message(), "websocket refused")
+            info!(status = other.status().as_u16(), reason = other.message(), "websocket refused")
         }
     }
 }
@@ -195,7 +195,12 @@ struct Session {
 impl Session {
     async fn run(mut self) {
         let end = self.live().await;
-        debug!(shard = %self.shard().id, user = %self.handle.identity.user_id, end = %end, "connection closed");
+        debug!(
+            user = %self.handle.identity.user_id,
+            role = %self.handle.identity.role,
+            end = %end,
+            "connection closed"
+        );
     }
 
     fn shard(&self) -> &Shard {

@@ -10,7 +10,7 @@ use crossbeam_channel::Sender;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Gate;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn};
 
 use super::inbox::ShardMsg;
 use super::{keepalive, Shard, ShardId};
@@ -56,6 +56,9 @@ pub fn start(
     LocalExecutorPoolBuilder::new(placement).name("shard").io_memory(IO_MEMORY).on_all_shards(
         move || async move {
             let Ok((id, listener)) = assignments.try_recv() else { return };
+            // Entered for the executor's whole life, so every line logged on
+            // this thread, by any task, names its shard.
+            let _span = info_span!("shard", shard = id.index()).entered();
             let _notice = StopNotice { shard: id, events: events.clone() };
             run(instance, id, listener, || {
                 let _ = events.send(Lifecycle::Ready(id));
@@ -116,8 +119,8 @@ async fn run(instance: &'static Instance, id: ShardId, listener: OwnedFd, ready:
         link.cancel().await;
     }
     match drained {
-        Ok(()) => info!(shard = %id, closed = open, "shard drained"),
-        Err(_) => warn!(shard = %id, left = shard.session_count(), "shard drain timed out"),
+        Ok(()) => info!(closed = open, "shard drained"),
+        Err(_) => warn!(left = shard.session_count(), "shard drain timed out"),
     }
 }
 
@@ -139,7 +142,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, sessions: Rc<Gate>
                 glommio::spawn_local(connection(shard.clone(), stream, sessions.clone())).detach();
             }
             Err(e) => {
-                warn!(shard = %shard.id, error = %e, "accept failed");
+                warn!(error = %e, "accept failed");
                 glommio::timer::sleep(ACCEPT_BACKOFF).await;
             }
         }
@@ -157,6 +160,6 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, sessions: Rc<Gate>) {
             session::serve(shard, stream).await;
         }
         Ok(Route::Http) => Box::pin(crate::api::serve(shard, stream)).await,
-        Err(e) => debug!(shard = %shard.id, error = %e, "connection dropped before routing"),
+        Err(e) => debug!(error = %e, "connection dropped before routing"),
     }
 }

@@ -28,12 +28,12 @@ pub async fn run(shard: Rc<Shard>, channels: Rc<Channels>) {
                 }
                 first = false;
                 instance.redis_link_up();
-                info!(shard = %shard.id, "redis subscriber connected");
+                info!("redis subscriber connected");
                 let error = listen(&shard, conn).await;
                 instance.redis_link_down();
-                warn!(shard = %shard.id, error = %error, "redis subscriber disconnected");
+                warn!(error = %error, "redis subscriber disconnected");
             }
-            Err(error) => warn!(shard = %shard.id, error = %error, "redis subscriber cannot connect"),
+            Err(error) => warn!(error = %error, "redis subscriber cannot connect"),
         }
         glommio::timer::sleep(backoff.next_delay()).await;
     }
