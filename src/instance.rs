@@ -56,6 +56,11 @@ impl Instance {
         self.inboxes[shard.index()].clone()
     }
 
+    /// Messages waiting in each shard's inbox, by shard index.
+    pub fn inbox_depths(&self) -> impl Iterator<Item = usize> + '_ {
+        self.inboxes.iter().map(Inbox::waiting)
+    }
+
     /// Connections open on every shard (the sum of the shards' gauges).
     pub fn connections(&self) -> i64 {
         self.metrics.connections_total()

@@ -7,6 +7,7 @@ pub mod local;
 pub mod redis;
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use thiserror::Error;
 
@@ -45,7 +46,10 @@ impl Bus {
                 Ok(())
             }
             Bus::Redis { publisher, channels } => {
-                publisher.publish(channels.for_room(event.room.as_deref()), event.frame.as_str()).await
+                let started = Instant::now();
+                publisher.publish(channels.for_room(event.room.as_deref()), event.frame.as_str()).await?;
+                shard.metrics.redis_publish.observe(started.elapsed().as_secs_f64());
+                Ok(())
             }
         }
     }

@@ -84,6 +84,11 @@ impl Inbox {
         .await
     }
 
+    /// Messages waiting now (for the metrics).
+    pub fn waiting(&self) -> usize {
+        self.rx.len()
+    }
+
     fn drain(&self, batch: &mut Vec<ShardMsg>, max: usize) -> bool {
         let before = batch.len();
         while batch.len() - before < max {

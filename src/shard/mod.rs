@@ -20,13 +20,13 @@ use std::fmt;
 use std::rc::Rc;
 
 use async_tungstenite::tungstenite::Utf8Bytes;
-use prometheus_client::metrics::gauge::Gauge;
 
 use crate::bus::Bus;
 use crate::event::{Audience, Event};
 use crate::gateway::close::CloseReason;
 use crate::gateway::handle::{Push, SessionHandle};
 use crate::instance::Instance;
+use crate::metrics::ShardMetrics;
 use crate::room::{self, JoinError};
 use index::{Index, SessionKey, TooManyRooms};
 
@@ -67,8 +67,9 @@ pub struct Shard {
     pub instance: &'static Instance,
     /// How events published on this shard leave it.
     pub bus: Bus,
+    /// This shard's own series; nobody else writes them.
+    pub metrics: ShardMetrics,
     index: RefCell<Index>,
-    connections: Gauge,
 }
 
 impl Shard {
@@ -77,20 +78,20 @@ impl Shard {
             id,
             instance,
             bus: Bus::new(&instance.config),
+            metrics: instance.metrics.shard(id.index()),
             index: RefCell::new(Index::default()),
-            connections: instance.metrics.shard_connections(id.index()),
         }
     }
 
     /// Adds a session; every session is in the room `all` by being here.
     pub fn register(&self, handle: Rc<SessionHandle>) -> SessionKey {
-        self.connections.inc();
+        self.metrics.connections.inc();
         self.index.borrow_mut().insert(handle)
     }
 
     pub fn unregister(&self, key: SessionKey) {
         if self.index.borrow_mut().remove(key) {
-            self.connections.dec();
+            self.metrics.connections.dec();
         }
     }
 
@@ -147,6 +148,7 @@ impl Shard {
         }
         let metrics = &self.instance.metrics;
         metrics.deliveries.inc_by(fanout.queued);
+        self.metrics.deliveries.inc_by(fanout.queued);
         if fanout.slow > 0 {
             metrics.slow_client_closes.inc_by(fanout.slow);
         }

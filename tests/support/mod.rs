@@ -1086,41 +1086,34 @@ impl RawWs {
 // Metrics
 // ---------------------------------------------------------------------------
 
-/// Samples of a Prometheus text exposition: `name{labels}` → value.
+/// Every sample of an OpenMetrics exposition, parsed by a real parser (which
+/// also rejects a malformed exposition), keyed `name{label="value",...}` with
+/// the labels sorted; counters under `name_total`, histograms as
+/// `name_count` and `name_sum`.
 pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    use openmetrics_parser::OpenMetricsValue;
+    let exposition = openmetrics_parser::openmetrics::parse_openmetrics(text)
+        .unwrap_or_else(|e| panic!("/metrics is not valid OpenMetrics ({e:?}):\n{text}"));
     let mut out = HashMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        // name{labels} value [timestamp]; label values may contain spaces in
-        // theory, so split after the closing brace when there is one.
-        let (key, rest) = match line.find('}') {
-            Some(i) => (&line[..=i], line[i + 1..].trim()),
-            None => match line.split_once(char::is_whitespace) {
-                Some((k, r)) => (k, r.trim()),
-                None => continue,
-            },
-        };
-        let value = rest.split_whitespace().next().unwrap_or("");
-        if let Ok(v) = value.parse::<f64>() {
-            out.insert(normalize_key(key), v);
+    for (name, family) in &exposition.families {
+        for sample in family.iter_samples() {
+            let labelset = sample.get_labelset().expect("a sample's labels match its family");
+            let mut labels: Vec<_> = labelset.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            labels.sort();
+            let labels = if labels.is_empty() { String::new() } else { format!("{{{}}}", labels.join(",")) };
+            let mut put = |suffix: &str, v: f64| out.insert(format!("{name}{suffix}{labels}"), v);
+            match &sample.value {
+                OpenMetricsValue::Counter(c) => put("_total", c.value.as_f64()),
+                OpenMetricsValue::Gauge(v) | OpenMetricsValue::Unknown(v) => put("", v.as_f64()),
+                OpenMetricsValue::Histogram(h) => {
+                    put("_count", h.count.unwrap_or(0) as f64);
+                    put("_sum", h.sum.as_ref().map_or(0.0, |s| s.as_f64()))
+                }
+                other => panic!("unexpected metric kind for {name}: {other:?}"),
+            };
         }
     }
     out
-}
-
-/// Removes whitespace inside the label set so lookups can use the plain form.
-fn normalize_key(k: &str) -> String {
-    match k.find('{') {
-        Some(i) => {
-            let labels: String = k[i..].chars().filter(|c| !c.is_whitespace()).collect();
-            let labels = labels.replace(",}", "}");
-            format!("{}{}", &k[..i], labels)
-        }
-        None => k.to_string(),
-    }
 }
 
 /// Sum of every sample of metric `name` (any labels).

@@ -1,0 +1,114 @@
+//! What an operator watches: `/metrics` parsed by a real OpenMetrics parser
+//! while clients connect and events are delivered, and the log lines a
+//! connection leaves (SPEC §5; README "Operations").
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+/// Redis links reconnect with a backoff capped at 5 s.
+const REDIS_DEADLINE: Duration = Duration::from_secs(30);
+
+fn sample(m: &HashMap<String, f64>, key: &str) -> f64 {
+    *m.get(key).unwrap_or_else(|| panic!("{key} missing from /metrics: {m:?}"))
+}
+
+#[test]
+fn counters_move_as_clients_connect_and_events_are_delivered() {
+    let s = server().start();
+    let before = s.metric_samples();
+    assert_eq!(sample(&before, "realtime_deliveries_total"), 0.0);
+
+    let mut clients = s.connect_on_both_shards(4, |i| s.subscriber(&format!("m{i}"), "client", &[]));
+    let n = clients.len() as f64;
+    let opened = s.metric_samples();
+    assert_eq!(metric_sum(&opened, "realtime_connections"), n);
+    assert_eq!(
+        sample(&opened, "realtime_handshakes_total") - sample(&before, "realtime_handshakes_total"),
+        n
+    );
+
+    let id = s.broadcast(json!({"room": "all", "type": "announcement", "payload": {"text": "sale"}}));
+    for ws in &mut clients {
+        expect_event(ws, &id);
+    }
+    // A shard counts a delivery when it queues the frame, before the client
+    // can read it: once every client has the event, the counts are final.
+    let after = s.metric_samples();
+    assert_eq!(sample(&after, "realtime_events_published_total{source=\"api\"}"), 1.0);
+    assert_eq!(sample(&after, "realtime_deliveries_total"), n);
+    for shard in ["0", "1"] {
+        let label = format!("{{shard=\"{shard}\"}}");
+        assert_eq!(
+            sample(&after, &format!("realtime_shard_deliveries_total{label}")),
+            sample(&after, &format!("realtime_connections{label}")),
+            "shard {shard} delivers to each of its sessions once"
+        );
+        assert_eq!(sample(&after, &format!("realtime_shard_inbox_messages{label}")), 0.0);
+    }
+
+    for ws in clients {
+        close(ws);
+    }
+    s.wait_connections(0);
+    assert_eq!(metric_sum(&s.metric_samples(), "realtime_connections"), 0.0);
+}
+
+#[test]
+fn publishes_through_redis_are_timed_and_counted() {
+    let redis = RedisServer::start();
+    let s = server().env("REDIS_URL", &redis.url()).start();
+    s.wait_health("redis", &json!("connected"), REDIS_DEADLINE);
+    let mut ws = s.subscriber("r1", "client", &[]);
+
+    let id = s.broadcast(json!({"room": "all", "type": "announcement", "payload": {}}));
+    expect_event(&mut ws, &id);
+    let m = s.metric_samples();
+    assert_eq!(sample(&m, "realtime_redis_connected"), 1.0);
+    assert_eq!(sample(&m, "realtime_events_published_total{source=\"api\"}"), 1.0);
+    assert_eq!(sample(&m, "realtime_events_published_total{source=\"redis\"}"), 1.0);
+    assert_eq!(metric_sum(&m, "realtime_redis_publish_seconds_count"), 1.0);
+    assert!(metric_sum(&m, "realtime_redis_publish_seconds_sum") > 0.0, "{m:?}");
+    close(ws);
+}
+
+/// The JSON log lines written while `user` connected and left.
+fn connection_lines(s: &Server, user: &str) -> Vec<Value> {
+    let err = s.wait_stderr(DEFAULT_DEADLINE, |err| err.contains("connection closed"));
+    let lines: Vec<Value> = non_empty_lines(&err)
+        .into_iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l:?}")))
+        .collect();
+    // Only the main thread (start-up, shutdown) speaks outside a shard.
+    for line in &lines {
+        if line["target"] != "realtime::server" {
+            assert!(line["span"]["shard"].is_u64(), "a shard's line without its shard: {line}");
+        }
+    }
+    lines.into_iter().filter(|l| l["user"] == user).collect()
+}
+
+#[test]
+fn connection_log_lines_carry_shard_user_and_role() {
+    let s = server().env("LOG_FORMAT", "json").env("RUST_LOG", "realtime=debug").start();
+    let token = token(SECRET, "logged-user", "seller");
+    let (ws, _) = s.connect_token(&token);
+    close(ws);
+    s.wait_connections(0);
+
+    let lines = connection_lines(&s, "logged-user");
+    for message in ["connection opened", "connection closed"] {
+        let line = lines
+            .iter()
+            .find(|l| l["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} line for the user in {lines:?}"));
+        assert_eq!(line["role"], "seller", "{line}");
+        assert!(line["span"]["shard"].as_u64().is_some_and(|shard| shard < 2), "{line}");
+    }
+    let signature = token.rsplit('.').next().expect("a JWT has three parts");
+    assert!(!s.stderr().contains(signature), "the token is in the log");
+}
