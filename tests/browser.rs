@@ -1,0 +1,183 @@
+//! A real browser against the real server (SPEC §2, §4, the Origin rules of
+//! §8): headless Chromium loads a page that connects with `new WebSocket()`
+//! and a token and subscribes; a Node script publishes with axios, as the
+//! seed's REST service does; the page must show the events. The same page
+//! served from an origin that `ALLOWED_ORIGINS` does not list must get no
+//! socket (the server answers the upgrade with 403).
+//!
+//! The browser side is `tests/browser/e2e.mjs` (playwright-core driving
+//! `/usr/bin/chromium`). Without `tests/browser/node_modules` (`npm ci
+//! --prefix tests/browser`), `node` or Chromium the test says why and passes,
+//! unless `REALTIME_REQUIRE_BROWSER=1`, as in CI, where it fails instead.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+/// Bound on the whole Node run (browser start, page loads, every wait).
+const NODE_DEADLINE: Duration = Duration::from_secs(60);
+/// Bound on each wait inside the Node script.
+const STEP_WAIT_MS: u64 = 15_000;
+const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
+const API_KEY: &str = "browser-e2e-api-key-0d9c41";
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("browser")
+}
+
+fn chromium_path() -> PathBuf {
+    std::env::var_os("REALTIME_E2E_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| DEFAULT_CHROMIUM.into())
+}
+
+fn browser_required() -> bool {
+    std::env::var("REALTIME_REQUIRE_BROWSER").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Why the browser test cannot run here, if it cannot.
+fn missing_prerequisite() -> Option<String> {
+    let modules = browser_dir().join("node_modules");
+    if !modules.join("playwright-core").is_dir() || !modules.join("axios").is_dir() {
+        return Some(format!(
+            "{} lacks playwright-core or axios (run `npm ci --prefix tests/browser`)",
+            modules.display()
+        ));
+    }
+    let chromium = chromium_path();
+    if !chromium.is_file() {
+        return Some(format!("{} is missing (apt-get install chromium)", chromium.display()));
+    }
+    let node = Command::new("node").arg("--version").stdin(Stdio::null()).output();
+    if !node.is_ok_and(|o| o.status.success()) {
+        return Some("`node` is not on PATH or does not run".into());
+    }
+    None
+}
+
+/// Written straight to stderr, past the test harness's capture, so that a
+/// skip is visible in a plain `cargo test`.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Collect a pipe on its own thread; the result comes through the channel.
+fn collect(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        let _ = tx.send(String::from_utf8_lossy(&bytes).into_owned());
+    });
+    rx
+}
+
+/// Wait for the child until `deadline`; on time-out ask it to stop (SIGTERM,
+/// so playwright closes the browser it started), then kill it.
+fn wait_bounded(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let grace = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < grace {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn browser_gets_events_published_with_axios_and_foreign_origin_is_refused() {
+    if let Some(reason) = missing_prerequisite() {
+        if browser_required() {
+            panic!("REALTIME_REQUIRE_BROWSER is set but the browser test cannot run: {reason}");
+        }
+        say(&format!("SKIPPED browser end-to-end test: {reason}"));
+        return;
+    }
+
+    // The page's origin must be known before the server starts: it goes into
+    // ALLOWED_ORIGINS. The foreign origin differs only in its port.
+    let page_port = free_port();
+    let foreign_port = free_port();
+    let page_origin = format!("http://127.0.0.1:{page_port}");
+    let s = server().env("ALLOWED_ORIGINS", &page_origin).env("API_KEY", API_KEY).start();
+    let user_id = "browser-user-7";
+    let token = token(SECRET, user_id, "seller");
+
+    let started = Instant::now();
+    let mut child = Command::new("node")
+        .arg(browser_dir().join("e2e.mjs"))
+        .current_dir(browser_dir())
+        .env("REALTIME_E2E_SERVER_PORT", s.port.to_string())
+        .env("REALTIME_E2E_PAGE_PORT", page_port.to_string())
+        .env("REALTIME_E2E_FOREIGN_PORT", foreign_port.to_string())
+        .env("REALTIME_E2E_TOKEN", &token)
+        .env("REALTIME_E2E_USER_ID", user_id)
+        .env("REALTIME_E2E_API_KEY", API_KEY)
+        .env("REALTIME_E2E_CHROMIUM", chromium_path())
+        .env("REALTIME_E2E_WAIT_MS", STEP_WAIT_MS.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn node tests/browser/e2e.mjs");
+    let stdout = collect(child.stdout.take().expect("node stdout"));
+    let stderr = collect(child.stderr.take().expect("node stderr"));
+    let status = wait_bounded(&mut child, started + NODE_DEADLINE);
+    let elapsed = started.elapsed();
+
+    // The script redacts secrets itself; this is the second belt.
+    let clean = |text: String| text.replace(&token, "<token>").replace(API_KEY, "<api key>");
+    let stdout = clean(stdout.recv_timeout(Duration::from_secs(5)).unwrap_or_default());
+    let stderr = clean(stderr.recv_timeout(Duration::from_secs(5)).unwrap_or_default());
+    let dump = format!("--- e2e.mjs stdout ---\n{stdout}\n--- e2e.mjs stderr ---\n{stderr}\n--- end ---");
+
+    let status = status.unwrap_or_else(|| panic!("e2e.mjs did not finish within {NODE_DEADLINE:?}\n{dump}"));
+    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{'));
+    let result: Value = line
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("e2e.mjs printed no JSON result ({status})\n{dump}"));
+    assert!(status.success(), "e2e.mjs failed ({status}): {}\n{dump}", result["error"]);
+    assert_eq!(result["ok"], true, "{dump}");
+
+    // The page got both events, with the ids the API handed out.
+    let events = result["events"].as_array().unwrap_or_else(|| panic!("no events in {result}"));
+    assert_eq!(events.len(), 2, "{result}");
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds, ["order_update", "notification"], "{result}");
+    assert_eq!(events[0]["room"], "orders", "{result}");
+    assert_eq!(events[1]["userId"], user_id, "{result}");
+    assert!(events.iter().all(|e| e["id"].as_str().is_some_and(|id| !id.is_empty())), "{result}");
+    assert_eq!(result["shown"], 2, "the page shows both events: {result}");
+
+    // The unlisted origin: the browser saw the socket fail, the server said 403.
+    assert_eq!(result["foreign"]["origin"], format!("http://127.0.0.1:{foreign_port}"), "{result}");
+    assert_eq!(result["foreign"]["closeCode"], 1006, "{result}");
+    assert_eq!(result["foreign"]["handshakeStatus"], 403, "{result}");
+
+    // The browser is gone, and so are its connections.
+    s.wait_connections(0);
+    say(&format!(
+        "browser end-to-end test: passed in {:.1} s (Chromium {})",
+        elapsed.as_secs_f64(),
+        result["browser"].as_str().unwrap_or("?")
+    ));
+}
