@@ -20,8 +20,10 @@ use crate::gateway::front_door::{self, Route};
 use crate::gateway::session;
 use crate::instance::Instance;
 
-/// Memory each executor registers with io_uring. We do socket I/O only, and
-/// this fits the common 8 MiB memlock limit even with many shards.
+/// Memory each executor registers with io_uring. We do socket I/O only, which
+/// does not use it; glommio registers it with each of its three rings, so a
+/// shard locks 768 KiB, and the common 8 MiB memlock limit holds 10 shards
+/// (the deploy files raise it).
 const IO_MEMORY: usize = 256 * 1024;
 /// Pause after a failed accept (e.g. out of file descriptors) before retrying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
