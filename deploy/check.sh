@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks of deploy/ and .env.example that need no Docker engine, one line per
+# Checks of deploy/ (deploy/.env.example included) that need no Docker engine, one line per
 # check: "ok: ...", "skipped: <why>" or "FAILED: ...". Exits 1 if any failed.
 #
 #   bash deploy/check.sh
@@ -189,7 +189,7 @@ PY
 }
 
 check_env_example() {
-    local example=.env.example spec=../shared/SPEC.md vars missing="" var value bin dir port pid status=0
+    local example=deploy/.env.example spec=../shared/SPEC.md vars missing="" var value bin dir port pid status=0
     # The variables of SPEC §1's table, or the list as of this writing.
     if [ -f "$spec" ]; then
         # shellcheck disable=SC2016 # the backquotes are Markdown, not shell
