@@ -9,6 +9,7 @@ use std::time::Instant;
 use crate::auth::TokenVerifier;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::shard::backlog::Backlogs;
 use crate::shard::inbox::{Inbox, Mailbox};
 use crate::shard::ShardId;
 
@@ -19,6 +20,8 @@ pub struct Instance {
     pub started: Instant,
     /// One per shard, indexed by [`ShardId`]: how anyone reaches a shard.
     mailboxes: Vec<Mailbox>,
+    /// Bytes each shard has queued for its clients and not yet written.
+    pub backlogs: Backlogs,
     /// The receiving halves, taken by their owners at start-up.
     inboxes: Vec<Inbox>,
     /// Connections admitted on every shard; the `MAX_CONNECTIONS` gate.
@@ -33,6 +36,7 @@ impl Instance {
         let (mailboxes, inboxes) = (0..config.shards).map(|_| crate::shard::inbox::pair()).unzip();
         Self {
             metrics: Metrics::new(config.shards),
+            backlogs: Backlogs::new(config.shards),
             config,
             verifier,
             started: Instant::now(),

@@ -67,6 +67,9 @@ pub struct ShardMetrics {
     pub deliveries: Counter,
     /// `realtime_shard_inbox_messages{shard}`: cross-shard messages waiting.
     inbox_messages: Gauge,
+    /// `realtime_shard_send_queue_bytes{shard}`: frames queued to clients
+    /// and not yet taken by their writers.
+    send_queue_bytes: Gauge,
     /// `realtime_redis_publish_seconds{shard}`: from an API publish to Redis's
     /// reply. The histogram's lock is only ever taken by its shard and the
     /// scrape, so it is uncontended.
@@ -85,6 +88,8 @@ pub struct Metrics {
     dropped: Vec<(DropReason, Counter)>,
     pub slow_client_closes: Counter,
     pub rate_limited: Counter,
+    /// Publishes that waited for the shards' send queues to drain.
+    pub publishes_held: Counter,
     pub redis_connected: Gauge,
     pub redis_reconnects: Counter,
     pub uptime_seconds: Gauge,
@@ -137,6 +142,12 @@ impl Metrics {
             "Client messages refused by flood control",
             rate_limited.clone(),
         );
+        let publishes_held = Counter::default();
+        registry.register(
+            "realtime_publishes_held",
+            "Publishes that waited for the shards' send queues to drain",
+            publishes_held.clone(),
+        );
         let redis_connected = Gauge::default();
         registry.register("realtime_redis_connected", "1 while Redis is connected", redis_connected.clone());
         let redis_reconnects = Counter::default();
@@ -155,6 +166,7 @@ impl Metrics {
             dropped,
             slow_client_closes,
             rate_limited,
+            publishes_held,
             redis_connected,
             redis_reconnects,
             uptime_seconds,
@@ -166,15 +178,27 @@ impl Metrics {
         self.shards[shard].clone()
     }
 
+    /// Connections open on one shard.
+    pub fn connections_of(&self, shard: usize) -> i64 {
+        self.shards[shard].connections.get()
+    }
+
     pub fn connections_total(&self) -> i64 {
         self.shards.iter().map(|s| s.connections.get()).sum()
     }
 
-    /// Records how many messages wait in each shard's inbox, by shard index;
-    /// called just before a scrape is rendered.
-    pub fn set_inbox_depths(&self, depths: impl IntoIterator<Item = usize>) {
-        for (series, depth) in self.shards.iter().zip(depths) {
-            series.inbox_messages.set(i64::try_from(depth).unwrap_or(i64::MAX));
+    /// Records each shard's queues, by shard index: messages in its inbox
+    /// and bytes queued to its clients. Called just before a scrape is
+    /// rendered.
+    pub fn set_queue_depths(
+        &self,
+        inbox_messages: impl IntoIterator<Item = usize>,
+        send_queue_bytes: impl IntoIterator<Item = usize>,
+    ) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        for ((series, messages), bytes) in self.shards.iter().zip(inbox_messages).zip(send_queue_bytes) {
+            series.inbox_messages.set(gauge(messages));
+            series.send_queue_bytes.set(gauge(bytes));
         }
     }
 
@@ -211,6 +235,7 @@ struct ShardFamilies {
     connections: Family<ShardLabel, Gauge>,
     deliveries: Family<ShardLabel, Counter>,
     inbox_messages: Family<ShardLabel, Gauge>,
+    send_queue_bytes: Family<ShardLabel, Gauge>,
     redis_publish: Family<ShardLabel, Histogram, fn() -> Histogram>,
 }
 
@@ -220,6 +245,7 @@ impl ShardFamilies {
             connections: Family::default(),
             deliveries: Family::default(),
             inbox_messages: Family::default(),
+            send_queue_bytes: Family::default(),
             // 100 µs to ~1.6 s: a loopback Redis answers in well under a
             // millisecond; the top buckets show a struggling one.
             redis_publish: Family::new_with_constructor(|| {
@@ -238,6 +264,11 @@ impl ShardFamilies {
             families.inbox_messages.clone(),
         );
         registry.register(
+            "realtime_shard_send_queue_bytes",
+            "Bytes queued to a shard's clients and not yet written",
+            families.send_queue_bytes.clone(),
+        );
+        registry.register(
             "realtime_redis_publish_seconds",
             "Time from an API publish to Redis's reply",
             families.redis_publish.clone(),
@@ -253,6 +284,7 @@ impl ShardFamilies {
                     connections: self.connections.get_or_create(&label).clone(),
                     deliveries: self.deliveries.get_or_create(&label).clone(),
                     inbox_messages: self.inbox_messages.get_or_create(&label).clone(),
+                    send_queue_bytes: self.send_queue_bytes.get_or_create(&label).clone(),
                     redis_publish: self.redis_publish.get_or_create(&label).clone(),
                 }
             })

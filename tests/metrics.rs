@@ -40,6 +40,7 @@ fn counters_move_as_clients_connect_and_events_are_delivered() {
     // can read it: once every client has the event, the counts are final.
     let after = s.metric_samples();
     assert_eq!(sample(&after, "realtime_events_published_total{source=\"api\"}"), 1.0);
+    assert_eq!(sample(&after, "realtime_publishes_held_total"), 0.0);
     assert_eq!(sample(&after, "realtime_deliveries_total"), n);
     for shard in ["0", "1"] {
         let label = format!("{{shard=\"{shard}\"}}");
@@ -49,6 +50,8 @@ fn counters_move_as_clients_connect_and_events_are_delivered() {
             "shard {shard} delivers to each of its sessions once"
         );
         assert_eq!(sample(&after, &format!("realtime_shard_inbox_messages{label}")), 0.0);
+        // Each session took its frame for writing before the client could read it.
+        assert_eq!(sample(&after, &format!("realtime_shard_send_queue_bytes{label}")), 0.0);
     }
 
     for ws in clients {

@@ -76,7 +76,7 @@ async fn respond(shard: &Shard, peer: SocketAddr, request: Request<Incoming>) ->
 fn metrics(shard: &Shard) -> Response<Body> {
     let instance = shard.instance;
     instance.metrics.uptime_seconds.set(instance.started.elapsed().as_secs() as i64);
-    instance.metrics.set_inbox_depths(instance.inbox_depths());
+    instance.metrics.set_queue_depths(instance.inbox_depths(), instance.backlogs.bytes());
     let mut response = Response::new(Body::from(instance.metrics.render()));
     response.headers_mut().insert(
         CONTENT_TYPE,

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use super::{error, json, Body};
 use crate::event::{Draft, Event, Required};
 use crate::metrics::Source;
-use crate::shard::Shard;
+use crate::shard::{backlog, Shard};
 
 /// Which endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +60,7 @@ pub async fn handle(
     match parse(&body, endpoint) {
         Ok(event) => {
             let id = event.id.clone();
+            backlog::wait_for_room(shard.instance).await;
             match shard.bus.publish(shard, event).await {
                 Ok(()) => {
                     shard.instance.metrics.published(Source::Api);

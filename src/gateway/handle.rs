@@ -90,12 +90,18 @@ impl SessionHandle {
     }
 
     /// Moves every queued frame into `batch` (which must be empty), for one
-    /// batched write. The two queues trade places, so neither allocates
-    /// again once both have grown to the usual batch.
-    pub fn take_outbound(&self, batch: &mut VecDeque<Utf8Bytes>) {
+    /// batched write, and says how many bytes they hold. The two queues trade
+    /// places, so neither allocates again once both have grown to the usual
+    /// batch.
+    pub fn take_outbound(&self, batch: &mut VecDeque<Utf8Bytes>) -> usize {
         debug_assert!(batch.is_empty());
-        self.queued_bytes.set(0);
         std::mem::swap(&mut *self.outbox.borrow_mut(), batch);
+        self.queued_bytes.replace(0)
+    }
+
+    /// Bytes queued and not yet taken by the writer.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.get()
     }
 
     /// Asks the session to close; the first reason wins.

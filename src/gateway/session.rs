@@ -155,18 +155,22 @@ fn log_rejection(shard: &Shard, rejection: Rejection) {
 struct Registration {
     shard: Rc<Shard>,
     key: SessionKey,
+    handle: Rc<SessionHandle>,
 }
 
 impl Registration {
     fn new(shard: Rc<Shard>, handle: Rc<SessionHandle>) -> Self {
-        let key = shard.register(handle);
-        Self { shard, key }
+        let key = shard.register(handle.clone());
+        Self { shard, key, handle }
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         self.shard.unregister(self.key);
+        // Out of the registry nothing is queued to it any more: what it still
+        // holds will never be written.
+        self.shard.instance.backlogs.remove(self.shard.id, self.handle.queued_bytes());
     }
 }
 
@@ -258,7 +262,10 @@ impl Session {
 
     /// Everything queued, in one flush.
     async fn write_outbound(&mut self) -> Result<(), WsError> {
-        self.handle.take_outbound(&mut self.batch);
+        // Counted off before the first await: this write may be abandoned for
+        // a close, and the count must not wait for it.
+        let bytes = self.handle.take_outbound(&mut self.batch);
+        self.shard().instance.backlogs.remove(self.shard().id, bytes);
         while let Some(frame) = self.batch.pop_front() {
             self.ws.feed(Message::Text(frame)).await?;
         }

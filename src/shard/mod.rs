@@ -6,9 +6,11 @@
 //! - `runtime`: executors, the accept loop, the inbox loop, shutdown;
 //! - `listener`: the SO_REUSEPORT sockets, built with socket2;
 //! - `inbox`: crossbeam channel + doorbell;
+//! - `backlog`: bytes each shard owes its clients, and publishers' wait;
 //! - `index`: sessions, room → members, user → sessions;
 //! - `keepalive`: server pings and the read timeout.
 
+pub mod backlog;
 pub mod inbox;
 pub mod index;
 pub mod keepalive;
@@ -146,6 +148,7 @@ impl Shard {
                 .filter(|s| index.is_member(s, room))
                 .for_each(|s| fanout.offer(s, &frame)),
         }
+        self.instance.backlogs.add(self.id, fanout.queued as usize * frame.len());
         let metrics = &self.instance.metrics;
         metrics.deliveries.inc_by(fanout.queued);
         self.metrics.deliveries.inc_by(fanout.queued);
