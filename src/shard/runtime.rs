@@ -2,6 +2,7 @@
 //! when there are enough, each serving its own listener. Here a shard starts,
 //! accepts, reads its inbox and shuts down.
 
+use std::future::Future;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::Duration;
@@ -9,7 +10,9 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Gate;
-use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
+use glommio::{
+    Latency, LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles, Shares, Task, TaskQueueHandle,
+};
 use tracing::{debug, info, info_span, warn};
 
 use super::inbox::ShardMsg;
@@ -29,6 +32,8 @@ const IO_MEMORY: usize = 256 * 1024;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 /// Inbox messages handled per wake-up.
 const INBOX_BATCH: usize = 256;
+/// How soon taking in work preempts the sessions' writes.
+const INGEST_LATENCY: Duration = Duration::from_millis(2);
 
 /// What shards tell the main thread about their lives.
 #[derive(Debug)]
@@ -89,26 +94,14 @@ async fn run(instance: &'static Instance, id: ShardId, listener: OwnedFd, ready:
     // ownership of the descriptor moves into the glommio listener here.
     let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
     let shard = Rc::new(Shard::new(id, instance));
+    let queues = Queues::create();
     let sessions = Rc::new(Gate::new());
-    let accepting = glommio::spawn_local(accept_loop(shard.clone(), listener, sessions.clone()));
+    let accepting = queues.ingest(accept_loop(shard.clone(), listener, sessions.clone(), queues));
     let keepalive = glommio::spawn_local(keepalive::run(shard.clone()));
-    let redis = redis_links(&shard);
+    let redis = redis_links(&shard, queues);
     ready();
 
-    let inbox = instance.inbox(id);
-    let mut batch = Vec::with_capacity(INBOX_BATCH);
-    let mut stopping = false;
-    while !stopping {
-        inbox.recv_batch(&mut batch, INBOX_BATCH).await;
-        // The rest of a batch is still handled after a shutdown request:
-        // what was posted before it is delivered before the 1001.
-        for msg in batch.drain(..) {
-            match msg {
-                ShardMsg::Deliver(event) => shard.deliver(&event),
-                ShardMsg::Shutdown => stopping = true,
-            }
-        }
-    }
+    queues.ingest(read_inbox(shard.clone())).await;
 
     // Dropping the accept loop closes this shard's listener.
     accepting.cancel().await;
@@ -126,22 +119,75 @@ async fn run(instance: &'static Instance, id: ShardId, listener: OwnedFd, ready:
     }
 }
 
+/// Takes events from the inbox until shutdown is asked for.
+async fn read_inbox(shard: Rc<Shard>) {
+    let inbox = shard.instance.inbox(shard.id);
+    let mut batch = Vec::with_capacity(INBOX_BATCH);
+    let mut stopping = false;
+    while !stopping {
+        inbox.recv_batch(&mut batch, INBOX_BATCH).await;
+        // The rest of a batch is still handled after a shutdown request:
+        // what was posted before it is delivered before the 1001.
+        for msg in batch.drain(..) {
+            match msg {
+                ShardMsg::Deliver(event) => shard.deliver(&event),
+                ShardMsg::Shutdown => stopping = true,
+            }
+        }
+    }
+}
+
+/// A shard's two glommio task queues. Work that takes events and
+/// connections in (accepting, the inbox, HTTP, Redis) preempts the sessions'
+/// writes within [`INGEST_LATENCY`], so events reach the send queues while
+/// the sessions are still writing earlier ones, and each session's next write
+/// carries more frames. What keeps that from outrunning the writers is
+/// [`super::backlog`].
+#[derive(Clone, Copy)]
+struct Queues {
+    ingest: TaskQueueHandle,
+    sessions: TaskQueueHandle,
+}
+
+impl Queues {
+    fn create() -> Self {
+        let executor = glommio::executor();
+        Self {
+            // Equal shares: while both have work, each gets half the core.
+            ingest: executor.create_task_queue(Shares::default(), Latency::Matters(INGEST_LATENCY), "ingest"),
+            sessions: executor.create_task_queue(Shares::default(), Latency::NotImportant, "sessions"),
+        }
+    }
+
+    fn ingest<T: 'static>(self, task: impl Future<Output = T> + 'static) -> Task<T> {
+        spawn_into(self.ingest, task)
+    }
+
+    fn sessions<T: 'static>(self, task: impl Future<Output = T> + 'static) -> Task<T> {
+        spawn_into(self.sessions, task)
+    }
+}
+
+fn spawn_into<T: 'static>(queue: TaskQueueHandle, task: impl Future<Output = T> + 'static) -> Task<T> {
+    glommio::spawn_local_into(task, queue).expect("a shard's task queues live as long as its executor")
+}
+
 /// With Redis, this shard's subscriber and publisher tasks.
-fn redis_links(shard: &Rc<Shard>) -> Vec<glommio::Task<()>> {
+fn redis_links(shard: &Rc<Shard>, queues: Queues) -> Vec<Task<()>> {
     match &shard.bus {
         Bus::Local => Vec::new(),
         Bus::Redis { publisher, channels } => vec![
-            glommio::spawn_local(redis::subscriber::run(shard.clone(), channels.clone())),
-            glommio::spawn_local(redis::publisher::run(publisher.clone(), shard.instance)),
+            queues.ingest(redis::subscriber::run(shard.clone(), channels.clone())),
+            queues.ingest(redis::publisher::run(publisher.clone(), shard.instance)),
         ],
     }
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, sessions: Rc<Gate>) {
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, sessions: Rc<Gate>, queues: Queues) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(connection(shard.clone(), stream, sessions.clone())).detach();
+                queues.sessions(connection(shard.clone(), stream, sessions.clone(), queues)).detach();
             }
             Err(e) => {
                 warn!(error = %e, "accept failed");
@@ -153,7 +199,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, sessions: Rc<Gate>
 
 /// Routes one accepted socket. WebSocket sessions pass through the gate so
 /// shutdown can wait for them; HTTP connections just end with the executor.
-async fn connection(shard: Rc<Shard>, stream: TcpStream, sessions: Rc<Gate>) {
+async fn connection(shard: Rc<Shard>, stream: TcpStream, sessions: Rc<Gate>, queues: Queues) {
     // Boxed: the routing state is large and short-lived, and would otherwise
     // stay reserved in every long-lived session's task.
     match Box::pin(front_door::route(&stream)).await {
@@ -161,7 +207,7 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, sessions: Rc<Gate>) {
             let Ok(_pass) = sessions.enter() else { return };
             session::serve(shard, stream).await;
         }
-        Ok(Route::Http) => Box::pin(crate::api::serve(shard, stream)).await,
+        Ok(Route::Http) => queues.ingest(Box::pin(crate::api::serve(shard, stream))).await,
         Err(e) => debug!(error = %e, "connection dropped before routing"),
     }
 }
