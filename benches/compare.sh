@@ -14,6 +14,7 @@ set -euo pipefail
 BENCH=${BENCH:-target/release/realtime-bench}
 CONNS=${CONNS:-10000}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+# Also known: send (targeted sends to random users, 2,000/s).
 SCENARIOS=${SCENARIOS:-"idle fanout20 fanoutmax storm"}
 
 scenario_args() {
@@ -22,6 +23,7 @@ scenario_args() {
         fanout20) echo "--conns $CONNS --duration $SECONDS_PER_RUN fanout --rate 20" ;;
         fanoutmax) echo "--conns $CONNS --duration $SECONDS_PER_RUN fanout --rate 0 --window 16 --drain 15" ;;
         storm) echo "--threads 2 --duration $SECONDS_PER_RUN storm --concurrency 64" ;;
+        send) echo "--conns $CONNS --duration $SECONDS_PER_RUN send --rate 2000" ;;
         *) echo "unknown scenario $1" >&2; exit 2 ;;
     esac
 }
