@@ -155,22 +155,18 @@ fn log_rejection(shard: &Shard, rejection: Rejection) {
 struct Registration {
     shard: Rc<Shard>,
     key: SessionKey,
-    handle: Rc<SessionHandle>,
 }
 
 impl Registration {
     fn new(shard: Rc<Shard>, handle: Rc<SessionHandle>) -> Self {
-        let key = shard.register(handle.clone());
-        Self { shard, key, handle }
+        let key = shard.register(handle);
+        Self { shard, key }
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         self.shard.unregister(self.key);
-        // Out of the registry nothing is queued to it any more: what it still
-        // holds will never be written.
-        self.shard.instance.backlogs.remove(self.shard.id, self.handle.queued_bytes());
     }
 }
 

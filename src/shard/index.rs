@@ -58,9 +58,10 @@ impl Index {
         SessionKey(self.sessions.insert(session))
     }
 
-    /// Removes the session from the registry, its user and every room.
-    pub fn remove(&mut self, key: SessionKey) -> bool {
-        let Some(session) = self.sessions.try_remove(key.0) else { return false };
+    /// Removes the session from the registry, its user and every room, and
+    /// hands it back.
+    pub fn remove(&mut self, key: SessionKey) -> Option<Rc<SessionHandle>> {
+        let session = self.sessions.try_remove(key.0)?;
         for membership in session.take_memberships() {
             self.remove_member(membership);
         }
@@ -71,7 +72,7 @@ impl Index {
                 self.users.remove(user);
             }
         }
-        true
+        Some(session)
     }
 
     pub fn len(&self) -> usize {
@@ -197,7 +198,7 @@ mod tests {
         assert!(index.is_member(&c, "orders") && !index.is_member(&a, "orders"));
 
         for key in keys {
-            assert!(index.remove(key));
+            assert!(index.remove(key).is_some());
         }
         assert_eq!((index.len(), index.room_count(), index.user_sessions("1").len()), (0, 0, 0));
     }

@@ -91,9 +91,13 @@ impl Shard {
         self.index.borrow_mut().insert(handle)
     }
 
+    /// Removes a session. Nothing is queued to it from here on, so what it
+    /// still holds will never be written: it no longer counts as owed.
     pub fn unregister(&self, key: SessionKey) {
-        if self.index.borrow_mut().remove(key) {
+        let removed = self.index.borrow_mut().remove(key);
+        if let Some(session) = removed {
             self.metrics.connections.dec();
+            self.instance.backlogs.remove(self.id, session.queued_bytes());
         }
     }
 

@@ -187,7 +187,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, sessions: Rc<Gate>
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                queues.sessions(connection(shard.clone(), stream, sessions.clone(), queues)).detach();
+                queues.sessions(connection(shard.clone(), stream, sessions.clone(), queues.ingest)).detach();
             }
             Err(e) => {
                 warn!(error = %e, "accept failed");
@@ -199,7 +199,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, sessions: Rc<Gate>
 
 /// Routes one accepted socket. WebSocket sessions pass through the gate so
 /// shutdown can wait for them; HTTP connections just end with the executor.
-async fn connection(shard: Rc<Shard>, stream: TcpStream, sessions: Rc<Gate>, queues: Queues) {
+async fn connection(shard: Rc<Shard>, stream: TcpStream, sessions: Rc<Gate>, ingest: TaskQueueHandle) {
     // Boxed: the routing state is large and short-lived, and would otherwise
     // stay reserved in every long-lived session's task.
     match Box::pin(front_door::route(&stream)).await {
@@ -207,7 +207,7 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, sessions: Rc<Gate>, que
             let Ok(_pass) = sessions.enter() else { return };
             session::serve(shard, stream).await;
         }
-        Ok(Route::Http) => queues.ingest(Box::pin(crate::api::serve(shard, stream))).await,
+        Ok(Route::Http) => spawn_into(ingest, Box::pin(crate::api::serve(shard, stream))).await,
         Err(e) => debug!(error = %e, "connection dropped before routing"),
     }
 }
