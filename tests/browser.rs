@@ -12,10 +12,9 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -67,39 +66,17 @@ fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// Collect a pipe on its own thread; the result comes through the channel.
-fn collect(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        let _ = tx.send(String::from_utf8_lossy(&bytes).into_owned());
-    });
-    rx
-}
-
-/// Wait for the child until `deadline`; on time-out ask it to stop (SIGTERM,
-/// so playwright closes the browser it started), then kill it.
-fn wait_bounded(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        thread::sleep(Duration::from_millis(50));
+/// Waits for the child up to `timeout`; past it asks it to stop (SIGTERM,
+/// so playwright closes the browser it started), then kills it.
+fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    if let Some(status) = wait_child(child, timeout) {
+        return Some(status);
     }
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let grace = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < grace {
-        if let Ok(Some(_)) = child.try_wait() {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(50));
+    if wait_child(child, Duration::from_secs(5)).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    let _ = child.kill();
-    let _ = child.wait();
     None
 }
 
@@ -139,15 +116,23 @@ fn browser_gets_events_published_with_axios_and_foreign_origin_is_refused() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn node tests/browser/e2e.mjs");
-    let stdout = collect(child.stdout.take().expect("node stdout"));
-    let stderr = collect(child.stderr.take().expect("node stderr"));
-    let status = wait_bounded(&mut child, started + NODE_DEADLINE);
+    let (stdout, stderr) = (Buf::default(), Buf::default());
+    let readers = [
+        drain(child.stdout.take().expect("node stdout"), stdout.clone()),
+        drain(child.stderr.take().expect("node stderr"), stderr.clone()),
+    ];
+    let status = wait_bounded(&mut child, NODE_DEADLINE);
     let elapsed = started.elapsed();
+    // The readers end at EOF; bounded, as a straggling browser process could
+    // hold the pipes open.
+    let read_by = Instant::now() + Duration::from_secs(5);
+    while !readers.iter().all(|r| r.is_finished()) && Instant::now() < read_by {
+        thread::sleep(Duration::from_millis(20));
+    }
 
     // The script redacts secrets itself; this is the second belt.
-    let clean = |text: String| text.replace(&token, "<token>").replace(API_KEY, "<api key>");
-    let stdout = clean(stdout.recv_timeout(Duration::from_secs(5)).unwrap_or_default());
-    let stderr = clean(stderr.recv_timeout(Duration::from_secs(5)).unwrap_or_default());
+    let clean = |buf: &Buf| buf.lock().unwrap().replace(&token, "<token>").replace(API_KEY, "<api key>");
+    let (stdout, stderr) = (clean(&stdout), clean(&stderr));
     let dump = format!("--- e2e.mjs stdout ---\n{stdout}\n--- e2e.mjs stderr ---\n{stderr}\n--- end ---");
 
     let status = status.unwrap_or_else(|| panic!("e2e.mjs did not finish within {NODE_DEADLINE:?}\n{dump}"));

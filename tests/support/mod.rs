@@ -140,9 +140,11 @@ impl Drop for TempDir {
 // Child process with captured output
 // ---------------------------------------------------------------------------
 
-type Buf = Arc<Mutex<String>>;
+/// A child's output, as far as it has been read.
+pub type Buf = Arc<Mutex<String>>;
 
-fn drain<R: Read + Send + 'static>(r: R, buf: Buf) -> JoinHandle<()> {
+/// Copies `r` into `buf` line by line on its own thread, until EOF.
+pub fn drain<R: Read + Send + 'static>(r: R, buf: Buf) -> JoinHandle<()> {
     thread::spawn(move || {
         let mut reader = BufReader::new(r);
         let mut line = Vec::new();
@@ -157,6 +159,20 @@ fn drain<R: Read + Send + 'static>(r: R, buf: Buf) -> JoinHandle<()> {
             }
         }
     })
+}
+
+/// Polls `child` until it exits or `timeout` passes.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Builder for a `realtime` child process.
@@ -390,16 +406,10 @@ impl Server {
 
     /// Poll until the process exits or `timeout` passes.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.try_exit() {
-                return Some(st);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
+        if self.exit.is_none() {
+            self.exit = wait_child(&mut self.child, timeout);
         }
+        self.exit
     }
 
     /// Wait (bounded) for the output pipes to reach EOF after exit.
