@@ -12,9 +12,9 @@ use realtime::auth::{jwt, Identity, Role, TokenVerifier};
 use realtime::cli::ServeArgs;
 use realtime::config::Config;
 use realtime::event::{Draft, Event, Required};
-use realtime::gateway::handle::SessionHandle;
 use realtime::instance::Instance;
-use realtime::shard::{Shard, ShardId};
+use realtime::shard::handle::SessionHandle;
+use realtime::shard::Shard;
 
 const BROADCAST: &str = r#"{"room":"orders","type":"order_update","userId":"123","payload":{"orderId":"12345","status":"shipped","items":[{"productId":"p1","quantity":2}]}}"#;
 const MEMBERS: usize = 10_000;
@@ -34,9 +34,10 @@ fn encode(c: &mut Criterion) {
 fn deliver(c: &mut Criterion) {
     let args = ServeArgs { shards: Some("1".into()), ..ServeArgs::default() };
     let config = Config::from_args(&args).unwrap_or_else(|e| panic!("{e}"));
-    let instance: &'static Instance =
-        Box::leak(Box::new(Instance::new(config, TokenVerifier::new(b"bench"))));
-    let shard = Shard::new(ShardId::new(0), instance);
+    let (instance, mut parts) = Instance::new(config, TokenVerifier::new(b"bench"));
+    let instance: &'static Instance = Box::leak(Box::new(instance));
+    let Some(parts) = parts.pop() else { panic!("one shard's parts") };
+    let (shard, _) = Shard::new(instance, parts);
     let sessions: Vec<_> = (0..MEMBERS)
         .map(|i| {
             let identity = Identity { user_id: i.to_string(), role: Role::Seller };

@@ -1,29 +1,29 @@
 //! `realtime`: a thread-per-core WebSocket service that pushes marketplace
 //! events (orders, stock alerts, announcements) to browsers and apps.
 //!
-//! The map, from the outside in:
-//! - [`cli`], [`config`], [`logging`]: flags, environment and `.env` → a
-//!   validated [`config::Config`];
-//! - [`server`]: the process — binds, starts the shards, handles signals,
-//!   prints the development-mode banner;
-//! - [`instance`]: what all shards of the process share (config, verifier,
-//!   metrics, mailboxes);
-//! - [`shard`]: one core's owner of its connections — executors, listener,
-//!   inbox, keepalive;
-//! - [`gateway`]: socket → session — routing, handshake checks, the session
-//!   loop, close codes;
-//! - [`auth`]: the JWT check and the role table; [`room`]: room names and
-//!   who may join them;
-//! - [`event`]: the envelope, encoded once, and its audience; [`models`]: the
-//!   REST service's domain types;
-//! - [`bus`]: how events reach every shard (and, with Redis, every instance);
-//! - [`api`]: HTTP endpoints on the same port;
-//! - [`metrics`]: the Prometheus registry.
+//! The layers, from the top down; each uses only the ones below it:
+//! 1. the process: [`server`] (binds, starts the shards, signals, the
+//!    development-mode banner), with [`cli`] and [`logging`] at its edge;
+//! 2. the per-core runtime: [`runtime`] — executors, listeners, the accept
+//!    loop, the front door (WebSocket or HTTP), the keepalive sweep;
+//! 3. the protocols: [`gateway`] (WebSocket sessions: handshake, session
+//!    loop, flood control) and [`api`] (HTTP: publish, health, metrics);
+//! 4. the per-core state: [`shard`] — one core's sessions, room and user
+//!    indexes, the receiving side of its inbox, its own series and backlog;
+//! 5. what the shards share: [`instance`] — configuration, verifier,
+//!    metrics, the mailboxes, read-only views of each shard's backlog and
+//!    Redis links, and the parts each shard owns, made once;
+//! 6. the bus: [`bus`] — `local` (inboxes) and `redis` (per-core subscriber
+//!    and publisher), which hand events back without knowing the shards;
+//! 7. the vocabulary, no I/O and no executor: [`config`], [`event`],
+//!    [`room`], [`origin`], [`close`], [`shard_id`], [`auth`], [`models`],
+//!    [`metrics`].
 
 pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod cli;
+pub mod close;
 pub mod config;
 pub mod event;
 pub mod gateway;
@@ -31,6 +31,9 @@ pub mod instance;
 pub mod logging;
 pub mod metrics;
 pub mod models;
+pub mod origin;
 pub mod room;
+pub mod runtime;
 pub mod server;
 pub mod shard;
+pub mod shard_id;

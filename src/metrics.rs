@@ -1,9 +1,10 @@
 //! The Prometheus metrics of SPEC §5, registered at start-up so `/metrics`
 //! shows every family from the first scrape, plus per-shard detail for
-//! operators ([`ShardMetrics`]). Handles are atomics: each shard keeps clones
-//! of its own series and adds to shared counters once per event, not once per
-//! recipient, so no registry lock and little contention is on a hot path.
-//! Queue depths are read when scraped, not maintained on the data path.
+//! operators. Handles are atomics: each shard owns the writer of its own
+//! series ([`ShardMetrics`], made once and moved to it) and adds to the
+//! shared counters once per event, not once per recipient, so no registry
+//! lock and little contention is on a hot path. Queue depths and the Redis
+//! state are read when scraped, not maintained on the data path.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -57,29 +58,34 @@ impl DropReason {
     }
 }
 
-/// One shard's own series, cloned into its [`crate::shard::Shard`]: only that
-/// shard writes them (the inbox depth is set by whoever renders a scrape).
-#[derive(Clone)]
+/// One shard's own series, made once and moved into its shard: only that
+/// shard writes them. Not `Clone`.
 pub struct ShardMetrics {
     /// `realtime_connections{shard}`.
     pub connections: Gauge,
     /// `realtime_shard_deliveries_total{shard}`.
     pub deliveries: Counter,
-    /// `realtime_shard_inbox_messages{shard}`: cross-shard messages waiting.
-    inbox_messages: Gauge,
-    /// `realtime_shard_send_queue_bytes{shard}`: frames queued to clients
-    /// and not yet taken by their writers.
-    send_queue_bytes: Gauge,
     /// `realtime_redis_publish_seconds{shard}`: from an API publish to Redis's
     /// reply. The histogram's lock is only ever taken by its shard and the
     /// scrape, so it is uncontended.
     pub redis_publish: Histogram,
 }
 
+/// What everyone else sees of a shard's series: its connection count, read
+/// only, and the depths a scrape sets.
+struct ShardView {
+    connections: Gauge,
+    /// `realtime_shard_inbox_messages{shard}`: cross-shard messages waiting.
+    inbox_messages: Gauge,
+    /// `realtime_shard_send_queue_bytes{shard}`: frames queued to clients
+    /// and not yet taken by their writers.
+    send_queue_bytes: Gauge,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// By shard index.
-    shards: Vec<ShardMetrics>,
+    shards: Vec<ShardView>,
     pub handshakes: Counter,
     auth_failures: Vec<(AuthError, Counter)>,
     published_api: Counter,
@@ -90,16 +96,17 @@ pub struct Metrics {
     pub rate_limited: Counter,
     /// Publishes that waited for the shards' send queues to drain.
     pub publishes_held: Counter,
-    pub redis_connected: Gauge,
+    redis_connected: Gauge,
     pub redis_reconnects: Counter,
     pub uptime_seconds: Gauge,
 }
 
 impl Metrics {
-    pub fn new(shards: usize) -> Self {
+    /// The registry, and each shard's own series by shard index.
+    pub fn new(shards: usize) -> (Self, Vec<ShardMetrics>) {
         let mut registry = Registry::default();
 
-        let shards = ShardFamilies::register(&mut registry).build(shards);
+        let (shards, owned) = ShardFamilies::register(&mut registry).build(shards);
 
         let handshakes = Counter::default();
         registry.register("realtime_handshakes", "Completed WebSocket handshakes", handshakes.clone());
@@ -155,7 +162,7 @@ impl Metrics {
         let uptime_seconds = Gauge::default();
         registry.register("realtime_uptime_seconds", "Seconds since start", uptime_seconds.clone());
 
-        Self {
+        let metrics = Self {
             registry,
             shards,
             handshakes,
@@ -170,12 +177,8 @@ impl Metrics {
             redis_connected,
             redis_reconnects,
             uptime_seconds,
-        }
-    }
-
-    /// The series of one shard; only that shard changes them.
-    pub fn shard(&self, shard: usize) -> ShardMetrics {
-        self.shards[shard].clone()
+        };
+        (metrics, owned)
     }
 
     /// Connections open on one shard.
@@ -187,19 +190,21 @@ impl Metrics {
         self.shards.iter().map(|s| s.connections.get()).sum()
     }
 
-    /// Records each shard's queues, by shard index: messages in its inbox
-    /// and bytes queued to its clients. Called just before a scrape is
-    /// rendered.
-    pub fn set_queue_depths(
+    /// Records what is read rather than kept: each shard's queues, by shard
+    /// index (messages in its inbox, bytes queued to its clients), and
+    /// whether Redis is connected. Called just before a scrape is rendered.
+    pub fn set_scraped(
         &self,
         inbox_messages: impl IntoIterator<Item = usize>,
         send_queue_bytes: impl IntoIterator<Item = usize>,
+        redis_connected: bool,
     ) {
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         for ((series, messages), bytes) in self.shards.iter().zip(inbox_messages).zip(send_queue_bytes) {
             series.inbox_messages.set(gauge(messages));
             series.send_queue_bytes.set(gauge(bytes));
         }
+        self.redis_connected.set(i64::from(redis_connected));
     }
 
     pub fn auth_failed(&self, error: AuthError) {
@@ -276,18 +281,24 @@ impl ShardFamilies {
         families
     }
 
-    fn build(&self, shards: usize) -> Vec<ShardMetrics> {
+    /// Each shard's view and its own writer, by shard index.
+    fn build(&self, shards: usize) -> (Vec<ShardView>, Vec<ShardMetrics>) {
         (0..shards)
             .map(|i| {
                 let label = ShardLabel { shard: i.to_string() };
-                ShardMetrics {
-                    connections: self.connections.get_or_create(&label).clone(),
-                    deliveries: self.deliveries.get_or_create(&label).clone(),
+                let connections = self.connections.get_or_create(&label).clone();
+                let view = ShardView {
+                    connections: connections.clone(),
                     inbox_messages: self.inbox_messages.get_or_create(&label).clone(),
                     send_queue_bytes: self.send_queue_bytes.get_or_create(&label).clone(),
+                };
+                let owned = ShardMetrics {
+                    connections,
+                    deliveries: self.deliveries.get_or_create(&label).clone(),
                     redis_publish: self.redis_publish.get_or_create(&label).clone(),
-                }
+                };
+                (view, owned)
             })
-            .collect()
+            .unzip()
     }
 }

@@ -15,9 +15,8 @@ use tracing::{error, info, warn};
 use crate::auth::{jwt, Role, TokenVerifier};
 use crate::config::{default_shards, Config};
 use crate::instance::Instance;
-use crate::shard::inbox::ShardMsg;
-use crate::shard::listener;
-use crate::shard::runtime::{self, Lifecycle};
+use crate::runtime::{self, listener, Lifecycle};
+use crate::shard_id::ShardId;
 
 /// How long shards may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,8 +34,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let addr = SocketAddr::new(config.listen_addr(), config.port);
     let listeners =
         listener::bind_all(addr, config.shards).with_context(|| format!("cannot listen on {addr}"))?;
-    let instance: &'static Instance =
-        Box::leak(Box::new(Instance::new(config, TokenVerifier::new(secret.as_bytes()))));
+    let (instance, parts) = Instance::new(config, TokenVerifier::new(secret.as_bytes()));
+    let instance: &'static Instance = Box::leak(Box::new(instance));
 
     let (events_tx, events) = crossbeam_channel::unbounded();
     // Registered before the shards start, so an early signal is not fatal.
@@ -53,7 +52,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         })
         .context("cannot start the signal thread")?;
 
-    let pool = runtime::start(instance, listeners, events_tx)
+    let pool = runtime::start(instance, listeners, parts, events_tx)
         .map_err(|e| anyhow::anyhow!("cannot start the shards: {e}"))?;
     let shards = instance.shard_count();
     let unexpected = match wait_ready(&events, shards, || pool.handles().iter().any(|h| h.is_finished())) {
@@ -124,7 +123,7 @@ fn wait_ready(
 }
 
 /// Blocks until a signal (`None`) or a shard stopping on its own (its id).
-fn wait_for_stop(events: &Receiver<Lifecycle>) -> Option<crate::shard::ShardId> {
+fn wait_for_stop(events: &Receiver<Lifecycle>) -> Option<ShardId> {
     loop {
         match events.recv() {
             Ok(Lifecycle::Signal(signal)) => {
@@ -157,9 +156,7 @@ fn wait_stopped(events: &Receiver<Lifecycle>, shards: usize, deadline: Instant, 
 
 fn stop_shards(instance: &Instance) {
     instance.begin_shutdown();
-    for mailbox in instance.mailboxes() {
-        let _ = mailbox.post_blocking(ShardMsg::Shutdown);
-    }
+    instance.mailboxes.shut_down_all();
 }
 
 fn random_secret() -> String {

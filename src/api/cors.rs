@@ -8,9 +8,9 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
-use super::Body;
+use super::response::Body;
 use crate::config::AllowedOrigins;
-use crate::gateway::origin;
+use crate::origin;
 
 /// The origin to echo in `Access-Control-Allow-Origin`, if it is allowed.
 pub fn allowed_origin(rules: &AllowedOrigins, request: &HeaderMap) -> Option<HeaderValue> {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use http::{Response, StatusCode};
 
-use super::{json, Body};
+use super::response::{json, Body};
 use crate::instance::Instance;
 
 pub fn health(instance: &Instance) -> serde_json::Value {

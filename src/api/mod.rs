@@ -1,21 +1,26 @@
 //! Plain HTTP on the shared port (hyper's HTTP/1.1 server over glommio's
-//! socket): `/health`, `/ready`, `/metrics`; JSON errors for everything else.
-//! Runs on the shard that accepted the socket.
+//! socket): the publish API (`POST /api/notifications/send` and
+//! `/broadcast`, with CORS), `/health`, `/ready`, `/metrics`; JSON errors for
+//! everything else. Runs on the shard that accepted the socket.
+//!
+//! - `publish`: the publish API;
+//! - `health`: `/health` and `/ready`;
+//! - `cors`: the CORS answers for browsers that publish;
+//! - `response`: JSON bodies and errors.
 
 pub mod cors;
 pub mod health;
 pub mod publish;
+pub mod response;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use glommio::net::TcpStream;
 use http::header::{ALLOW, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use smol_hyper::rt::FuturesIo;
@@ -23,11 +28,10 @@ use tracing::debug;
 
 use crate::shard::Shard;
 use publish::Endpoint;
+use response::{error, json, Body};
 
 /// An HTTP connection with no request in flight is closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-pub type Body = Full<Bytes>;
 
 /// Serves HTTP/1.1 requests on `stream` until the client leaves.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
@@ -76,26 +80,17 @@ async fn respond(shard: &Shard, peer: SocketAddr, request: Request<Incoming>) ->
 fn metrics(shard: &Shard) -> Response<Body> {
     let instance = shard.instance;
     instance.metrics.uptime_seconds.set(instance.started.elapsed().as_secs() as i64);
-    instance.metrics.set_queue_depths(instance.inbox_depths(), instance.backlogs.bytes());
+    instance.metrics.set_scraped(
+        instance.mailboxes.depths(),
+        instance.backlogs.bytes(),
+        instance.redis_connected() == Some(true),
+    );
     let mut response = Response::new(Body::from(instance.metrics.render()));
     response.headers_mut().insert(
         CONTENT_TYPE,
         http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     response
-}
-
-/// A JSON response.
-pub fn json(status: StatusCode, body: serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-    response
-}
-
-/// `{"error": message}` with `status`.
-pub fn error(status: StatusCode, message: &str) -> Response<Body> {
-    json(status, serde_json::json!({ "error": message }))
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {

@@ -10,10 +10,10 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::{error, json, Body};
+use super::response::{error, json, Body};
 use crate::event::{Draft, Event, Required};
 use crate::metrics::Source;
-use crate::shard::{backlog, Shard};
+use crate::shard::Shard;
 
 /// Which endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +60,8 @@ pub async fn handle(
     match parse(&body, endpoint) {
         Ok(event) => {
             let id = event.id.clone();
-            backlog::wait_for_room(shard.instance).await;
-            match shard.bus.publish(shard, event).await {
+            shard.instance.wait_for_room().await;
+            match shard.publish(event).await {
                 Ok(()) => {
                     shard.instance.metrics.published(Source::Api);
                     json(StatusCode::ACCEPTED, serde_json::json!({ "id": id, "status": "accepted" }))

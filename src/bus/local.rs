@@ -1,21 +1,135 @@
-//! Fan-out inside one process without Redis: the shard that takes a publish
-//! delivers to its own sessions and hands one shared copy of the event to
-//! every other shard's inbox. No locks: each shard touches only its own index.
+//! The bus inside one process: one inbox per shard, a `crossbeam-channel`
+//! plus a doorbell that wakes the owning executor. Any thread may post to a
+//! shard through [`Mailboxes`]; each [`Inbox`] exists once, is moved to its
+//! shard's executor at start-up and is drained there alone, in batches,
+//! without ever blocking the thread (its doorbell wakes a single consumer).
 
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::Poll;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use futures_util::task::AtomicWaker;
 
 use crate::event::Event;
-use crate::metrics::DropReason;
-use crate::shard::inbox::ShardMsg;
-use crate::shard::Shard;
+use crate::shard_id::ShardId;
 
-pub fn publish(shard: &Shard, event: Event) {
-    let instance = shard.instance;
-    let event = Arc::new(event);
-    for (index, mailbox) in instance.mailboxes().iter().enumerate() {
-        if index != shard.id.index() && mailbox.post(ShardMsg::Deliver(event.clone())).is_err() {
-            instance.metrics.dropped(DropReason::InboxFull);
+/// Messages are dropped (and counted by the caller) past this many waiting.
+const CAPACITY: usize = 65_536;
+
+/// What travels between shards: owned values only.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// Deliver to this shard's sessions in the event's audience.
+    Deliver(Arc<Event>),
+    /// Stop accepting, close every client with 1001, drain, stop.
+    Shutdown,
+}
+
+/// The sending side of one shard's inbox.
+struct Mailbox {
+    tx: Sender<ShardMsg>,
+    bell: Arc<AtomicWaker>,
+}
+
+/// The sending sides of every shard's inbox, by [`ShardId`]: how anyone
+/// reaches a shard. `Send + Sync`; shared by the whole process.
+pub struct Mailboxes {
+    shards: Vec<Mailbox>,
+}
+
+/// The receiving side of one shard's inbox. Not `Clone`: the shard that owns
+/// it is the only one that can name it.
+pub struct Inbox {
+    rx: Receiver<ShardMsg>,
+    bell: Arc<AtomicWaker>,
+}
+
+impl Mailboxes {
+    /// The mailboxes of `shards` shards, and their inboxes by shard index.
+    pub fn new(shards: usize) -> (Self, Vec<Inbox>) {
+        let (shards, inboxes) = (0..shards)
+            .map(|_| {
+                let (tx, rx) = crossbeam_channel::bounded(CAPACITY);
+                let bell = Arc::new(AtomicWaker::new());
+                (Mailbox { tx, bell: bell.clone() }, Inbox { rx, bell })
+            })
+            .unzip();
+        (Self { shards }, inboxes)
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    /// Posts the event to every shard but `from`, without blocking (safe
+    /// from an executor thread); says how many inboxes were full.
+    pub fn post_to_others(&self, from: ShardId, event: &Arc<Event>) -> usize {
+        self.shards
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| *index != from.index())
+            .filter(|(_, mailbox)| mailbox.post(ShardMsg::Deliver(event.clone())).is_err())
+            .count()
+    }
+
+    /// Asks every shard to shut down, waiting for room where an inbox is
+    /// full. Only for threads that are not executors (the main thread). A
+    /// shard whose inbox is gone has stopped already.
+    pub fn shut_down_all(&self) {
+        for mailbox in &self.shards {
+            let _ = mailbox.tx.send(ShardMsg::Shutdown);
+            mailbox.bell.wake();
         }
     }
-    shard.deliver(&event);
+
+    /// Messages waiting in each shard's inbox, by shard index.
+    pub fn depths(&self) -> impl Iterator<Item = usize> + '_ {
+        self.shards.iter().map(|mailbox| mailbox.tx.len())
+    }
+}
+
+impl Mailbox {
+    /// Posts without blocking; `Err` when the inbox is full.
+    fn post(&self, msg: ShardMsg) -> Result<(), crossbeam_channel::TrySendError<ShardMsg>> {
+        let result = self.tx.try_send(msg);
+        self.bell.wake();
+        result
+    }
+}
+
+impl Inbox {
+    /// Waits until at least one message is there, then moves up to `max` into
+    /// `batch`. The mailboxes live as long as the process, so this never ends
+    /// for lack of senders.
+    pub async fn recv_batch(&self, batch: &mut Vec<ShardMsg>, max: usize) {
+        poll_fn(|cx| {
+            if self.drain(batch, max) {
+                return Poll::Ready(());
+            }
+            self.bell.register(cx.waker());
+            // A post between the drain and the registration would be missed
+            // without this second look.
+            match self.drain(batch, max) {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    fn drain(&self, batch: &mut Vec<ShardMsg>, max: usize) -> bool {
+        let before = batch.len();
+        while batch.len() - before < max {
+            match self.rx.try_recv() {
+                Ok(msg) => batch.push(msg),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        batch.len() > before
+    }
 }

@@ -6,9 +6,9 @@ use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request};
 use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN};
 use http::{HeaderMap, StatusCode};
 
-use super::origin;
 use crate::auth::{AuthError, Identity};
 use crate::instance::{Admission, Instance};
+use crate::origin;
 
 /// Why an upgrade was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

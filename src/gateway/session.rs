@@ -22,16 +22,15 @@ use glommio::net::TcpStream;
 use socket2::SockRef;
 use tracing::{debug, info};
 
-use super::close::CloseReason;
 use super::flood::{FloodGate, Verdict};
-use super::handle::{SessionHandle, Signal};
 use super::handshake::{self, Admitted, Rejection};
 use super::protocol::{self, ClientMessage, ErrorCode};
+use crate::close::CloseReason;
 use crate::config::Config;
 use crate::instance::Admission;
 use crate::room::JoinError;
-use crate::shard::index::SessionKey;
-use crate::shard::{Shard, SubscribeError};
+use crate::shard::handle::{SessionHandle, Signal};
+use crate::shard::{SessionKey, Shard, SubscribeError};
 
 /// Bytes read from a socket at a time; small, since an idle connection keeps it.
 const READ_BUFFER: usize = 256;
@@ -261,7 +260,7 @@ impl Session {
         // Counted off before the first await: this write may be abandoned for
         // a close, and the count must not wait for it.
         let bytes = self.handle.take_outbound(&mut self.batch);
-        self.shard().instance.backlogs.remove(self.shard().id, bytes);
+        self.shard().taken_for_writing(bytes);
         while let Some(frame) = self.batch.pop_front() {
             self.ws.feed(Message::Text(frame)).await?;
         }

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use slab::Slab;
 
-use crate::gateway::handle::SessionHandle;
+use super::handle::{Membership, RoomId, SessionHandle};
 
 /// Rooms one connection may be in, besides `all`.
 pub const MAX_ROOMS_PER_SESSION: usize = 128;
@@ -16,17 +16,6 @@ pub const MAX_ROOMS_PER_SESSION: usize = 128;
 /// A session's place in the shard's registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionKey(usize);
-
-/// A room of this shard (valid while it has members).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RoomId(u32);
-
-/// One room a session is in, and where in the room's member list it sits.
-#[derive(Debug, Clone, Copy)]
-pub struct Membership {
-    room: RoomId,
-    slot: u32,
-}
 
 struct Room {
     name: Rc<str>,
@@ -79,10 +68,6 @@ impl Index {
         self.sessions.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
-
     /// Joins `room`; `Ok(false)` when already a member.
     pub fn join(&mut self, session: &Rc<SessionHandle>, room: &str) -> Result<bool, TooManyRooms> {
         if self.room_id(room).is_some_and(|id| session.membership(id).is_some()) {
@@ -126,10 +111,6 @@ impl Index {
         self.room_id(room).is_some_and(|id| session.membership(id).is_some())
     }
 
-    pub fn room_count(&self) -> usize {
-        self.rooms.len()
-    }
-
     fn room_id(&self, room: &str) -> Option<RoomId> {
         self.room_ids.get(room).copied()
     }
@@ -154,16 +135,6 @@ impl Index {
             let room = self.rooms.remove(index);
             self.room_ids.remove(&room.name);
         }
-    }
-}
-
-impl Membership {
-    pub fn room(self) -> RoomId {
-        self.room
-    }
-
-    pub fn with_slot(self, slot: u32) -> Self {
-        Self { slot, ..self }
     }
 }
 
@@ -200,7 +171,7 @@ mod tests {
         for key in keys {
             assert!(index.remove(key).is_some());
         }
-        assert_eq!((index.len(), index.room_count(), index.user_sessions("1").len()), (0, 0, 0));
+        assert_eq!((index.len(), index.rooms.len(), index.user_sessions("1").len()), (0, 0, 0));
     }
 
     #[test]

@@ -1,56 +1,35 @@
-//! The per-core owner. A [`Shard`] is created on its executor's thread and
+//! The per-core state. A [`Shard`] is created on its executor's thread and
 //! never leaves it (`Rc`, `RefCell`: `!Send` by construction); it alone holds
-//! its sessions and their rooms. Other threads reach it only through its
-//! [`inbox`].
+//! its sessions and their rooms, the receiving side of its inbox and the
+//! writers of its own series and backlog. Other threads reach it only
+//! through its mailbox.
 //!
-//! - `runtime`: executors, the accept loop, the inbox loop, shutdown;
-//! - `listener`: the SO_REUSEPORT sockets, built with socket2;
-//! - `inbox`: crossbeam channel + doorbell;
-//! - `backlog`: bytes each shard owes its clients, and publishers' wait;
-//! - `index`: sessions, room → members, user → sessions;
-//! - `keepalive`: server pings and the read timeout.
+//! - `handle`: the shard's side of a session (outbound queue, signals);
+//! - `index`: sessions, room → members, user → sessions.
 
-pub mod backlog;
-pub mod inbox;
-pub mod index;
-pub mod keepalive;
-pub mod listener;
-pub mod runtime;
+pub mod handle;
+mod index;
 
 use std::cell::RefCell;
-use std::fmt;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
 
 use async_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::bus::local::{Inbox, ShardMsg};
+use crate::bus::redis::{ShardLinks, Unavailable};
 use crate::bus::Bus;
+use crate::close::CloseReason;
 use crate::event::{Audience, Event};
-use crate::gateway::close::CloseReason;
-use crate::gateway::handle::{Push, SessionHandle};
-use crate::instance::Instance;
-use crate::metrics::ShardMetrics;
+use crate::instance::backlog::BacklogWriter;
+use crate::instance::{Instance, ShardParts};
+use crate::metrics::{DropReason, ShardMetrics};
 use crate::room::{self, JoinError};
-use index::{Index, SessionKey, TooManyRooms};
-
-/// Which shard: `0..SHARDS`, the index into the instance's mailboxes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ShardId(usize);
-
-impl ShardId {
-    pub fn new(index: usize) -> Self {
-        Self(index)
-    }
-
-    pub fn index(self) -> usize {
-        self.0
-    }
-}
-
-impl fmt::Display for ShardId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+pub use crate::shard_id::ShardId;
+use handle::{Push, SessionHandle};
+use index::Index;
+pub use index::{SessionKey, TooManyRooms};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SubscribeError {
@@ -71,18 +50,33 @@ pub struct Shard {
     pub bus: Bus,
     /// This shard's own series; nobody else writes them.
     pub metrics: ShardMetrics,
+    /// Bytes queued to this shard's clients; nobody else writes it.
+    backlog: BacklogWriter,
+    inbox: Inbox,
     index: RefCell<Index>,
 }
 
 impl Shard {
-    pub fn new(id: ShardId, instance: &'static Instance) -> Self {
-        Self {
+    /// The shard made of its parts; its Redis link flags are handed back for
+    /// the tasks that own its Redis connections.
+    pub fn new(instance: &'static Instance, parts: ShardParts) -> (Self, ShardLinks) {
+        let ShardParts { id, inbox, backlog, metrics, redis_links } = parts;
+        let shard = Self {
             id,
             instance,
             bus: Bus::new(&instance.config),
-            metrics: instance.metrics.shard(id.index()),
+            metrics,
+            backlog,
+            inbox,
             index: RefCell::new(Index::default()),
-        }
+        };
+        (shard, redis_links)
+    }
+
+    /// Waits for messages from other threads and moves up to `max` into
+    /// `batch`.
+    pub async fn recv_inbox(&self, batch: &mut Vec<ShardMsg>, max: usize) {
+        self.inbox.recv_batch(batch, max).await;
     }
 
     /// Adds a session; every session is in the room `all` by being here.
@@ -97,8 +91,13 @@ impl Shard {
         let removed = self.index.borrow_mut().remove(key);
         if let Some(session) = removed {
             self.metrics.connections.dec();
-            self.instance.backlogs.remove(self.id, session.queued_bytes());
+            self.backlog.remove(session.queued_bytes());
         }
+    }
+
+    /// A session took `bytes` of frames for writing: they are no longer owed.
+    pub fn taken_for_writing(&self, bytes: usize) {
+        self.backlog.remove(bytes);
     }
 
     pub fn session_count(&self) -> usize {
@@ -135,6 +134,27 @@ impl Shard {
         Ok(())
     }
 
+    /// Sends the event on its way to every session that should get it, on
+    /// every shard (and, with Redis, every instance).
+    pub async fn publish(&self, event: Event) -> Result<(), Unavailable> {
+        match &self.bus {
+            Bus::Local => {
+                let event = Arc::new(event);
+                let full = self.instance.mailboxes.post_to_others(self.id, &event);
+                for _ in 0..full {
+                    self.instance.metrics.dropped(DropReason::InboxFull);
+                }
+                self.deliver(&event);
+            }
+            Bus::Redis { publisher, channels } => {
+                let started = Instant::now();
+                publisher.publish(channels.for_room(event.room.as_deref()), event.frame.as_str()).await?;
+                self.metrics.redis_publish.observe(started.elapsed().as_secs_f64());
+            }
+        }
+        Ok(())
+    }
+
     /// Queues the event to every local session in its audience. The frame is
     /// copied once into this shard's memory so that the per-recipient
     /// reference counts stay on this core.
@@ -152,7 +172,7 @@ impl Shard {
                 .filter(|s| index.is_member(s, room))
                 .for_each(|s| fanout.offer(s, &frame)),
         }
-        self.instance.backlogs.add(self.id, fanout.queued as usize * frame.len());
+        self.backlog.add(fanout.queued as usize * frame.len());
         let metrics = &self.instance.metrics;
         metrics.deliveries.inc_by(fanout.queued);
         self.metrics.deliveries.inc_by(fanout.queued);

@@ -13,10 +13,15 @@ use futures_channel::oneshot;
 use redis::Value;
 use tracing::warn;
 
+use super::backoff::Backoff;
+use super::links::LinkFlag;
 use super::resp::{RespConn, RespError};
-use super::Backoff;
-use crate::bus::Unavailable;
-use crate::instance::Instance;
+use crate::config::RedisUrl;
+
+/// The event could not be handed to Redis; nothing was delivered.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+#[error("redis is unavailable")]
+pub struct Unavailable;
 
 struct Pending {
     command: Vec<u8>,
@@ -71,19 +76,19 @@ fn fail(batch: impl IntoIterator<Item = Pending>) {
     }
 }
 
-/// Keeps the publisher connected for as long as the shard runs.
-pub async fn run(publisher: Rc<Publisher>, instance: &'static Instance) {
-    let Some(url) = instance.config.redis.as_ref() else { return };
+/// Keeps the publisher connected for as long as the shard runs; `link` is
+/// up while it is.
+pub async fn run(publisher: Rc<Publisher>, url: RedisUrl, link: LinkFlag) {
     let mut backoff = Backoff::default();
     loop {
-        match RespConn::connect(url).await {
+        match RespConn::connect(&url).await {
             Ok(conn) => {
                 backoff.reset();
                 publisher.connected.set(true);
-                instance.redis_link_up();
+                link.set(true);
                 let error = serve(&publisher, conn).await;
                 publisher.connected.set(false);
-                instance.redis_link_down();
+                link.set(false);
                 publisher.fail_queued();
                 warn!(error = %error, "redis publisher disconnected");
             }

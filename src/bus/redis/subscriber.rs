@@ -1,36 +1,51 @@
-//! A shard's subscriber: subscribes to the four channels and delivers every
-//! envelope it receives to this shard's own sessions. Anything on a channel
-//! that is not an envelope is counted and logged without its body.
+//! A shard's subscriber: subscribes to the four channels and hands every
+//! envelope it receives to its shard (through a callback: this code never
+//! sees the shard). Anything on a channel that is not an envelope is counted
+//! and logged without its body.
 
 use std::rc::Rc;
 
 use redis::{Msg, Value};
 use tracing::{info, warn};
 
+use super::backoff::Backoff;
+use super::channels::Channels;
+use super::links::LinkFlag;
 use super::resp::{RespConn, RespError};
-use super::{Backoff, Channels};
+use crate::config::RedisUrl;
 use crate::event::{content_id, Draft, Event, EventError, Required};
-use crate::metrics::{DropReason, Source};
-use crate::shard::Shard;
+use crate::metrics::{DropReason, Metrics, Source};
 
-/// Keeps the shard subscribed for as long as it runs.
-pub async fn run(shard: Rc<Shard>, channels: Rc<Channels>) {
-    let instance = shard.instance;
-    let Some(url) = instance.config.redis.as_ref() else { return };
+/// What one shard's subscriber needs.
+pub struct Subscriber {
+    pub url: RedisUrl,
+    pub channels: Rc<Channels>,
+    /// Up while subscribed.
+    pub link: LinkFlag,
+    pub metrics: &'static Metrics,
+    /// Every shard receives every message: only one of them counts what is
+    /// instance-wide (messages published, ignored, reconnections).
+    pub counts: bool,
+}
+
+/// Keeps the shard subscribed for as long as it runs, handing each event to
+/// `deliver`.
+pub async fn run(subscriber: Subscriber, deliver: impl Fn(Event)) {
+    let Subscriber { url, channels, link, metrics, counts } = subscriber;
     let mut backoff = Backoff::default();
     let mut first = true;
     loop {
-        match subscribe(url, &channels).await {
+        match subscribe(&url, &channels).await {
             Ok(conn) => {
                 backoff.reset();
-                if !first && shard.id.index() == 0 {
-                    instance.metrics.redis_reconnects.inc();
+                if !first && counts {
+                    metrics.redis_reconnects.inc();
                 }
                 first = false;
-                instance.redis_link_up();
+                link.set(true);
                 info!("redis subscriber connected");
-                let error = listen(&shard, conn).await;
-                instance.redis_link_down();
+                let error = listen(conn, |message| on_message(message, metrics, counts, &deliver)).await;
+                link.set(false);
                 warn!(error = %error, "redis subscriber disconnected");
             }
             Err(error) => warn!(error = %error, "redis subscriber cannot connect"),
@@ -40,7 +55,7 @@ pub async fn run(shard: Rc<Shard>, channels: Rc<Channels>) {
 }
 
 /// Connects and subscribes; returns once Redis has confirmed every channel.
-async fn subscribe(url: &crate::config::RedisUrl, channels: &Channels) -> Result<RespConn, RespError> {
+async fn subscribe(url: &RedisUrl, channels: &Channels) -> Result<RespConn, RespError> {
     let mut conn = RespConn::connect(url).await?;
     let names = channels.all();
     conn.send(&redis::cmd("SUBSCRIBE").arg(&names[..]).get_packed_command()).await?;
@@ -54,12 +69,12 @@ async fn subscribe(url: &crate::config::RedisUrl, channels: &Channels) -> Result
     Ok(conn)
 }
 
-async fn listen(shard: &Shard, mut conn: RespConn) -> RespError {
+async fn listen(mut conn: RespConn, on_message: impl Fn(&Msg)) -> RespError {
     loop {
         match conn.next_value().await {
             Ok(value) => {
                 if let Some(message) = Msg::from_owned_value(value) {
-                    on_message(shard, &message);
+                    on_message(&message);
                 }
             }
             Err(error) => return error,
@@ -67,16 +82,13 @@ async fn listen(shard: &Shard, mut conn: RespConn) -> RespError {
     }
 }
 
-fn on_message(shard: &Shard, message: &Msg) {
-    // Every shard receives every message; one of them counts it.
-    let counts = shard.id.index() == 0;
-    let metrics = &shard.instance.metrics;
+fn on_message(message: &Msg, metrics: &Metrics, counts: bool, deliver: impl Fn(Event)) {
     match parse(message.get_payload_bytes()) {
         Ok(event) => {
             if counts {
                 metrics.published(Source::Redis);
             }
-            shard.deliver(&event);
+            deliver(event);
         }
         Err(error) => {
             if counts {

@@ -1,6 +1,8 @@
 //! The shard's side of a session: what the shard may ask of a connection
 //! (queue a frame, send a ping, close) without touching its socket. The
-//! session task owns the socket and acts on these signals when woken.
+//! session task (in the gateway) owns the socket and acts on these signals
+//! when woken. Its room memberships are the index's to keep: only this
+//! module's parent can change them.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -10,9 +12,20 @@ use std::time::Instant;
 
 use async_tungstenite::tungstenite::Utf8Bytes;
 
-use super::close::CloseReason;
 use crate::auth::Identity;
-use crate::shard::index::{Membership, RoomId};
+use crate::close::CloseReason;
+
+/// A room of this shard, by its slot in the shard's index (valid while the
+/// room has members).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomId(pub(super) u32);
+
+/// One room a session is in, and where in the room's member list it sits.
+#[derive(Debug, Clone, Copy)]
+pub struct Membership {
+    pub(super) room: RoomId,
+    pub(super) slot: u32,
+}
 
 pub struct SessionHandle {
     pub identity: Identity,
@@ -130,32 +143,32 @@ impl SessionHandle {
         self.last_seen.set(Instant::now());
     }
 
-    pub fn membership(&self, room: RoomId) -> Option<Membership> {
-        self.memberships.borrow().iter().copied().find(|m| m.room() == room)
+    pub(super) fn membership(&self, room: RoomId) -> Option<Membership> {
+        self.memberships.borrow().iter().copied().find(|m| m.room == room)
     }
 
-    pub fn membership_count(&self) -> usize {
+    pub(super) fn membership_count(&self) -> usize {
         self.memberships.borrow().len()
     }
 
-    pub fn add_membership(&self, membership: Membership) {
+    pub(super) fn add_membership(&self, membership: Membership) {
         self.memberships.borrow_mut().push(membership);
     }
 
-    pub fn remove_membership(&self, room: RoomId) -> Option<Membership> {
+    pub(super) fn remove_membership(&self, room: RoomId) -> Option<Membership> {
         let mut memberships = self.memberships.borrow_mut();
-        let at = memberships.iter().position(|m| m.room() == room)?;
+        let at = memberships.iter().position(|m| m.room == room)?;
         Some(memberships.swap_remove(at))
     }
 
     /// The index moved this session to another slot of `room`.
-    pub fn move_membership(&self, room: RoomId, slot: u32) {
-        if let Some(m) = self.memberships.borrow_mut().iter_mut().find(|m| m.room() == room) {
-            *m = m.with_slot(slot);
+    pub(super) fn move_membership(&self, room: RoomId, slot: u32) {
+        if let Some(m) = self.memberships.borrow_mut().iter_mut().find(|m| m.room == room) {
+            m.slot = slot;
         }
     }
 
-    pub fn take_memberships(&self) -> Vec<Membership> {
+    pub(super) fn take_memberships(&self) -> Vec<Membership> {
         std::mem::take(&mut *self.memberships.borrow_mut())
     }
 

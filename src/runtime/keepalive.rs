@@ -5,8 +5,8 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::Shard;
-use crate::gateway::close::CloseReason;
+use crate::close::CloseReason;
+use crate::shard::Shard;
 
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 

@@ -1,6 +1,15 @@
-//! The executors: one glommio `LocalExecutor` per shard, each pinned to a core
-//! when there are enough, each serving its own listener. Here a shard starts,
-//! accepts, reads its inbox and shuts down.
+//! The per-core runtime: one glommio `LocalExecutor` per shard, each pinned
+//! to a core when there are enough, each serving its own listener. Here a
+//! shard starts, accepts, routes each connection to the gateway or the API,
+//! reads its inbox, keeps its sessions alive and shuts down.
+//!
+//! - `listener`: the SO_REUSEPORT sockets, built with socket2;
+//! - `front_door`: peek at a request head and route it;
+//! - `keepalive`: server pings and the read timeout.
+
+pub mod front_door;
+pub mod keepalive;
+pub mod listener;
 
 use std::future::Future;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
@@ -15,13 +24,14 @@ use glommio::{
 };
 use tracing::{debug, info, info_span, warn};
 
-use super::inbox::ShardMsg;
-use super::{keepalive, Shard, ShardId};
-use crate::bus::{redis, Bus};
-use crate::gateway::close::CloseReason;
-use crate::gateway::front_door::{self, Route};
+use crate::bus::local::ShardMsg;
+use crate::bus::redis::{self, ShardLinks};
+use crate::bus::Bus;
+use crate::close::CloseReason;
 use crate::gateway::session;
-use crate::instance::Instance;
+use crate::instance::{Instance, ShardParts};
+use crate::shard::{Shard, ShardId};
+use front_door::Route;
 
 /// Memory each executor registers with io_uring. We do socket I/O only, which
 /// does not use it; glommio registers it with each of its three rings, so a
@@ -43,17 +53,19 @@ pub enum Lifecycle {
     Signal(i32),
 }
 
-/// Starts one executor per listener; each reports [`Lifecycle`] events.
+/// Starts one executor per listener, moving each shard's parts to it; each
+/// reports [`Lifecycle`] events.
 pub fn start(
     instance: &'static Instance,
     listeners: Vec<OwnedFd>,
+    parts: Vec<ShardParts>,
     events: Sender<Lifecycle>,
 ) -> glommio::Result<PoolThreadHandles<()>, ()> {
     let shards = listeners.len();
     let (assign, assignments) = crossbeam_channel::bounded(shards);
-    for (index, listener) in listeners.into_iter().enumerate() {
+    for assignment in listeners.into_iter().zip(parts) {
         // Cannot fail: the channel holds exactly `shards` items.
-        let _ = assign.send((ShardId::new(index), listener));
+        let _ = assign.send(assignment);
     }
     let placement = if shards <= crate::config::default_shards() {
         PoolPlacement::MaxSpread(shards, None)
@@ -62,12 +74,13 @@ pub fn start(
     };
     LocalExecutorPoolBuilder::new(placement).name("shard").io_memory(IO_MEMORY).on_all_shards(
         move || async move {
-            let Ok((id, listener)) = assignments.try_recv() else { return };
+            let Ok((listener, parts)) = assignments.try_recv() else { return };
+            let id = parts.id;
             // Entered for the executor's whole life, so every line logged on
             // this thread, by any task, names its shard.
             let _span = info_span!("shard", shard = id.index()).entered();
             let _notice = StopNotice { shard: id, events: events.clone() };
-            run(instance, id, listener, || {
+            run(instance, parts, listener, || {
                 let _ = events.send(Lifecycle::Ready(id));
             })
             .await;
@@ -89,16 +102,17 @@ impl Drop for StopNotice {
 }
 
 /// One shard's whole life, on its own executor.
-async fn run(instance: &'static Instance, id: ShardId, listener: OwnedFd, ready: impl FnOnce()) {
+async fn run(instance: &'static Instance, parts: ShardParts, listener: OwnedFd, ready: impl FnOnce()) {
     // SAFETY: `listener` is a bound, listening, non-blocking TCP socket, and
     // ownership of the descriptor moves into the glommio listener here.
     let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
-    let shard = Rc::new(Shard::new(id, instance));
+    let (shard, links) = Shard::new(instance, parts);
+    let shard = Rc::new(shard);
     let queues = Queues::create();
     let sessions = Rc::new(Gate::new());
     let accepting = queues.ingest(accept_loop(shard.clone(), listener, sessions.clone(), queues));
     let keepalive = glommio::spawn_local(keepalive::run(shard.clone()));
-    let redis = redis_links(&shard, queues);
+    let redis = redis_links(&shard, links, queues);
     ready();
 
     queues.ingest(read_inbox(shard.clone())).await;
@@ -121,11 +135,10 @@ async fn run(instance: &'static Instance, id: ShardId, listener: OwnedFd, ready:
 
 /// Takes events from the inbox until shutdown is asked for.
 async fn read_inbox(shard: Rc<Shard>) {
-    let inbox = shard.instance.inbox(shard.id);
     let mut batch = Vec::with_capacity(INBOX_BATCH);
     let mut stopping = false;
     while !stopping {
-        inbox.recv_batch(&mut batch, INBOX_BATCH).await;
+        shard.recv_inbox(&mut batch, INBOX_BATCH).await;
         // The rest of a batch is still handled after a shutdown request:
         // what was posted before it is delivered before the 1001.
         for msg in batch.drain(..) {
@@ -142,7 +155,7 @@ async fn read_inbox(shard: Rc<Shard>) {
 /// writes within [`INGEST_LATENCY`], so events reach the send queues while
 /// the sessions are still writing earlier ones, and each session's next write
 /// carries more frames. What keeps that from outrunning the writers is
-/// [`super::backlog`].
+/// [`crate::instance::backlog`].
 #[derive(Clone, Copy)]
 struct Queues {
     ingest: TaskQueueHandle,
@@ -173,14 +186,22 @@ fn spawn_into<T: 'static>(queue: TaskQueueHandle, task: impl Future<Output = T> 
 }
 
 /// With Redis, this shard's subscriber and publisher tasks.
-fn redis_links(shard: &Rc<Shard>, queues: Queues) -> Vec<Task<()>> {
-    match &shard.bus {
-        Bus::Local => Vec::new(),
-        Bus::Redis { publisher, channels } => vec![
-            queues.ingest(redis::subscriber::run(shard.clone(), channels.clone())),
-            queues.ingest(redis::publisher::run(publisher.clone(), shard.instance)),
-        ],
-    }
+fn redis_links(shard: &Rc<Shard>, links: ShardLinks, queues: Queues) -> Vec<Task<()>> {
+    let (Bus::Redis { publisher, channels }, Some(url)) = (&shard.bus, &shard.instance.config.redis) else {
+        return Vec::new();
+    };
+    let subscriber = redis::Subscriber {
+        url: url.clone(),
+        channels: channels.clone(),
+        link: links.subscriber,
+        metrics: &shard.instance.metrics,
+        counts: shard.id.index() == 0,
+    };
+    let receiver = shard.clone();
+    vec![
+        queues.ingest(redis::subscriber::run(subscriber, move |event| receiver.deliver(&event))),
+        queues.ingest(redis::publisher::run(publisher.clone(), url.clone(), links.publisher)),
+    ]
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, sessions: Rc<Gate>, queues: Queues) {

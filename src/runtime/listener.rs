@@ -1,7 +1,10 @@
 //! The listening sockets: one per shard on the same address, SO_REUSEPORT so
 //! the kernel spreads connections, built with socket2 so the backlog and
-//! TCP_NODELAY are ours to choose. Bound on the main thread, so a busy port
-//! stops start-up before any executor runs.
+//! TCP_NODELAY are ours to choose. Bound on the main thread, so a port we
+//! cannot bind (an address not of this host, a port held by a socket without
+//! SO_REUSEPORT, or by another user) stops start-up before any executor runs.
+//! Another process of the same user listening with SO_REUSEPORT on the same
+//! port is not detected: the kernel lets it share the port.
 
 use std::io;
 use std::net::SocketAddr;

@@ -1,0 +1,140 @@
+//! What every shard of this process shares: configuration, the token
+//! verifier, metrics, the shards' mailboxes, and read-only views of what each
+//! shard owns (its backlog, its Redis links). Built once in
+//! [`crate::server`] and leaked, so shards hold a plain `&'static Instance`.
+//!
+//! Building it also makes each shard's owned parts ([`ShardParts`]: the
+//! receiving side of its inbox, the writers of its backlog, metrics and
+//! Redis link flags) exactly once; they are moved to that shard's executor
+//! and nobody else can reach them.
+//!
+//! - `backlog`: bytes each shard owes its clients, and publishers' wait.
+
+pub mod backlog;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use crate::auth::TokenVerifier;
+use crate::bus::local::{Inbox, Mailboxes};
+use crate::bus::redis::{Links, ShardLinks};
+use crate::config::Config;
+use crate::metrics::{Metrics, ShardMetrics};
+use crate::shard_id::ShardId;
+use backlog::{BacklogWriter, Backlogs};
+
+pub struct Instance {
+    pub config: Config,
+    pub verifier: TokenVerifier,
+    pub metrics: Metrics,
+    pub started: Instant,
+    /// How anyone reaches a shard.
+    pub mailboxes: Mailboxes,
+    /// Bytes each shard has queued for its clients and not yet written.
+    pub backlogs: Backlogs,
+    /// Which Redis connections are up (all down without `REDIS_URL`).
+    redis_links: Links,
+    /// Connections admitted on every shard; the `MAX_CONNECTIONS` gate. The
+    /// one count every shard writes: the limit is per process.
+    admitted: AtomicUsize,
+    /// Written by the main thread when shutdown begins.
+    shutting_down: AtomicBool,
+}
+
+/// What one shard owns alone, made once and moved to its executor.
+pub struct ShardParts {
+    pub id: ShardId,
+    pub inbox: Inbox,
+    pub backlog: BacklogWriter,
+    pub metrics: ShardMetrics,
+    /// Its Redis connections' flags, for its subscriber and publisher tasks.
+    pub redis_links: ShardLinks,
+}
+
+impl Instance {
+    /// The shared instance, and each shard's parts by shard index.
+    pub fn new(config: Config, verifier: TokenVerifier) -> (Self, Vec<ShardParts>) {
+        let shards = config.shards;
+        let (mailboxes, inboxes) = Mailboxes::new(shards);
+        let (backlogs, backlog_writers) = Backlogs::new(shards);
+        let (metrics, shard_metrics) = Metrics::new(shards);
+        let (redis_links, shard_links) = Links::new(shards);
+        let parts = inboxes
+            .into_iter()
+            .zip(backlog_writers)
+            .zip(shard_metrics)
+            .zip(shard_links)
+            .enumerate()
+            .map(|(index, (((inbox, backlog), metrics), redis_links))| ShardParts {
+                id: ShardId::new(index),
+                inbox,
+                backlog,
+                metrics,
+                redis_links,
+            })
+            .collect();
+        let instance = Self {
+            config,
+            verifier,
+            metrics,
+            started: Instant::now(),
+            mailboxes,
+            backlogs,
+            redis_links,
+            admitted: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+        };
+        (instance, parts)
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.mailboxes.len()
+    }
+
+    /// Connections open on every shard (the sum of the shards' gauges).
+    pub fn connections(&self) -> i64 {
+        self.metrics.connections_total()
+    }
+
+    /// `None` without `REDIS_URL`; otherwise whether every shard's
+    /// subscriber and publisher are connected.
+    pub fn redis_connected(&self) -> Option<bool> {
+        self.config.redis.as_ref()?;
+        Some(self.redis_links.all_up())
+    }
+
+    /// Holds a publish (briefly, and bounded) while some shard owes its
+    /// clients more than their share.
+    pub async fn wait_for_room(&self) {
+        self.backlogs.wait_for_room(&self.metrics, self.config.send_queue_bytes).await;
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Reserves a connection slot, or `None` at `MAX_CONNECTIONS`.
+    pub fn admit(&'static self) -> Option<Admission> {
+        let before = self.admitted.fetch_add(1, Ordering::AcqRel);
+        if before >= self.config.max_connections {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Admission { instance: self })
+    }
+}
+
+/// A held connection slot; dropping it frees the slot.
+pub struct Admission {
+    instance: &'static Instance,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.instance.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+}
