@@ -1,98 +1,18 @@
 //! A real `redis-server` child on a free loopback port, without persistence,
-//! and a raw RESP client for it: one-off commands and Pub/Sub subscribers
-//! read with a deadline.
+//! and clients for it from the `redis` crate's sync API: one-off commands and
+//! Pub/Sub subscribers read with a deadline.
 
-use std::io::{BufRead, BufReader, ErrorKind, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{connect_tcp, drain, free_port, read_line, Buf, DEFAULT_DEADLINE};
+use redis::{Connection, RedisResult};
 
-/// A RESP reply.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Resp {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<Vec<u8>>),
-    Array(Option<Vec<Resp>>),
-}
+use super::{drain, free_port, Buf, DEFAULT_DEADLINE};
 
-impl Resp {
-    pub fn text(&self) -> Option<String> {
-        match self {
-            Resp::Simple(s) => Some(s.clone()),
-            Resp::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-            _ => None,
-        }
-    }
-}
-
-/// A command as a RESP array of bulk strings.
-pub fn resp_command(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-/// Reads one RESP value (RESP2 and the RESP3 types Redis 7 may send).
-pub fn read_resp(r: &mut impl BufRead) -> std::io::Result<Resp> {
-    let line = read_line(r)?;
-    let (kind, rest) = line.split_at_checked(1).ok_or_else(|| std::io::Error::other("empty RESP line"))?;
-    let num = || rest.parse::<i64>().map_err(|_| std::io::Error::other(format!("bad RESP line {line:?}")));
-    Ok(match kind {
-        "+" => Resp::Simple(rest.to_string()),
-        "-" => Resp::Error(rest.to_string()),
-        ":" => Resp::Int(num()?),
-        "$" => {
-            let n = num()?;
-            if n < 0 {
-                Resp::Bulk(None)
-            } else {
-                let mut buf = vec![0u8; n as usize + 2];
-                r.read_exact(&mut buf)?;
-                buf.truncate(n as usize);
-                Resp::Bulk(Some(buf))
-            }
-        }
-        "*" | ">" => {
-            let n = num()?;
-            if n < 0 {
-                Resp::Array(None)
-            } else {
-                let mut items = Vec::with_capacity(n as usize);
-                for _ in 0..n {
-                    items.push(read_resp(r)?);
-                }
-                Resp::Array(Some(items))
-            }
-        }
-        _ => return Err(std::io::Error::other(format!("unexpected RESP line {line:?}"))),
-    })
-}
-
-fn redis_connect(port: u16, password: Option<&str>) -> std::io::Result<BufReader<TcpStream>> {
-    let s = connect_tcp(port)?;
-    let mut r = BufReader::new(s);
-    if let Some(pw) = password {
-        r.get_mut().write_all(&resp_command(&[b"AUTH", pw.as_bytes()]))?;
-        match read_resp(&mut r)? {
-            Resp::Simple(ok) if ok == "OK" => {}
-            other => return Err(std::io::Error::other(format!("AUTH answered {other:?}"))),
-        }
-    }
-    Ok(r)
-}
-
-/// A `redis-server` child on a free loopback port, without persistence.
-/// Killed on drop; can be killed and started again on the same port.
+/// A `redis-server` child. Killed on drop; can be killed and started again on
+/// the same port.
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
@@ -164,12 +84,16 @@ impl RedisServer {
     }
 
     fn ping(&self) -> bool {
-        let Ok(mut r) = redis_connect(self.port, None) else { return false };
-        if r.get_mut().write_all(&resp_command(&[b"PING"])).is_err() {
-            return false;
-        }
-        // PONG, or NOAUTH when a password is required: either way it is up.
-        matches!(read_resp(&mut r), Ok(Resp::Simple(_)) | Ok(Resp::Error(_)))
+        self.connect().and_then(|mut con| redis::cmd("PING").query::<String>(&mut con)).is_ok()
+    }
+
+    /// A connection, authenticated when needed, on which every read and
+    /// write is bounded by the default deadline.
+    fn connect(&self) -> RedisResult<Connection> {
+        let con = redis::Client::open(self.url())?.get_connection_with_timeout(DEFAULT_DEADLINE)?;
+        con.set_read_timeout(Some(DEFAULT_DEADLINE))?;
+        con.set_write_timeout(Some(DEFAULT_DEADLINE))?;
+        Ok(con)
     }
 
     pub fn log(&self) -> String {
@@ -200,43 +124,68 @@ impl RedisServer {
         }
     }
 
-    /// One command on a fresh connection (authenticated when needed).
-    pub fn command(&self, args: &[&[u8]]) -> Resp {
-        let mut r = redis_connect(self.port, self.password.as_deref()).expect("connect to redis-server");
-        r.get_mut().write_all(&resp_command(args)).expect("write to redis-server");
-        read_resp(&mut r).expect("read from redis-server")
+    /// `PUBLISH channel message` on a fresh connection; returns how many
+    /// subscribers got it.
+    pub fn publish(&self, channel: &str, message: &str) -> i64 {
+        self.publish_bytes(channel, message.as_bytes())
     }
 
-    /// `PUBLISH channel message`; returns how many subscribers got it.
-    pub fn publish(&self, channel: &str, message: &str) -> i64 {
-        match self.command(&[b"PUBLISH", channel.as_bytes(), message.as_bytes()]) {
-            Resp::Int(n) => n,
-            other => panic!("PUBLISH answered {other:?}"),
-        }
+    /// [`RedisServer::publish`] for a message that need not be UTF-8.
+    pub fn publish_bytes(&self, channel: &str, message: &[u8]) -> i64 {
+        let mut con = self.connect().expect("connect to redis-server");
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(message)
+            .query(&mut con)
+            .unwrap_or_else(|e| panic!("PUBLISH to {channel} failed: {e}"))
     }
 
     /// A subscriber connection in Pub/Sub mode on `channels` (confirmed).
     pub fn subscriber(&self, channels: &[&str]) -> RedisSubscriber {
-        self.pubsub("SUBSCRIBE", channels)
+        self.pubsub(false, channels)
     }
 
     /// A subscriber connection on the glob `patterns` (confirmed).
     pub fn psubscriber(&self, patterns: &[&str]) -> RedisSubscriber {
-        self.pubsub("PSUBSCRIBE", patterns)
+        self.pubsub(true, patterns)
     }
 
-    fn pubsub(&self, command: &str, names: &[&str]) -> RedisSubscriber {
-        let mut reader = redis_connect(self.port, self.password.as_deref()).expect("connect to redis-server");
-        let mut args: Vec<&[u8]> = vec![command.as_bytes()];
-        args.extend(names.iter().map(|n| n.as_bytes()));
-        reader.get_mut().write_all(&resp_command(&args)).expect("write to redis-server");
-        for _ in names {
-            match read_resp(&mut reader).expect("subscription confirmation") {
-                Resp::Array(Some(_)) => {}
-                other => panic!("{command} answered {other:?}"),
+    fn pubsub(&self, patterns: bool, names: &[&str]) -> RedisSubscriber {
+        let mut con = self.connect().expect("connect to redis-server");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let (confirm, confirmed) = mpsc::sync_channel(1);
+        let (deliver, messages) = mpsc::channel();
+        // The crate's `PubSub` borrows its connection, and a read that times
+        // out halfway through a message loses the part already read. So a
+        // thread owns both and blocks on the socket without a timeout, and the
+        // test bounds its wait on the channel instead. The thread ends when
+        // Redis closes the connection (at the latest when the server is
+        // killed) or when a message finds the subscriber gone.
+        thread::spawn(move || {
+            let mut pubsub = con.as_pubsub();
+            let subscribed = if patterns { pubsub.psubscribe(&names) } else { pubsub.subscribe(&names) }
+                .and_then(|()| pubsub.set_read_timeout(None));
+            let ok = subscribed.is_ok();
+            if confirm.send(subscribed).is_err() || !ok {
+                return;
             }
+            loop {
+                let next = pubsub.get_message().map(|msg| PubSubMessage {
+                    channel: msg.get_channel_name().to_string(),
+                    payload: String::from_utf8_lossy(msg.get_payload_bytes()).into_owned(),
+                });
+                let failed = next.is_err();
+                if deliver.send(next).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let kind = if patterns { "PSUBSCRIBE" } else { "SUBSCRIBE" };
+        match confirmed.recv_timeout(DEFAULT_DEADLINE) {
+            Ok(Ok(())) => RedisSubscriber { messages },
+            Ok(Err(e)) => panic!("{kind} failed: {e}"),
+            Err(e) => panic!("{kind} not confirmed: {e}"),
         }
-        RedisSubscriber { reader }
     }
 }
 
@@ -256,41 +205,19 @@ pub struct PubSubMessage {
     pub payload: String,
 }
 
-/// A raw Pub/Sub connection.
+/// A Pub/Sub connection, read on its own thread.
 pub struct RedisSubscriber {
-    reader: BufReader<TcpStream>,
+    messages: mpsc::Receiver<RedisResult<PubSubMessage>>,
 }
 
 impl RedisSubscriber {
     /// The next `message` / `pmessage` within `timeout`, or `None`.
     pub fn next_message(&mut self, timeout: Duration) -> Option<PubSubMessage> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            // Wait for the first byte with the caller's bound, then read the
-            // whole value with the generous one (so nothing is cut in half).
-            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-            self.reader.get_ref().set_read_timeout(Some(left)).expect("set read timeout");
-            match self.reader.fill_buf() {
-                Ok([]) => panic!("redis closed the subscriber connection"),
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
-                    return None
-                }
-                Err(e) => panic!("subscriber read failed: {e}"),
-            }
-            self.reader.get_ref().set_read_timeout(Some(DEFAULT_DEADLINE)).expect("set read timeout");
-            let v = read_resp(&mut self.reader).expect("read a Pub/Sub message");
-            let Resp::Array(Some(items)) = v else { panic!("unexpected Pub/Sub value {v:?}") };
-            let texts: Vec<String> = items.iter().map(|i| i.text().unwrap_or_default()).collect();
-            match texts.first().map(String::as_str) {
-                Some("message") if items.len() == 3 => {
-                    return Some(PubSubMessage { channel: texts[1].clone(), payload: texts[2].clone() })
-                }
-                Some("pmessage") if items.len() == 4 => {
-                    return Some(PubSubMessage { channel: texts[2].clone(), payload: texts[3].clone() })
-                }
-                _ => continue,
-            }
+        match self.messages.recv_timeout(timeout) {
+            Ok(Ok(m)) => Some(m),
+            Ok(Err(e)) => panic!("subscriber read failed: {e}"),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the subscriber connection has ended"),
         }
     }
 
