@@ -255,10 +255,7 @@ fn garbage_on_a_channel_changes_nothing() {
     let channels = ["realtime:notifications", "realtime:orders", "realtime:inventory", "realtime:broadcasts"];
     for channel in channels {
         for g in &garbage {
-            match redis.command(&[b"PUBLISH", channel.as_bytes(), g]) {
-                Resp::Int(4) => {}
-                other => panic!("PUBLISH to {channel}: {other:?} (expected 4 receivers)"),
-            }
+            assert_eq!(redis.publish_bytes(channel, g), 4, "PUBLISH {g:?} to {channel}: receivers");
         }
     }
     let marker = a.marker();

@@ -1,0 +1,229 @@
+//! A real `redis-server` child on a free loopback port, without persistence,
+//! and clients for it from the `redis` crate's sync API: one-off commands and
+//! Pub/Sub subscribers read with a deadline.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use redis::{Connection, RedisResult};
+
+use super::{drain, free_port, Buf, DEFAULT_DEADLINE};
+
+/// A `redis-server` child. Killed on drop; can be killed and started again on
+/// the same port.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    password: Option<String>,
+    log: Buf,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        RedisServer::start_inner(None)
+    }
+
+    /// With `--requirepass password`.
+    pub fn start_with_password(password: &str) -> RedisServer {
+        RedisServer::start_inner(Some(password.to_string()))
+    }
+
+    fn start_inner(password: Option<String>) -> RedisServer {
+        for _ in 0..3 {
+            let mut r = RedisServer {
+                child: None,
+                port: free_port(),
+                password: password.clone(),
+                log: Arc::default(),
+            };
+            if r.spawn_and_wait() {
+                return r;
+            }
+        }
+        panic!("redis-server could not start on a free port in 3 tries");
+    }
+
+    /// `redis://[:password@]127.0.0.1:port`
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Spawns on `self.port`; true once it answers, false if it exited first.
+    fn spawn_and_wait(&mut self) -> bool {
+        let port = self.port.to_string();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        if let Some(pw) = &self.password {
+            cmd.args(["--requirepass", pw]);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child =
+            cmd.spawn().unwrap_or_else(|e| panic!("cannot run redis-server (is it installed?): {e}"));
+        drain(child.stdout.take().unwrap(), self.log.clone());
+        drain(child.stderr.take().unwrap(), self.log.clone());
+        self.child = Some(child);
+        let deadline = Instant::now() + DEFAULT_DEADLINE;
+        loop {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return false;
+            }
+            if self.ping() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                panic!("redis-server on port {} did not answer PING\n{}", self.port, self.log());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ping(&self) -> bool {
+        self.connect().and_then(|mut con| redis::cmd("PING").query::<String>(&mut con)).is_ok()
+    }
+
+    /// A connection, authenticated when needed, on which every read and
+    /// write is bounded by the default deadline.
+    fn connect(&self) -> RedisResult<Connection> {
+        let con = redis::Client::open(self.url())?.get_connection_with_timeout(DEFAULT_DEADLINE)?;
+        con.set_read_timeout(Some(DEFAULT_DEADLINE))?;
+        con.set_write_timeout(Some(DEFAULT_DEADLINE))?;
+        Ok(con)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGKILL and wait; the port is free afterwards.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port (after [`RedisServer::kill`]).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart: redis-server is still running");
+        let deadline = Instant::now() + DEFAULT_DEADLINE;
+        // The port was ours a moment ago; retry briefly if the bind races.
+        while !self.spawn_and_wait() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server could not start again on {}\n{}",
+                self.port,
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `PUBLISH channel message` on a fresh connection; returns how many
+    /// subscribers got it.
+    pub fn publish(&self, channel: &str, message: &str) -> i64 {
+        self.publish_bytes(channel, message.as_bytes())
+    }
+
+    /// [`RedisServer::publish`] for a message that need not be UTF-8.
+    pub fn publish_bytes(&self, channel: &str, message: &[u8]) -> i64 {
+        let mut con = self.connect().expect("connect to redis-server");
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(message)
+            .query(&mut con)
+            .unwrap_or_else(|e| panic!("PUBLISH to {channel} failed: {e}"))
+    }
+
+    /// A subscriber connection in Pub/Sub mode on `channels` (confirmed).
+    pub fn subscriber(&self, channels: &[&str]) -> RedisSubscriber {
+        self.pubsub(false, channels)
+    }
+
+    /// A subscriber connection on the glob `patterns` (confirmed).
+    pub fn psubscriber(&self, patterns: &[&str]) -> RedisSubscriber {
+        self.pubsub(true, patterns)
+    }
+
+    fn pubsub(&self, patterns: bool, names: &[&str]) -> RedisSubscriber {
+        let mut con = self.connect().expect("connect to redis-server");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let (confirm, confirmed) = mpsc::sync_channel(1);
+        let (deliver, messages) = mpsc::channel();
+        // The crate's `PubSub` borrows its connection, and a read that times
+        // out halfway through a message loses the part already read. So a
+        // thread owns both and blocks on the socket without a timeout, and the
+        // test bounds its wait on the channel instead. The thread ends when
+        // Redis closes the connection (at the latest when the server is
+        // killed) or when a message finds the subscriber gone.
+        thread::spawn(move || {
+            let mut pubsub = con.as_pubsub();
+            let subscribed = if patterns { pubsub.psubscribe(&names) } else { pubsub.subscribe(&names) }
+                .and_then(|()| pubsub.set_read_timeout(None));
+            let ok = subscribed.is_ok();
+            if confirm.send(subscribed).is_err() || !ok {
+                return;
+            }
+            loop {
+                let next = pubsub.get_message().map(|msg| PubSubMessage {
+                    channel: msg.get_channel_name().to_string(),
+                    payload: String::from_utf8_lossy(msg.get_payload_bytes()).into_owned(),
+                });
+                let failed = next.is_err();
+                if deliver.send(next).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let kind = if patterns { "PSUBSCRIBE" } else { "SUBSCRIBE" };
+        match confirmed.recv_timeout(DEFAULT_DEADLINE) {
+            Ok(Ok(())) => RedisSubscriber { messages },
+            Ok(Err(e)) => panic!("{kind} failed: {e}"),
+            Err(e) => panic!("{kind} not confirmed: {e}"),
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        if thread::panicking() {
+            eprintln!("--- redis-server port {} ---\n{}\n--- end ---", self.port, self.log());
+        }
+    }
+}
+
+/// A message seen by a [`RedisSubscriber`].
+#[derive(Debug, Clone)]
+pub struct PubSubMessage {
+    pub channel: String,
+    pub payload: String,
+}
+
+/// A Pub/Sub connection, read on its own thread.
+pub struct RedisSubscriber {
+    messages: mpsc::Receiver<RedisResult<PubSubMessage>>,
+}
+
+impl RedisSubscriber {
+    /// The next `message` / `pmessage` within `timeout`, or `None`.
+    pub fn next_message(&mut self, timeout: Duration) -> Option<PubSubMessage> {
+        match self.messages.recv_timeout(timeout) {
+            Ok(Ok(m)) => Some(m),
+            Ok(Err(e)) => panic!("subscriber read failed: {e}"),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the subscriber connection has ended"),
+        }
+    }
+
+    /// The next message, panicking when none comes within the default deadline.
+    pub fn expect_message(&mut self) -> PubSubMessage {
+        self.next_message(DEFAULT_DEADLINE)
+            .unwrap_or_else(|| panic!("no Pub/Sub message within {DEFAULT_DEADLINE:?}"))
+    }
+}
