@@ -50,12 +50,13 @@ impl Server {
     /// Starts the server (two shards, `JWT_SECRET` = [`SECRET`]) and waits
     /// until `/health` answers 200.
     pub fn start() -> Server {
+        let binary = server_binary();
         let dir = scratch_dir();
         let port = free_port();
         // The environment is cleared so that no setting of the machine (an
         // API_KEY, say) reaches the server, and it runs in an empty directory
         // so that no `.env` is found either (dotenvy looks in parents too).
-        let child = Command::new(server_binary())
+        let child = Command::new(binary)
             .env_clear()
             .envs([
                 ("JWT_SECRET", SECRET),
