@@ -3,7 +3,7 @@
 # each started fresh on a free loopback port, and prints one JSON line per
 # (server, scenario). Loopback only; every run is bounded.
 #
-#   cargo build --release
+#   cargo build --release    # the server and the load generator (benches/realtime-bench)
 #   benches/compare.sh realtime=target/release/realtime \
 #       go-seed=/tmp/baselines/go-seed/go-seed \
 #       rust-axum=/tmp/baselines/release/realtime-axum-peer
@@ -12,6 +12,11 @@
 # depends on them. SHARDS=2 is passed to every server (the others ignore it).
 set -euo pipefail
 BENCH=${BENCH:-target/release/realtime-bench}
+# Without it every run would only report {"ok":false}.
+if [ ! -x "$BENCH" ]; then
+    echo "compare.sh: no load generator at $BENCH: run \`cargo build --release\` at the workspace root, or set BENCH" >&2
+    exit 2
+fi
 CONNS=${CONNS:-10000}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 # Also known: send (targeted sends to random users, 2,000/s).

@@ -5,17 +5,23 @@
 mod support;
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
-use support::{server, SECRET};
+use support::{output_within, Server, SECRET};
+
+/// Far above what any run below takes (about a second each, plus connecting
+/// and draining).
+const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 /// Runs `realtime-bench` with `args` against `port`; its JSON result.
 fn bench(port: u16, pid: u32, args: &[&str]) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_realtime-bench"))
-        .args(["--url", &format!("ws://127.0.0.1:{port}"), "--secret", SECRET, "--pid", &pid.to_string()])
-        .args(args)
-        .output()
-        .expect("realtime-bench runs");
+    let output = output_within(
+        Command::new(env!("CARGO_BIN_EXE_realtime-bench"))
+            .args(["--url", &format!("ws://127.0.0.1:{port}"), "--secret", SECRET, "--pid", &pid.to_string()])
+            .args(args),
+        RUN_LIMIT,
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "realtime-bench {args:?} failed\nstdout: {stdout}\nstderr: {stderr}");
@@ -27,7 +33,7 @@ fn bench(port: u16, pid: u32, args: &[&str]) -> Value {
 
 #[test]
 fn every_scenario_runs_and_loses_nothing() {
-    let s = server().start();
+    let s = Server::start();
     let (port, pid) = (s.port, s.pid());
 
     let idle = bench(port, pid, &["--conns", "50", "--duration", "1", "idle"]);
