@@ -74,16 +74,14 @@ fn module_graph() -> Graph {
         .collect()
 }
 
-/// Every library source file by module path; binaries (`main.rs`, `bin/`)
-/// are not part of the library.
+/// Every library source file by module path; the binary's `main.rs` is not
+/// part of the library.
 fn collect(root: &Path, dir: &Path, files: &mut BTreeMap<String, String>) {
     let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     for entry in entries {
         let path = entry.unwrap_or_else(|e| panic!("{}: {e}", dir.display())).path();
         if path.is_dir() {
-            if path != root.join("bin") {
-                collect(root, &path, files);
-            }
+            collect(root, &path, files);
             continue;
         }
         if path.extension().is_none_or(|ext| ext != "rs") || path == root.join("main.rs") {
