@@ -11,6 +11,9 @@ pub const MAX_WINDOW: usize = 1024;
 pub const MAX_THREADS: usize = 64;
 /// Sockets one process may hold (open-files limit 20000, less pipes and spare).
 pub const PROCESS_SOCKETS: usize = 18_000;
+/// Messages a second one client may send before the server refuses them
+/// (its flood control, SPEC §8).
+pub const CLIENT_MESSAGES_PER_S: f64 = 100.0;
 
 #[derive(Parser)]
 #[command(
@@ -37,7 +40,7 @@ pub struct Common {
     /// Server pid: RSS from /proc/PID/status, CPU from /proc/PID/stat
     #[arg(long, global = true)]
     pub pid: Option<u32>,
-    /// Connections (idle, fanout, send)
+    /// Connections (idle, fanout, send, ping)
     #[arg(long, global = true, default_value_t = 1000)]
     pub conns: usize,
     /// Seconds the measured phase lasts
@@ -90,11 +93,33 @@ pub enum Scenario {
         /// Do not subscribe (use with --room all)
         #[arg(long)]
         no_subscribe: bool,
+        /// Closed loop: at most W events published and not yet received by
+        /// every subscriber (counted at the subscribers); an event not
+        /// everywhere within --drain seconds gives its place up
+        #[arg(long, value_name = "W")]
+        closed_window: Option<usize>,
+        /// Keep-alive publisher connections with --closed-window
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
     },
     /// N connections with distinct users, targeted sends to random ones
     Send {
         #[command(flatten)]
         publish: Publish,
+    },
+    /// N connections held open, K of them sending the protocol's `ping`:
+    /// pongs, round trips, server CPU per ping
+    Ping {
+        /// Connections that send pings; the others stay idle
+        #[arg(long, default_value_t = 10)]
+        busy: usize,
+        /// Pings per second over all busy connections, spread evenly, sent
+        /// on schedule whatever the answers (open loop)
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Seconds to wait after the last ping for pongs; a ping unanswered by then is lost
+        #[arg(long, default_value_t = 2.0)]
+        drain: f64,
     },
     /// (internal) a child process holding a share of the connections
     #[command(hide = true)]
@@ -103,10 +128,10 @@ pub enum Scenario {
 
 #[derive(Args, Clone)]
 pub struct Publish {
-    /// Events per second; 0 = as fast as the window allows
-    #[arg(long, default_value_t = 20.0)]
-    pub rate: f64,
-    /// Publish requests in flight at most (keep-alive connections)
+    /// Events per second; 0 = as fast as the window allows [default: 20; 0 with --closed-window]
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Publish requests in flight at most (keep-alive connections); open loop only
     #[arg(long, default_value_t = 16)]
     pub window: usize,
     /// Stop after this many events

@@ -168,6 +168,26 @@ pub fn parse_event(text: &str) -> Option<(u64, u64)> {
     Some((number_after(payload, "\"seq\"")?, number_after(payload, "\"sentAt\"")?))
 }
 
+/// What answers a client `ping`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    Pong,
+    /// An `error` (the server's flood control refusing it).
+    Refused,
+}
+
+/// `text` as the answer to a client `ping`, if it is one; found as cheaply
+/// as `parse_event` finds events.
+pub fn ping_answer(text: &str) -> Option<Answer> {
+    if text.contains("\"type\":\"pong\"") {
+        Some(Answer::Pong)
+    } else if text.contains("\"type\":\"error\"") {
+        Some(Answer::Refused)
+    } else {
+        None
+    }
+}
+
 fn number_after(text: &str, key: &str) -> Option<u64> {
     let rest = text[text.find(key)? + key.len()..].trim_start();
     let rest = rest.strip_prefix(':')?.trim_start();
@@ -237,6 +257,14 @@ mod tests {
         assert_eq!(parse_event(spaced), Some((7, 9)));
         assert_eq!(parse_event(r#"{"type":"pong"}"#), None);
         assert_eq!(parse_event(r#"{"type":"bench","payload":{"seq":1}}"#), None);
+    }
+
+    #[test]
+    fn tells_a_ping_answer() {
+        assert_eq!(ping_answer(r#"{"type":"pong"}"#), Some(Answer::Pong));
+        let refused = r#"{"type":"error","payload":{"code":"rate_limited","message":"slow down"}}"#;
+        assert_eq!(ping_answer(refused), Some(Answer::Refused));
+        assert_eq!(ping_answer(r#"{"type":"bench","payload":{"seq":1,"sentAt":2}}"#), None);
     }
 
     #[test]

@@ -5,13 +5,14 @@
 //!
 //! A fleet goes through three phases, driven by the scenario: connect (and
 //! subscribe) everything and report readiness; run (count and time what
-//! arrives, answer pings); stop (close, report). Children are driven over
-//! their stdin and answer on stdout, one JSON line per step.
+//! arrives, answer pings, and on the busy connections send client pings on
+//! schedule); stop (close, report). Children are driven over their stdin and
+//! answer on stdout, one JSON line per step.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -20,21 +21,22 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use crossbeam_channel::{Receiver, Sender};
-use futures_util::future::{select, Either};
+use futures_lite::future::or;
 use futures_util::task::AtomicWaker;
 use futures_util::StreamExt;
 use glommio::sync::{Semaphore, StaticPermit};
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
 use serde::{Deserialize, Serialize};
 
-use crate::client::{self, Failure, Seen, SeqTracker, Ws};
+use crate::client::{self, Answer, Failure, Seen, SeqTracker, Ws};
 use crate::hist::Histogram;
 use crate::procstat;
-use crate::signal::Signal;
+use crate::signal::{Signal, Wait};
 use crate::target::Target;
 use crate::token::{self, Minter};
+use crate::window::DeliveryWindow;
 
 /// io_uring memory per executor: small, to fit RLIMIT_MEMLOCK (8 MiB here).
 pub const IO_MEMORY: usize = 256 * 1024;
@@ -83,6 +85,37 @@ pub struct WorkerSpec {
     pub token_ttl_s: u64,
     /// A child stops by itself this long after it is ready, whatever its parent does.
     pub max_lifetime_s: u64,
+    pub pings: Option<PingPlan>,
+}
+
+/// Client pings from the connections with global index below `busy`:
+/// `rate` a second over all of them, evenly interleaved, for `for_ms` after
+/// `go`. The schedule is open loop: a ping goes out when due, answered or not.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+pub struct PingPlan {
+    pub busy: usize,
+    pub rate: f64,
+    pub for_ms: u64,
+}
+
+/// How far the run has got, summed over executors and processes.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+pub struct Progress {
+    /// Bench events received (new ones only).
+    pub delivered: u64,
+    pub pings_sent: u64,
+    pub pongs: u64,
+    /// Busy connections whose ping schedule is not over yet.
+    pub pinging: u64,
+}
+
+impl Progress {
+    fn merge(&mut self, o: Progress) {
+        self.delivered += o.delivered;
+        self.pings_sent += o.pings_sent;
+        self.pongs += o.pongs;
+        self.pinging += o.pinging;
+    }
 }
 
 /// Shared between the scenario thread and the executors of one process.
@@ -98,6 +131,9 @@ struct Control {
     connect_failed: AtomicU64,
     subscribe_failed: AtomicU64,
     unique: AtomicU64,
+    pings_sent: AtomicU64,
+    pongs: AtomicU64,
+    pinging: AtomicU64,
 }
 
 /// The fleet after its connect phase.
@@ -123,6 +159,9 @@ impl Control {
             connect_failed: AtomicU64::new(0),
             subscribe_failed: AtomicU64::new(0),
             unique: AtomicU64::new(0),
+            pings_sent: AtomicU64::new(0),
+            pongs: AtomicU64::new(0),
+            pinging: AtomicU64::new(0),
         }
     }
 
@@ -173,7 +212,11 @@ pub struct WorkerReport {
     pub skipped: u64,
     /// Text messages that were not bench events.
     pub other_messages: u64,
+    /// WebSocket pings from the server (answered by tungstenite).
     pub pings: u64,
+    /// Client `ping` messages sent, and `pong`s back.
+    pub pings_sent: u64,
+    pub pongs: u64,
     /// CPU seconds child processes spent from `go` to their report (the
     /// scenario adds its own process's).
     pub worker_cpu_s: f64,
@@ -182,6 +225,8 @@ pub struct WorkerReport {
     pub latency: Histogram,
     /// Connect + upgrade + `connected` (+ subscribe), µs.
     pub connect_latency: Histogram,
+    /// Client `ping` to its `pong`, µs.
+    pub pong_rtt: Histogram,
 }
 
 impl WorkerReport {
@@ -197,12 +242,15 @@ impl WorkerReport {
         self.skipped += o.skipped;
         self.other_messages += o.other_messages;
         self.pings += o.pings;
+        self.pings_sent += o.pings_sent;
+        self.pongs += o.pongs;
         self.worker_cpu_s += o.worker_cpu_s;
         for (k, v) in o.errors {
             *self.errors.entry(k).or_default() += v;
         }
         self.latency.merge(&o.latency);
         self.connect_latency.merge(&o.connect_latency);
+        self.pong_rtt.merge(&o.pong_rtt);
     }
 }
 
@@ -214,10 +262,21 @@ pub enum Fleet {
 
 impl Fleet {
     /// Holds `spec.conns` connections: here when they fit in `per_process`,
-    /// otherwise split over child processes.
-    pub fn launch(spec: WorkerSpec, per_process: usize) -> anyhow::Result<Fleet> {
+    /// otherwise split over child processes. Receipts are counted into
+    /// `window`, which only this process can see.
+    pub fn launch(
+        spec: WorkerSpec,
+        per_process: usize,
+        window: Option<Arc<DeliveryWindow>>,
+    ) -> anyhow::Result<Fleet> {
         if spec.conns <= per_process {
-            return Ok(Fleet::Local(LocalFleet::start(spec)?));
+            return Ok(Fleet::Local(LocalFleet::start(spec, window)?));
+        }
+        if window.is_some() {
+            bail!(
+                "the closed loop counts receipts in this process: --conns {} must be at most --per-process {per_process}",
+                spec.conns
+            );
         }
         let children = spec.conns.div_ceil(per_process);
         if children > 250 {
@@ -265,11 +324,10 @@ impl Fleet {
         }
     }
 
-    /// Bench events received so far (new ones only).
-    pub fn delivered(&mut self) -> anyhow::Result<u64> {
+    pub fn progress(&mut self) -> anyhow::Result<Progress> {
         match self {
-            Fleet::Local(f) => Ok(f.delivered()),
-            Fleet::Remote(f) => f.delivered(),
+            Fleet::Local(f) => Ok(f.progress()),
+            Fleet::Remote(f) => f.progress(),
         }
     }
 
@@ -292,7 +350,7 @@ pub struct LocalFleet {
 }
 
 impl LocalFleet {
-    pub fn start(spec: WorkerSpec) -> anyhow::Result<LocalFleet> {
+    pub fn start(spec: WorkerSpec, window: Option<Arc<DeliveryWindow>>) -> anyhow::Result<LocalFleet> {
         let threads = spec.threads.clamp(1, spec.conns.max(1));
         let control = Arc::new(Control::new(threads));
         let (not_ready_tx, not_ready) = crossbeam_channel::unbounded();
@@ -306,7 +364,7 @@ impl LocalFleet {
         let handles = executor_pool("bench-conns", threads)
             .on_all_shards(move || async move {
                 let shard = assignments.try_recv().unwrap_or(0);
-                shard_main(spec, shared, not_ready_tx, shard).await
+                shard_main(spec, shared, not_ready_tx, window, shard).await
             })
             .map_err(|e| anyhow!("cannot start executors: {e}"))?;
         Ok(LocalFleet { control, handles, threads, not_ready, subscribe })
@@ -336,8 +394,17 @@ impl LocalFleet {
         self.control.set_phase(PHASE_RUN);
     }
 
-    fn delivered(&self) -> u64 {
-        self.control.unique.load(Ordering::Relaxed)
+    fn progress(&self) -> Progress {
+        let c = &self.control;
+        // `pinging` first: once it reads 0, every ping sent is in `pings_sent`.
+        let pinging = c.pinging.load(Ordering::Acquire);
+        let pings_sent = c.pings_sent.load(Ordering::Acquire);
+        Progress {
+            delivered: c.unique.load(Ordering::Relaxed),
+            pings_sent,
+            pongs: c.pongs.load(Ordering::Acquire),
+            pinging,
+        }
     }
 
     fn stop(self) -> anyhow::Result<WorkerReport> {
@@ -359,9 +426,13 @@ struct ShardState {
     control: Arc<Control>,
     minter: Minter,
     not_ready: Sender<u32>,
+    window: Option<Arc<DeliveryWindow>>,
     report: RefCell<WorkerReport>,
     pending: Cell<usize>,
     all_connected: Rc<Signal>,
+    /// The measured phase has begun (at `went`).
+    go: Rc<Signal>,
+    went: Cell<Option<Instant>>,
     stop: Rc<Signal>,
 }
 
@@ -383,6 +454,7 @@ async fn shard_main(
     spec: Arc<WorkerSpec>,
     control: Arc<Control>,
     not_ready: Sender<u32>,
+    window: Option<Arc<DeliveryWindow>>,
     shard: usize,
 ) -> WorkerReport {
     let mine: Vec<usize> = (shard..spec.conns).step_by(spec.threads).collect();
@@ -392,9 +464,12 @@ async fn shard_main(
         spec: spec.clone(),
         control: control.clone(),
         not_ready,
+        window,
         report: RefCell::new(WorkerReport::default()),
         pending: Cell::new(mine.len()),
         all_connected: Rc::new(Signal::default()),
+        go: Rc::new(Signal::default()),
+        went: Cell::new(None),
         stop: Rc::new(Signal::default()),
     });
     if mine.is_empty() {
@@ -411,6 +486,9 @@ async fn shard_main(
     }
     futures_lite::future::or(state.all_connected.wait(), control.wait_phase(shard, PHASE_STOP)).await;
     control.shards_connected.fetch_add(1, Ordering::AcqRel);
+    control.wait_phase(shard, PHASE_RUN).await;
+    state.went.set(Some(Instant::now()));
+    state.go.fire();
     control.wait_phase(shard, PHASE_STOP).await;
     state.stop.fire();
     for task in tasks {
@@ -474,27 +552,132 @@ async fn connection(state: Rc<ShardState>, local: usize, permit: StaticPermit) {
             return;
         }
     };
+    let pinger = Pinger::new(&state, global);
     state.connect_done();
-    listen(&state, ws).await;
+    listen(&state, ws, pinger).await;
 }
 
-/// Reads everything the server sends until the stop signal, then closes.
-async fn listen(state: &ShardState, mut ws: Ws) {
+/// A busy connection's client pings: its turns in the shared schedule, and
+/// when each ping not yet answered went out (the server answers in order).
+struct Pinger {
+    /// Its pings are turns `first`, `first + stride`, … of the schedule.
+    first: u64,
+    stride: u64,
+    rate: f64,
+    until: Duration,
+    sent: u64,
+    unanswered: VecDeque<Instant>,
+    /// Still counted in `Control::pinging`.
+    scheduled: bool,
+}
+
+const PING: &str = r#"{"type":"ping"}"#;
+
+impl Pinger {
+    /// The pinger of connection `global`, if it is a busy one; counted in
+    /// `pinging` from now, so that the scenario waits for its schedule.
+    fn new(state: &ShardState, global: usize) -> Option<Pinger> {
+        let plan = state.spec.pings.filter(|p| global < p.busy)?;
+        state.control.pinging.fetch_add(1, Ordering::AcqRel);
+        Some(Pinger {
+            first: global as u64,
+            stride: plan.busy as u64,
+            rate: plan.rate,
+            until: Duration::from_millis(plan.for_ms),
+            sent: 0,
+            unanswered: VecDeque::new(),
+            scheduled: true,
+        })
+    }
+
+    /// When the next ping is due, counted from `go`; none once the schedule is over.
+    fn next_due(&self) -> Option<Duration> {
+        let at = Duration::from_secs_f64((self.first + self.sent * self.stride) as f64 / self.rate);
+        (self.scheduled && at < self.until).then_some(at)
+    }
+
+    fn finish(&mut self, control: &Control) {
+        if std::mem::replace(&mut self.scheduled, false) {
+            control.pinging.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Resolves when the next ping is due, or the schedule has just run out;
+/// never on an idle connection, nor before `go`.
+async fn ping_due(state: &ShardState, pinger: Option<&Pinger>, go: Pin<&mut Wait>) {
+    let Some(pinger) = pinger.filter(|p| p.scheduled) else { return std::future::pending().await };
+    go.await;
+    let (Some(went), Some(at)) = (state.went.get(), pinger.next_due()) else { return };
+    let wait = (went + at).saturating_duration_since(Instant::now());
+    if !wait.is_zero() {
+        glommio::timer::sleep(wait).await;
+    }
+}
+
+/// Sends the ping that is due, or ends the schedule when none is.
+async fn ping(state: &ShardState, ws: &mut Ws, pinger: Option<&mut Pinger>) -> Result<(), Failure> {
+    let Some(p) = pinger else { return Ok(()) };
+    if p.next_due().is_some() {
+        let sent = Instant::now();
+        ws.send(Message::Text(Utf8Bytes::from_static(PING))).await.map_err(Failure::Ws)?;
+        p.sent += 1;
+        p.unanswered.push_back(sent);
+        state.report.borrow_mut().pings_sent += 1;
+        state.control.pings_sent.fetch_add(1, Ordering::AcqRel);
+    }
+    if p.next_due().is_none() {
+        p.finish(&state.control);
+    }
+    Ok(())
+}
+
+enum Wake {
+    Message(Option<Result<Message, WsError>>),
+    Ping,
+    Stop,
+}
+
+/// Reads everything the server sends until the stop signal, then closes;
+/// a busy connection sends its pings meanwhile.
+async fn listen(state: &ShardState, mut ws: Ws, mut pinger: Option<Pinger>) {
     let mut tracker = SeqTracker::default();
     let mut stop = pin!(state.stop.wait());
+    let mut go = pin!(state.go.wait());
     let lost = loop {
-        let next = match select(ws.next(), stop.as_mut()).await {
-            Either::Left((next, _)) => next,
-            Either::Right(_) => break None,
+        let wake = or(
+            async { Wake::Message(ws.next().await) },
+            or(
+                async {
+                    stop.as_mut().await;
+                    Wake::Stop
+                },
+                async {
+                    ping_due(state, pinger.as_ref(), go.as_mut()).await;
+                    Wake::Ping
+                },
+            ),
+        )
+        .await;
+        let next = match wake {
+            Wake::Message(next) => next,
+            Wake::Stop => break None,
+            Wake::Ping => match ping(state, &mut ws, pinger.as_mut()).await {
+                Ok(()) => continue,
+                Err(e) => break Some(e),
+            },
         };
         match next {
-            Some(Ok(Message::Text(text))) => on_text(state, &mut tracker, text.as_str()),
+            Some(Ok(Message::Text(text))) => on_text(state, &mut tracker, pinger.as_mut(), text.as_str()),
             Some(Ok(Message::Ping(_))) => state.report.borrow_mut().pings += 1,
             Some(Ok(Message::Close(_))) | None => break Some(Failure::Closed),
             Some(Ok(_)) => {}
             Some(Err(e)) => break Some(Failure::Ws(e)),
         }
     };
+    if let Some(p) = pinger.as_mut() {
+        p.finish(&state.control);
+    }
     state.report.borrow_mut().skipped += tracker.skipped;
     match lost {
         None => client::close(ws, CLOSE_LIMIT).await,
@@ -505,8 +688,23 @@ async fn listen(state: &ShardState, mut ws: Ws) {
     }
 }
 
-fn on_text(state: &ShardState, tracker: &mut SeqTracker, text: &str) {
+fn on_text(state: &ShardState, tracker: &mut SeqTracker, pinger: Option<&mut Pinger>, text: &str) {
     let mut report = state.report.borrow_mut();
+    if let Some(p) = pinger {
+        if let Some(answer) = client::ping_answer(text) {
+            if let Some(sent) = p.unanswered.pop_front() {
+                match answer {
+                    Answer::Pong => {
+                        report.pong_rtt.record(sent.elapsed().as_micros() as u64);
+                        report.pongs += 1;
+                        state.control.pongs.fetch_add(1, Ordering::AcqRel);
+                    }
+                    Answer::Refused => *report.errors.entry("ping_refused".into()).or_default() += 1,
+                }
+                return;
+            }
+        }
+    }
     let Some((seq, sent_at)) = client::parse_event(text) else {
         report.other_messages += 1;
         return;
@@ -516,6 +714,9 @@ fn on_text(state: &ShardState, tracker: &mut SeqTracker, text: &str) {
             report.latency.record(client::unix_micros().saturating_sub(sent_at));
             report.unique += 1;
             state.control.unique.fetch_add(1, Ordering::Relaxed);
+            if let Some(window) = &state.window {
+                window.delivered(seq);
+            }
         }
         Seen::Duplicate => report.duplicates += 1,
     }
@@ -607,12 +808,12 @@ impl RemoteFleet {
         Ok(total)
     }
 
-    fn delivered(&mut self) -> anyhow::Result<u64> {
+    fn progress(&mut self) -> anyhow::Result<Progress> {
         self.broadcast("progress")?;
         let deadline = Instant::now() + CHILD_REPLY;
-        let mut total = 0;
+        let mut total = Progress::default();
         for child in &self.children {
-            total += Self::expect::<u64>(child, "progress", deadline)?;
+            total.merge(Self::expect(child, "progress", deadline)?);
         }
         Ok(total)
     }
@@ -658,7 +859,7 @@ pub fn worker_main() -> anyhow::Result<()> {
     let spec: WorkerSpec = serde_json::from_str(&first).context("worker: bad spec line")?;
     let lifetime = Duration::from_secs(spec.max_lifetime_s);
     let connect_limit = connect_limit(spec.conns);
-    let mut fleet = LocalFleet::start(spec)?;
+    let mut fleet = LocalFleet::start(spec, None)?;
     let ready = fleet.wait_ready(connect_limit);
     let out = std::io::stdout();
     let say = |value: serde_json::Value| {
@@ -688,7 +889,7 @@ pub fn worker_main() -> anyhow::Result<()> {
                 cpu_at_go = procstat::own_cpu_s();
                 fleet.go();
             }
-            Ok("progress") => say(serde_json::json!({ "progress": fleet.delivered() })),
+            Ok("progress") => say(serde_json::json!({ "progress": fleet.progress() })),
             Ok("stop") | Err(_) => break,
             Ok(_) => {}
         }

@@ -1,10 +1,12 @@
 //! `realtime-bench`: the load generator for `realtime`.
 //!
 //! Scenarios: `idle` (RSS and CPU per held connection), `storm` (handshake
-//! rate and CPU per handshake), `fanout` (room broadcasts: deliveries/s, loss,
-//! latency, CPU per million deliveries) and `send` (targeted sends). Loopback
-//! targets only; every run is bounded in connections and time; each prints one
-//! JSON line on stdout and a short summary on stderr.
+//! rate and CPU per handshake), `fanout` (room broadcasts, open or closed
+//! loop: deliveries/s, loss, latency, CPU per million deliveries), `send`
+//! (targeted sends: CPU per event) and `ping` (client pings on a few of many
+//! open connections: round trips, CPU per ping). Loopback targets only; every
+//! run is bounded in connections and time; each prints one JSON line on
+//! stdout and a short summary on stderr.
 //!
 //! Connections live on glommio executors (`--threads`); beyond what one
 //! process's file descriptors allow (`--per-process`), the binary runs copies
@@ -22,13 +24,14 @@ mod signal;
 mod storm;
 mod target;
 mod token;
+mod window;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use cli::{Cli, Scenario};
-use scenarios::{Outcome, Settings};
+use scenarios::{Closed, Outcome, Settings};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Scenario::Storm { .. } => "storm",
         Scenario::Fanout { .. } => "fanout",
         Scenario::Send { .. } => "send",
+        Scenario::Ping { .. } => "ping",
         Scenario::Worker => {
             return match fleet::worker_main() {
                 Ok(()) => ExitCode::SUCCESS,
@@ -72,13 +76,15 @@ fn run(cli: &Cli) -> anyhow::Result<Outcome> {
     match &cli.scenario {
         Scenario::Idle { no_subscribe } => scenarios::idle(&settings, !no_subscribe),
         Scenario::Storm { concurrency, count } => scenarios::storm(&settings, *concurrency, *count),
-        Scenario::Fanout { publish, no_subscribe } => {
+        Scenario::Fanout { publish, no_subscribe, closed_window, publishers } => {
             if *no_subscribe && settings.common.room != "all" {
                 anyhow::bail!("with --no-subscribe only room `all` reaches the connections: add --room all");
             }
-            scenarios::publish(&settings, publish, false, !no_subscribe)
+            let closed = closed_window.map(|window| Closed { window, publishers: *publishers });
+            scenarios::publish(&settings, publish, false, !no_subscribe, closed)
         }
-        Scenario::Send { publish } => scenarios::publish(&settings, publish, true, false),
+        Scenario::Send { publish } => scenarios::publish(&settings, publish, true, false, None),
+        Scenario::Ping { busy, rate, drain } => scenarios::ping(&settings, *busy, *rate, *drain),
         Scenario::Worker => unreachable!("handled in main"),
     }
 }

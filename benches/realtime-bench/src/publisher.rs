@@ -1,15 +1,18 @@
 //! The publishing side: POSTs to the HTTP API over keep-alive HTTP/1.1
 //! connections (hyper's client over glommio sockets), at a fixed rate or as
-//! fast as a bounded window of requests in flight allows, on an executor
-//! thread of its own.
+//! fast as a bounded window allows, on an executor thread of its own. The
+//! window is either requests in flight (open loop: the HTTP answer frees a
+//! place) or events not yet received by every subscriber (closed loop).
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use bytes::Bytes;
+use glommio::sync::Semaphore;
 use glommio::{LocalExecutorBuilder, Placement};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -20,8 +23,10 @@ use smol_hyper::rt::FuturesIo;
 use crate::client::unix_micros;
 use crate::fleet::{IO_MEMORY, RING_DEPTH};
 use crate::hist::Histogram;
+use crate::signal::Signal;
 use crate::target::{self, Target};
 use crate::token;
+use crate::window::DeliveryWindow;
 
 /// What each event is.
 pub enum Kind {
@@ -37,12 +42,23 @@ pub struct PubSpec {
     pub kind: Kind,
     /// Events per second; 0 = as fast as the window allows.
     pub rate: f64,
-    /// Requests in flight at most (one keep-alive connection each).
+    /// Publisher tasks, one keep-alive connection each: requests in flight at most.
     pub window: usize,
+    pub closed: Option<ClosedLoop>,
     pub duration: Duration,
     /// At most this many events.
     pub count: u64,
     pub api_key: Option<String>,
+}
+
+/// The closed loop's bound: at most `limit` events published and not yet
+/// received by all `receivers`; one that is not within `timeout` gives its
+/// place up (and is lost to some of them).
+pub struct ClosedLoop {
+    pub window: Arc<DeliveryWindow>,
+    pub limit: usize,
+    pub receivers: u64,
+    pub timeout: Duration,
 }
 
 #[derive(Default)]
@@ -58,6 +74,8 @@ pub struct PubReport {
     /// Request round trips, µs.
     pub latency: Histogram,
     pub connections: u64,
+    /// Closed loop: events that gave their place up unfinished.
+    pub timed_out: u64,
 }
 
 /// A request that takes longer than this counts as failed.
@@ -84,6 +102,10 @@ struct State {
     /// Next per-user sequence number, by position in the target list (send).
     user_seq: RefCell<Vec<u64>>,
     report: RefCell<PubReport>,
+    /// Closed loop: free places, and the events holding the others, oldest first.
+    places: Semaphore,
+    in_flight: RefCell<VecDeque<(u64, Instant)>>,
+    workers_done: Rc<Signal>,
 }
 
 async fn publish(spec: PubSpec) -> PubReport {
@@ -93,6 +115,7 @@ async fn publish(spec: PubSpec) -> PubReport {
         Kind::Broadcast { .. } => Vec::new(),
     };
     let workers = spec.window.max(1);
+    let places = spec.closed.as_ref().map_or(0, |c| c.limit as u64);
     let state = Rc::new(State {
         deadline: start + spec.duration,
         spec,
@@ -100,10 +123,18 @@ async fn publish(spec: PubSpec) -> PubReport {
         next: Cell::new(0),
         user_seq: RefCell::new(user_seq),
         report: RefCell::new(PubReport::default()),
+        places: Semaphore::new(places),
+        in_flight: RefCell::new(VecDeque::new()),
+        workers_done: Rc::new(Signal::default()),
     });
+    let reaper = state.spec.closed.is_some().then(|| glommio::spawn_local(reap(state.clone())));
     let tasks: Vec<_> = (0..workers).map(|_| glommio::spawn_local(worker(state.clone()))).collect();
     for task in tasks {
         task.await;
+    }
+    state.workers_done.fire();
+    if let Some(reaper) = reaper {
+        reaper.await;
     }
     let mut report = state.report.take();
     report.elapsed = start.elapsed();
@@ -137,6 +168,10 @@ async fn worker(state: Rc<State>) {
             }
             state.next.set(seq + 1);
         }
+        let place = match Place::take(&state).await {
+            Ok(place) => place,
+            Err(()) => break,
+        };
         if failures >= MAX_FAILURES_IN_ROW {
             break;
         }
@@ -157,6 +192,7 @@ async fn worker(state: Rc<State>) {
         }
         let Some(sender) = conn.as_mut() else { continue };
         let request = state.request(seq);
+        let place = place.hold(seq);
         let sent = Instant::now();
         let answer = futures_lite::future::or(
             async {
@@ -180,6 +216,7 @@ async fn worker(state: Rc<State>) {
                 *report.status.entry(status).or_default() += 1;
                 if status == 202 {
                     report.accepted += 1;
+                    place.keep();
                 } else {
                     report.rejected += 1;
                 }
@@ -190,6 +227,94 @@ async fn worker(state: Rc<State>) {
                 conn = None;
             }
         }
+    }
+}
+
+/// A worker's place in the closed loop's window (nothing in the open
+/// loop). Given back on drop, unless the event it holds was taken by the
+/// server: then the event keeps it until the reaper sees it delivered.
+struct Place<'a> {
+    state: &'a State,
+    closed: Option<&'a ClosedLoop>,
+    seq: Option<u64>,
+}
+
+impl<'a> Place<'a> {
+    /// Waits for a free place, at most until the end of the run.
+    async fn take(state: &'a State) -> Result<Place<'a>, ()> {
+        let closed = state.spec.closed.as_ref();
+        if closed.is_some() {
+            let left = state.deadline.saturating_duration_since(Instant::now());
+            let taken = futures_lite::future::or(async { state.places.acquire(1).await.is_ok() }, async {
+                glommio::timer::sleep(left).await;
+                false
+            })
+            .await;
+            if !taken {
+                return Err(());
+            }
+        }
+        Ok(Place { state, closed, seq: None })
+    }
+
+    /// The place now holds event `seq`, about to be published.
+    fn hold(mut self, seq: u64) -> Self {
+        if let Some(c) = self.closed {
+            c.window.open(seq, c.receivers);
+            self.state.in_flight.borrow_mut().push_back((seq, Instant::now()));
+            self.seq = Some(seq);
+        }
+        self
+    }
+
+    /// The server took the event: its place stays taken.
+    fn keep(mut self) {
+        self.closed = None;
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        let Some(c) = self.closed else { return };
+        if let Some(seq) = self.seq {
+            c.window.abandon(seq);
+            self.state.in_flight.borrow_mut().retain(|&(s, _)| s != seq);
+        }
+        self.state.places.signal(1);
+    }
+}
+
+/// Gives the places of events that every receiver has (or that ran out of
+/// time) back to the workers, until the workers are done.
+async fn reap(state: Rc<State>) {
+    let Some(closed) = &state.spec.closed else { return };
+    let mut done = state.workers_done.wait();
+    while !state.workers_done.is_fired() {
+        // Read before the scan, so that a completion during it ends the wait below.
+        let seen = closed.window.completions();
+        let now = Instant::now();
+        let (mut freed, mut late) = (0, 0);
+        state.in_flight.borrow_mut().retain(|&(seq, at)| {
+            if closed.window.is_complete(seq) {
+                freed += 1;
+                false
+            } else if now >= at + closed.timeout {
+                closed.window.abandon(seq);
+                late += 1;
+                false
+            } else {
+                true
+            }
+        });
+        state.report.borrow_mut().timed_out += late;
+        state.places.signal(freed + late);
+        let oldest = state.in_flight.borrow().front().map(|&(_, at)| at);
+        let wait = oldest.map_or(closed.timeout, |at| (at + closed.timeout).saturating_duration_since(now));
+        futures_lite::future::or(
+            closed.window.completed_after(seen),
+            futures_lite::future::or(&mut done, glommio::timer::sleep(wait)),
+        )
+        .await;
     }
 }
 

@@ -3,17 +3,19 @@
 //! JSON result plus a human summary.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use crate::cli::{self, Common, Publish};
-use crate::fleet::{self, Fleet, Readiness, WorkerSpec};
+use crate::fleet::{self, Fleet, PingPlan, Progress, Readiness, WorkerSpec};
 use crate::procstat::{self, ServerProc};
-use crate::publisher::{self, Kind, PubSpec};
+use crate::publisher::{self, ClosedLoop, Kind, PubSpec};
 use crate::storm::{self, StormSpec};
 use crate::target::Target;
+use crate::window::DeliveryWindow;
 
 /// What a run prints: one JSON line (stdout) and a summary (stderr).
 pub struct Outcome {
@@ -65,7 +67,7 @@ impl Settings {
         })
     }
 
-    fn worker_spec(&self, subscribe: bool, tail: Duration) -> WorkerSpec {
+    fn worker_spec(&self, subscribe: bool, tail: Duration, pings: Option<PingPlan>) -> WorkerSpec {
         let connect = fleet::connect_limit(self.conns);
         WorkerSpec {
             target: self.target.clone(),
@@ -81,6 +83,7 @@ impl Settings {
             connect_timeout_ms: (self.common.connect_timeout * 1000.0) as u64,
             token_ttl_s: (connect + self.duration + tail).as_secs() + 3600,
             max_lifetime_s: (self.duration + tail + Duration::from_secs(120)).as_secs(),
+            pings,
         }
     }
 
@@ -94,9 +97,13 @@ impl Settings {
 }
 
 /// Opens the fleet and waits for it; on failure, closes what did open.
-fn open_fleet(s: &Settings, spec: WorkerSpec) -> anyhow::Result<(Fleet, Readiness, Duration)> {
+fn open_fleet(
+    s: &Settings,
+    spec: WorkerSpec,
+    window: Option<Arc<DeliveryWindow>>,
+) -> anyhow::Result<(Fleet, Readiness, Duration)> {
     let started = Instant::now();
-    let mut fleet = Fleet::launch(spec, s.common.per_process)?;
+    let mut fleet = Fleet::launch(spec, s.common.per_process, window)?;
     match fleet.wait_ready(fleet::connect_limit(s.conns)) {
         Ok(ready) => Ok((fleet, ready, started.elapsed())),
         Err(e) => {
@@ -115,9 +122,37 @@ fn cpu_delta(before: Option<f64>, after: Option<f64>) -> Option<f64> {
     Some(round(after? - before?, 3))
 }
 
+/// Server CPU µs per counted thing (pong, delivered event), when both are known.
+fn cpu_us_per(cpu: Option<f64>, count: u64) -> Option<f64> {
+    cpu.filter(|_| count > 0).map(|c| round(c * 1e6 / count as f64, 2))
+}
+
+/// `--drain`, checked.
+fn drain_limit(seconds: f64) -> anyhow::Result<Duration> {
+    if !(0.0..=60.0).contains(&seconds) {
+        bail!("--drain must be in [0, 60] seconds");
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// After the measured phase: waits until `done` holds for what the fleet has
+/// seen, at most `limit`; how long it waited.
+fn wait_drained(
+    fleet: &mut Fleet,
+    limit: Duration,
+    done: impl Fn(&Progress) -> bool,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    while !done(&fleet.progress().context("progress")?) && started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(started.elapsed())
+}
+
 pub fn idle(s: &Settings, subscribe: bool) -> anyhow::Result<Outcome> {
     let rss_before = s.rss()?;
-    let (mut fleet, ready, connect_time) = open_fleet(s, s.worker_spec(subscribe, Duration::ZERO))?;
+    let (mut fleet, ready, connect_time) =
+        open_fleet(s, s.worker_spec(subscribe, Duration::ZERO, None), None)?;
     if ready.connected == 0 {
         let report = fleet.stop()?;
         bail!("no connection opened (errors {:?})", report.errors);
@@ -247,20 +282,46 @@ pub fn storm(s: &Settings, concurrency: usize, count: Option<u64>) -> anyhow::Re
     Ok(Outcome { json, summary })
 }
 
-/// `fanout` (broadcast to a room) and `send` (to single users).
-pub fn publish(s: &Settings, p: &Publish, send: bool, subscribe: bool) -> anyhow::Result<Outcome> {
-    if !(p.rate >= 0.0 && p.rate <= 1e6) {
+/// The closed loop of `fanout`: `--closed-window` and `--publishers`.
+#[derive(Clone, Copy)]
+pub struct Closed {
+    pub window: usize,
+    pub publishers: usize,
+}
+
+/// `fanout` (broadcast to a room, open or closed loop) and `send` (to single users).
+pub fn publish(
+    s: &Settings,
+    p: &Publish,
+    send: bool,
+    subscribe: bool,
+    closed: Option<Closed>,
+) -> anyhow::Result<Outcome> {
+    let rate = p.rate.unwrap_or(if closed.is_some() { 0.0 } else { 20.0 });
+    if !(0.0..=1e6).contains(&rate) {
         bail!("--rate must be in [0, 1000000] events/s");
     }
     if p.window == 0 || p.window > cli::MAX_WINDOW {
         bail!("--window must be in 1..={}", cli::MAX_WINDOW);
     }
-    if !(p.drain >= 0.0 && p.drain <= 60.0) {
-        bail!("--drain must be in [0, 60] seconds");
+    let drain = drain_limit(p.drain)?;
+    if let Some(c) = closed {
+        if c.window == 0 || c.window > cli::MAX_WINDOW {
+            bail!("--closed-window must be in 1..={}", cli::MAX_WINDOW);
+        }
+        if c.publishers == 0 || c.publishers > cli::MAX_WINDOW {
+            bail!("--publishers must be in 1..={}", cli::MAX_WINDOW);
+        }
+        if drain.is_zero() {
+            bail!(
+                "--closed-window needs a --drain above 0: an event not everywhere by then gives its place up"
+            );
+        }
     }
-    let drain = Duration::from_secs_f64(p.drain);
     let scenario = if send { "send" } else { "fanout" };
-    let (mut fleet, ready, connect_time) = open_fleet(s, s.worker_spec(subscribe, drain))?;
+    let window = closed.map(|_| Arc::new(DeliveryWindow::default()));
+    let (mut fleet, ready, connect_time) =
+        open_fleet(s, s.worker_spec(subscribe, drain, None), window.clone())?;
     let receivers = if subscribe { ready.subscribed } else { ready.connected };
     let not_ready: HashSet<u32> = ready.not_ready.iter().copied().collect();
     let targets: Vec<u32> = (0..s.conns as u32).filter(|i| !not_ready.contains(i)).collect();
@@ -280,8 +341,14 @@ pub fn publish(s: &Settings, p: &Publish, send: bool, subscribe: bool) -> anyhow
     let published = publisher::run(PubSpec {
         target: s.target.clone(),
         kind,
-        rate: p.rate,
-        window: p.window,
+        rate,
+        window: closed.map_or(p.window, |c| c.publishers),
+        closed: closed.zip(window).map(|(c, window)| ClosedLoop {
+            window,
+            limit: c.window,
+            receivers,
+            timeout: drain,
+        }),
         duration: s.duration,
         count: p.count.unwrap_or(u64::MAX),
         api_key: s.common.api_key.clone(),
@@ -294,15 +361,7 @@ pub fn publish(s: &Settings, p: &Publish, send: bool, subscribe: bool) -> anyhow
         }
     };
     let expected = if send { published.accepted } else { published.accepted * receivers };
-    let drained = Instant::now();
-    loop {
-        let delivered = fleet.delivered().context("progress")?;
-        if delivered >= expected || drained.elapsed() >= drain {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let drain_s = drained.elapsed().as_secs_f64();
+    let drain_s = wait_drained(&mut fleet, drain, |progress| progress.delivered >= expected)?.as_secs_f64();
     let cpu_after = s.cpu()?;
     let bench_own = procstat::own_cpu_s() - bench_before;
     let report = fleet.stop()?;
@@ -314,12 +373,9 @@ pub fn publish(s: &Settings, p: &Publish, send: bool, subscribe: bool) -> anyhow
     let per_s = delivered as f64 / publish_s;
     let cpu = cpu_delta(cpu_before, cpu_after);
     let cpu_per_million = cpu.filter(|_| delivered > 0).map(|c| round(c * 1e6 / delivered as f64, 3));
-    let offered = if p.rate > 0.0 {
-        Some(round(if send { p.rate } else { p.rate * receivers as f64 }, 1))
-    } else {
-        None
-    };
-    let json = json!({
+    let offered =
+        if rate > 0.0 { Some(round(if send { rate } else { rate * receivers as f64 }, 1)) } else { None };
+    let mut json = json!({
         "scenario": scenario,
         "ok": published.accepted > 0 && delivered > 0,
         "conns": s.conns,
@@ -330,8 +386,11 @@ pub fn publish(s: &Settings, p: &Publish, send: bool, subscribe: bool) -> anyhow
         "processes": fleet_processes(s),
         "threads": s.common.threads,
         "connect_s": round(connect_time.as_secs_f64(), 3),
-        "rate": p.rate,
-        "window": p.window,
+        "rate": rate,
+        "window": if closed.is_some() { None } else { Some(p.window) },
+        "closed_window": closed.map(|c| c.window),
+        "publishers": closed.map(|c| c.publishers),
+        "events_timed_out": published.timed_out,
         "publish_s": round(publish_s, 3),
         "events_published": published.accepted,
         "publish_rate": round(published.accepted as f64 / publish_s, 1),
@@ -356,6 +415,9 @@ pub fn publish(s: &Settings, p: &Publish, send: bool, subscribe: bool) -> anyhow
         "bench_cpu_s": bench_cpu,
         "errors": report.errors,
     });
+    if send {
+        json["cpu_us_per_event"] = json!(cpu_us_per(cpu, delivered));
+    }
     let mut summary = format!(
         "{scenario}: {} events to {receivers} receivers in {publish_s:.2} s ({} rejected, {} failed); \
          delivered {delivered}/{expected} = {per_s:.0}/s, lost {lost}, duplicates {}\n  \
@@ -371,6 +433,91 @@ pub fn publish(s: &Settings, p: &Publish, send: bool, subscribe: bool) -> anyhow
     );
     if let (Some(c), Some(per)) = (cpu, cpu_per_million) {
         summary += &format!("\n  server CPU {c:.2} s: {per:.2} s per million deliveries");
+    }
+    if let Some(per) = json["cpu_us_per_event"].as_f64() {
+        summary += &format!(", {per:.1} µs per event");
+    }
+    summary += &format!("\n  load generator CPU {bench_cpu:.2} s");
+    Ok(Outcome { json, summary })
+}
+
+/// `ping`: N connections open, the first `busy` sending client pings.
+pub fn ping(s: &Settings, busy: usize, rate: f64, drain_s: f64) -> anyhow::Result<Outcome> {
+    if busy == 0 || busy > s.conns {
+        bail!("--busy must be in 1..={} (--conns)", s.conns);
+    }
+    if !(rate > 0.0 && rate <= 1e6) {
+        bail!("--rate must be in (0, 1000000] pings/s");
+    }
+    let per_conn = rate / busy as f64;
+    if per_conn > cli::CLIENT_MESSAGES_PER_S {
+        bail!(
+            "--rate {rate} over --busy {busy} is {per_conn:.0} pings/s per connection; the server refuses more than {} \
+             (its flood control): raise --busy",
+            cli::CLIENT_MESSAGES_PER_S
+        );
+    }
+    let drain_limit = drain_limit(drain_s)?;
+    let plan = PingPlan { busy, rate, for_ms: s.duration.as_millis() as u64 };
+    let (mut fleet, ready, connect_time) =
+        open_fleet(s, s.worker_spec(false, drain_limit, Some(plan)), None)?;
+    let busy_ready = busy - ready.not_ready.iter().filter(|&&i| (i as usize) < busy).count();
+    if busy_ready == 0 {
+        let report = fleet.stop()?;
+        bail!("no busy connection opened ({} connected; errors {:?})", ready.connected, report.errors);
+    }
+    let cpu_before = s.cpu()?;
+    let bench_before = procstat::own_cpu_s();
+    fleet.go()?;
+    std::thread::sleep(s.duration);
+    let drain_s =
+        wait_drained(&mut fleet, drain_limit, |p| p.pinging == 0 && p.pongs >= p.pings_sent)?.as_secs_f64();
+    let cpu_after = s.cpu()?;
+    let bench_own = procstat::own_cpu_s() - bench_before;
+    let report = fleet.stop()?;
+    let bench_cpu = round(bench_own + report.worker_cpu_s, 3);
+
+    let (sent, pongs) = (report.pings_sent, report.pongs);
+    let lost = sent.saturating_sub(pongs);
+    let cpu = cpu_delta(cpu_before, cpu_after);
+    let per_ping = cpu_us_per(cpu, pongs);
+    let json = json!({
+        "scenario": "ping",
+        "ok": pongs > 0,
+        "conns": s.conns,
+        "connected": ready.connected,
+        "connect_failed": ready.connect_failed,
+        "processes": fleet_processes(s),
+        "threads": s.common.threads,
+        "connect_s": round(connect_time.as_secs_f64(), 3),
+        "busy": busy,
+        "busy_connected": busy_ready,
+        "rate": rate,
+        "duration_s": round(s.duration.as_secs_f64(), 3),
+        "pings_sent": sent,
+        "pings_per_s": round(sent as f64 / s.duration.as_secs_f64(), 1),
+        "pongs": pongs,
+        "lost": lost,
+        "loss_ratio": if sent > 0 { round(lost as f64 / sent as f64, 6) } else { 0.0 },
+        "drain_s": round(drain_s, 3),
+        "rtt_ms": report.pong_rtt.summary_ms(),
+        "server_cpu_s": cpu,
+        "cpu_us_per_ping": per_ping,
+        "bench_cpu_s": bench_cpu,
+        "disconnects": report.disconnects,
+        "errors": report.errors,
+    });
+    let mut summary = format!(
+        "ping: {sent} pings from {busy_ready}/{busy} busy of {} connections in {:.2} s; {pongs} pongs, lost {lost}\n  \
+         round trip p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ready.connected,
+        s.duration.as_secs_f64(),
+        report.pong_rtt.quantile(0.5) as f64 / 1000.0,
+        report.pong_rtt.quantile(0.99) as f64 / 1000.0,
+        report.pong_rtt.max() as f64 / 1000.0,
+    );
+    if let (Some(c), Some(per)) = (cpu, per_ping) {
+        summary += &format!("\n  server CPU {c:.3} s: {per:.1} µs per ping");
     }
     summary += &format!("\n  load generator CPU {bench_cpu:.2} s");
     Ok(Outcome { json, summary })

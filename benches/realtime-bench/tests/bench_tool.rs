@@ -52,6 +52,37 @@ fn every_scenario_runs_and_loses_nothing() {
     let send = bench(port, pid, &["--conns", "20", "--duration", "1", "send", "--rate", "50"]);
     assert_eq!(send["lost"], 0, "{send}");
     assert_eq!(send["delivered"], send["expected"], "{send}");
+    assert!(send["cpu_us_per_event"].is_number(), "server CPU per event: {send}");
+
+    // At most 2 events short of every subscriber at a time, counted at the subscribers.
+    let closed = bench(
+        port,
+        pid,
+        &["--conns", "20", "--duration", "1", "fanout", "--closed-window", "2", "--publishers", "3"],
+    );
+    assert_eq!((closed["lost"].as_u64(), closed["duplicates"].as_u64()), (Some(0), Some(0)), "{closed}");
+    assert_eq!(closed["events_timed_out"], 0, "{closed}");
+    assert_eq!(closed["closed_window"], 2, "{closed}");
+    let events = closed["events_published"].as_u64().unwrap_or(0);
+    assert!(events > 0, "{closed}");
+    assert_eq!(closed["delivered"].as_u64(), Some(events * 20), "{closed}");
+
+    // 120 pings in 1 s from 12 of 20 connections (10 each), the 20 held by
+    // two processes and the busy ones in both: every ping sent, every one answered.
+    let ping = bench(
+        port,
+        pid,
+        &["--conns", "20", "--per-process", "10", "--duration", "1", "ping", "--busy", "12", "--rate", "120"],
+    );
+    assert_eq!(ping["processes"], 2, "{ping}");
+    assert_eq!(
+        (ping["busy_connected"].as_u64(), ping["pings_sent"].as_u64()),
+        (Some(12), Some(120)),
+        "{ping}"
+    );
+    assert_eq!((ping["pongs"].as_u64(), ping["lost"].as_u64()), (Some(120), Some(0)), "{ping}");
+    assert_eq!(ping["rtt_ms"]["count"], 120, "{ping}");
+    assert!(ping["cpu_us_per_ping"].is_number(), "server CPU per ping: {ping}");
 
     // The server is still fine after all of it.
     assert_eq!(s.health()["status"], "healthy");

@@ -1,0 +1,56 @@
+# shellcheck shell=bash
+# Sourced by compare.sh and scaling.sh: a fresh server per run on a free
+# loopback port, the load generator against it, then the server stopped.
+# Loopback only; every wait is bounded.
+
+BENCH=${BENCH:-target/release/realtime-bench}
+# How long one load generator run may take, connecting and draining included.
+RUN_LIMIT_S=${RUN_LIMIT_S:-300}
+
+# Without it every run would only report {"ok":false}.
+require_bench() {
+    if [ ! -x "$BENCH" ]; then
+        echo "$1: no load generator at $BENCH: run \`cargo build --release\` at the workspace root, or set BENCH" >&2
+        exit 2
+    fi
+}
+
+# The servers hold one descriptor per connection; take what the hard limit allows.
+raise_fd_limit() {
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# bench_against BIN ARGS...: starts BIN (JWT_SECRET, SHARDS=2, a free port),
+# runs the load generator with ARGS against it, stops it, and prints the
+# generator's JSON line, or one with "ok":false and the reason.
+bench_against() {
+    local bin=$1 port pid result
+    shift
+    if [ ! -x "$bin" ]; then
+        echo "{\"ok\":false,\"error\":\"no server binary at $bin\"}"
+        return
+    fi
+    port=$(free_port)
+    JWT_SECRET=benchsecret SHARDS=2 PORT=$port BIND_ADDR=127.0.0.1 RUST_LOG=warn "$bin" >/dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do
+        curl -sf -o /dev/null "http://127.0.0.1:$port/health" && break
+        sleep 0.1
+    done
+    if ! curl -sf -o /dev/null "http://127.0.0.1:$port/health"; then
+        result='{"ok":false,"error":"the server did not answer /health within 10 s"}'
+    else
+        # A failed run still prints its JSON line (with the error); only a
+        # generator that died or ran out of time prints none.
+        result=$(timeout "$RUN_LIMIT_S" "$BENCH" --url "ws://127.0.0.1:$port" --secret benchsecret --pid "$pid" \
+            "$@" 2>/dev/null | tail -n 1) || true
+        [ -n "$result" ] || result="{\"ok\":false,\"error\":\"no result within $RUN_LIMIT_S s\"}"
+    fi
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    echo "$result"
+}
