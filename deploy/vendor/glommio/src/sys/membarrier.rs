@@ -26,15 +26,11 @@ enum Strategy {
 
 lazy_static! {
     /// The right strategy to use on the current machine.
-    static ref STRATEGY: Strategy = {
-        if syscall::is_supported() {
-            Strategy::Membarrier
-        } else if mprotect::is_supported() {
-            Strategy::Mprotect
-        } else {
-            Strategy::Fallback
-        }
-    };
+    // realtime: SeqCst fences on both sides (the sleeper's here, every
+    // waker's in `SleepNotifier::notify`) instead of a process-wide barrier:
+    // `sys_membarrier` interrupted every core running one of our threads
+    // each time an executor went to sleep, a cost on every wake-up.
+    static ref STRATEGY: Strategy = Strategy::Fallback;
 }
 
 mod syscall {

@@ -306,6 +306,10 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // realtime: pairs with the sleeper's fence (membarrier.rs): what this
+        // thread queued for the executor is visible before it reads whether
+        // the executor sleeps.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
