@@ -1829,19 +1829,13 @@ impl Reactor {
         drop(self.latency_preemption_timeout_src.take());
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping. realtime: one still pending stays (it counts completions
-        // since it was armed, so it fires sooner, never later): replacing it
-        // at every wake-up cost a removal and two submissions each time.
-        let pending = self
-            .throughput_preemption_timeout_src
-            .take()
-            .filter(|source| source.result().is_none());
-        self.throughput_preemption_timeout_src.set(Some(pending.unwrap_or_else(|| {
+        // up sleeping.
+        self.throughput_preemption_timeout_src.replace(Some(
             main_ring.prepare_throughput_preemption_timer(
                 self.ring_depth() as u32,
                 self.eventfd_src.raw(),
-            )
-        })));
+            ),
+        ));
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
