@@ -109,7 +109,12 @@ pub struct Progress {
     pub pinging: u64,
 }
 
-impl Progress {
+/// What the children's answers to one command add up to.
+trait Merge: Default + serde::de::DeserializeOwned {
+    fn merge(&mut self, other: Self);
+}
+
+impl Merge for Progress {
     fn merge(&mut self, o: Progress) {
         self.delivered += o.delivered;
         self.pings_sent += o.pings_sent;
@@ -185,7 +190,7 @@ impl Control {
     }
 }
 
-impl Readiness {
+impl Merge for Readiness {
     fn merge(&mut self, o: Readiness) {
         self.connected += o.connected;
         self.subscribed += o.subscribed;
@@ -229,8 +234,8 @@ pub struct WorkerReport {
     pub pong_rtt: Histogram,
 }
 
-impl WorkerReport {
-    pub fn merge(&mut self, o: WorkerReport) {
+impl Merge for WorkerReport {
+    fn merge(&mut self, o: WorkerReport) {
         self.connected += o.connected;
         self.subscribed += o.subscribed;
         self.connect_failed += o.connect_failed;
@@ -799,33 +804,27 @@ impl RemoteFleet {
         }
     }
 
-    fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<Readiness> {
-        let deadline = Instant::now() + limit;
-        let mut total = Readiness::default();
+    /// Every child's answer `key`, added up, each by `deadline`.
+    fn gather<T: Merge>(&self, key: &str, deadline: Instant) -> anyhow::Result<T> {
+        let mut total = T::default();
         for child in &self.children {
-            total.merge(Self::expect(child, "ready", deadline)?);
+            total.merge(Self::expect(child, key, deadline)?);
         }
         Ok(total)
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<Readiness> {
+        self.gather("ready", Instant::now() + limit)
     }
 
     fn progress(&mut self) -> anyhow::Result<Progress> {
         self.broadcast("progress")?;
-        let deadline = Instant::now() + CHILD_REPLY;
-        let mut total = Progress::default();
-        for child in &self.children {
-            total.merge(Self::expect(child, "progress", deadline)?);
-        }
-        Ok(total)
+        self.gather("progress", Instant::now() + CHILD_REPLY)
     }
 
     fn stop(mut self) -> anyhow::Result<WorkerReport> {
         self.broadcast("stop")?;
-        let deadline = Instant::now() + CHILD_REPLY;
-        let mut total = WorkerReport::default();
-        for child in &self.children {
-            total.merge(Self::expect(child, "report", deadline)?);
-        }
-        Ok(total)
+        self.gather("report", Instant::now() + CHILD_REPLY)
     }
 }
 
