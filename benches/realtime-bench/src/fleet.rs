@@ -43,10 +43,11 @@ pub const IO_MEMORY: usize = 256 * 1024;
 /// io_uring ring depth per executor. Not for concurrency: the kernel sizes
 /// the hash table it searches on every cancellation from the ring's size
 /// (2^(log2(CQ entries) - 5) buckets, at most 256), and every socket read
-/// waiting in the ring sits in that table. glommio cancels its preemption
-/// timer on every wake-up, so with glommio's default depth of 128 (8
-/// buckets) and 10,000 idle sockets each wake-up walked ~1,250 entries
-/// (≈200 µs of `io_poll_find`). 4096 gives the full 256 buckets.
+/// waiting in the ring sits in that table. The vendored glommio no longer
+/// cancels its timers that way (deploy/vendor/README.md), but a read that a
+/// timeout gives up on is still cancelled so; with the default depth of 128
+/// (8 buckets) and 10,000 idle sockets that walks ~1,250 entries. 4096 gives
+/// the full 256 buckets.
 pub const RING_DEPTH: usize = 4096;
 /// A pool of `threads` unbound executors sized as above: one place for the
 /// settings every multi-threaded scenario shares.
