@@ -45,6 +45,8 @@ pub enum AllowedOrigins {
 pub struct RedisUrl {
     pub host: String,
     pub port: u16,
+    /// An ACL user; `None` authenticates as `default`.
+    pub user: Option<String>,
     pub password: Option<String>,
     pub db: u32,
 }
@@ -171,41 +173,31 @@ fn parse_origins(value: Option<&str>) -> AllowedOrigins {
     }
 }
 
+/// The `redis` crate's own URL rules: user and password percent-decoded as
+/// a URL's (`%2B` is `+`, a literal `+` stays `+`), a user name for Redis ACLs.
 fn parse_redis_url(value: &str) -> Result<RedisUrl, ConfigError> {
     let bad = |reason: &str| ConfigError::new("REDIS_URL", reason.to_owned());
-    let url =
-        url::Url::parse(value).map_err(|_| bad("not a URL (expected redis://[:password@]host:port[/db])"))?;
-    match url.scheme() {
-        "redis" => {}
-        "rediss" => {
+    match value.split_once("://").map(|(scheme, _)| scheme) {
+        Some("redis") => {}
+        Some("rediss") => {
             return Err(bad(
                 "rediss:// (TLS) is not supported; use redis:// over a private network or a TLS tunnel",
             ))
         }
-        _ => return Err(bad("the scheme must be redis://")),
+        _ => return Err(bad("the scheme must be redis:// (redis://[user:password@]host:port[/db])")),
     }
-    let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| bad("no host"))?;
-    let db = match url.path().trim_start_matches('/') {
-        "" => 0,
-        d => d.parse().map_err(|_| bad("the database (path) must be a number"))?,
+    let info = redis::IntoConnectionInfo::into_connection_info(value).map_err(|e| bad(&e.to_string()))?;
+    let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
+        return Err(bad("expected redis://[user:password@]host:port[/db]"));
     };
-    let password = url
-        .password()
-        .map(percent_decode)
-        .or_else(|| (!url.username().is_empty()).then(|| percent_decode(url.username())));
+    let settings = info.redis_settings();
     Ok(RedisUrl {
-        host: host.trim_matches(['[', ']']).to_owned(),
-        port: url.port().unwrap_or(6379),
-        password,
-        db,
+        host: host.clone(),
+        port: *port,
+        user: settings.username().map(str::to_owned),
+        password: settings.password().map(str::to_owned),
+        db: u32::try_from(settings.db()).map_err(|_| bad("the database (path) must be 0 or more"))?,
     })
-}
-
-fn percent_decode(s: &str) -> String {
-    form_urlencoded::parse(format!("p={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -246,13 +238,25 @@ mod tests {
     }
 
     #[test]
-    fn redis_url_with_password_and_db() {
+    fn redis_url_decodes_like_a_url() {
         let r = parse_redis_url("redis://:s%40cret@127.0.0.1:6380/3").expect("valid");
         assert_eq!(
             r,
-            RedisUrl { host: "127.0.0.1".into(), port: 6380, password: Some("s@cret".into()), db: 3 }
+            RedisUrl {
+                host: "127.0.0.1".into(),
+                port: 6380,
+                user: None,
+                password: Some("s@cret".into()),
+                db: 3
+            }
         );
-        assert!(parse_redis_url("rediss://h:1").is_err());
+        let r = parse_redis_url("redis://ops:pa+ss%2B%26tail@redis.internal").expect("valid");
+        assert_eq!(r.user.as_deref(), Some("ops"));
+        assert_eq!(r.password.as_deref(), Some("pa+ss+&tail"), "a + stays a +, %2B is a +");
+        assert_eq!((r.host.as_str(), r.port, r.db), ("redis.internal", 6379, 0));
+        for bad in ["rediss://h:1", "http://h", "redis://h/x", "not a url"] {
+            assert!(parse_redis_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

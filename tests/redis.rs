@@ -365,3 +365,30 @@ fn password_protected_redis_with_a_database_number() {
         assert!(!out.contains(pw), "the Redis password appears in the output:\n{out}");
     }
 }
+
+#[test]
+fn redis_url_is_decoded_as_a_url_and_names_an_acl_user() {
+    let redis = RedisServer::start();
+    let password = "p+q@r&s";
+    let _: String = redis.query(
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("ops")
+            .arg("on")
+            .arg(format!(">{password}"))
+            .arg("~*")
+            .arg("&*")
+            .arg("+@all"),
+    );
+    // A literal `+` stays `+`; `%2B` is `+` too; `@` and `&` are escaped.
+    for userinfo in ["ops:p+q%40r%26s", "ops:p%2Bq%40r%26s"] {
+        let s = instance(&format!("redis://{userinfo}@127.0.0.1:{}", redis.port));
+        let clients: String = redis.query(redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub"));
+        assert!(clients.contains("user=ops"), "the subscribers authenticate as ops:\n{clients}");
+        let mut client = s.subscriber("u1", "seller", &["orders"]);
+        let id = s.broadcast(room_event("orders", 1));
+        expect_event(&mut client, &id);
+        let out = format!("{}{}", s.stdout(), s.stderr());
+        assert!(!out.contains(password), "the Redis password appears in the output:\n{out}");
+    }
+}

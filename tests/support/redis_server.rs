@@ -124,6 +124,12 @@ impl RedisServer {
         }
     }
 
+    /// One command on a fresh connection, its reply as `T`.
+    pub fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> T {
+        let mut con = self.connect().expect("connect to redis-server");
+        command.query(&mut con).unwrap_or_else(|e| panic!("{command:?} failed: {e}"))
+    }
+
     /// `PUBLISH channel message` on a fresh connection; returns how many
     /// subscribers got it.
     pub fn publish(&self, channel: &str, message: &str) -> i64 {

@@ -56,7 +56,11 @@ impl RespConn {
         let mut conn =
             Self { stream, parser: Parser::new(), chunk: vec![0; READ_CHUNK], ready: VecDeque::new() };
         if let Some(password) = &url.password {
-            conn.command(&redis::cmd("AUTH").arg(password).get_packed_command()).await?;
+            let mut auth = redis::cmd("AUTH");
+            if let Some(user) = &url.user {
+                auth.arg(user);
+            }
+            conn.command(&auth.arg(password).get_packed_command()).await?;
         }
         if url.db != 0 {
             conn.command(&redis::cmd("SELECT").arg(url.db).get_packed_command()).await?;
