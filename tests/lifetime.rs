@@ -58,3 +58,30 @@ fn sigterm_right_after_ready_exits_0() {
         assert_eq!(status.code(), Some(0), "round {round}: exit status {status}\n{}", s.output_dump());
     }
 }
+
+/// Once shutting down nothing is accepted that would not be delivered: a
+/// publish on a connection opened before the signal answers 503 (or finds the
+/// connection closed), never 202, and `/ready` says 503 so a load balancer
+/// stops sending work.
+#[test]
+fn publishes_during_the_shutdown_drain_answer_503() {
+    let mut s = server().env("SHUTDOWN_TIMEOUT", "5").start();
+    let (mut client, _) = s.connect("drain", "seller");
+    let mut kept = HttpConn::open(s.port);
+    assert_eq!(kept.request("GET", "/ready", &[], None).status, 200);
+
+    s.signal(libc::SIGTERM);
+    match expect_close(&mut client, Duration::from_secs(15)) {
+        Event::Close(Some(1001)) => {}
+        other => panic!("got {other:?} instead of close 1001\n{}", s.output_dump()),
+    }
+    let body = room_event("orders", 1).to_string();
+    if let Ok(r) = kept.try_request("POST", BROADCAST, &[("Content-Type", "application/json")], Some(&body)) {
+        assert_eq!(r.status, 503, "a publish after SIGTERM: {r:?}");
+        assert!(r.error_message().contains("shutting down"), "{r:?}");
+        if let Ok(r) = kept.try_request("GET", "/ready", &[], None) {
+            assert_eq!(r.status, 503, "/ready while shutting down: {r:?}");
+        }
+    }
+    s.wait_exit(Duration::from_secs(15)).unwrap_or_else(|| panic!("still running\n{}", s.output_dump()));
+}

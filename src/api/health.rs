@@ -19,7 +19,14 @@ pub fn health(instance: &Instance) -> serde_json::Value {
     })
 }
 
+/// 503 while this instance cannot take publishes: Redis down, or shutting down.
 pub fn ready(instance: &Instance) -> Response<Body> {
+    if instance.is_shutting_down() {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "status": "shutting down", "redis": redis_state(instance) }),
+        );
+    }
     match redis_state(instance) {
         "disconnected" => json(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -61,6 +61,12 @@ pub async fn handle(
         Ok(event) => {
             let id = event.id.clone();
             shard.instance.wait_for_room().await;
+            if shard.instance.is_shutting_down() {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting down: nothing is accepted that would not be delivered; publish to another instance",
+                );
+            }
             match shard.publish(event).await {
                 Ok(()) => {
                     shard.instance.metrics.published(Source::Api);

@@ -121,9 +121,21 @@ impl HttpConn {
         headers: &[(&str, &str)],
         body: Option<&str>,
     ) -> HttpResponse {
+        self.try_request(method, path, headers, body)
+            .unwrap_or_else(|e| panic!("HTTP {method} {path} on a kept-alive connection failed: {e}"))
+    }
+
+    /// [`HttpConn::request`], with the server free to have closed the connection.
+    pub fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> std::io::Result<HttpResponse> {
         let req = build_request(self.port, method, path, headers, body, false);
-        self.reader.get_mut().write_all(req.as_bytes()).expect("write request");
-        read_response(&mut self.reader, method == "HEAD").expect("read response")
+        self.reader.get_mut().write_all(req.as_bytes())?;
+        read_response(&mut self.reader, method == "HEAD")
     }
 }
 
