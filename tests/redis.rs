@@ -317,6 +317,8 @@ fn redis_outage_then_recovery_without_restarting_servers() {
     assert_ping_pong(&mut on_b);
     assert_eq!(a.health()["connections"], 1);
     assert_eq!(b.health()["connections"], 1);
+    // Long enough for every link to try, and fail, several times.
+    std::thread::sleep(Duration::from_secs(2));
 
     redis.restart();
     for s in [&a, &b] {
@@ -325,6 +327,14 @@ fn redis_outage_then_recovery_without_restarting_servers() {
         assert_eq!(r.status, 200, "/ready after Redis is back: {r:?}");
         assert!(s.metric("realtime_redis_reconnects_total") >= 1.0, "reconnects not counted");
         assert_eq!(s.metric("realtime_redis_connected"), 1.0);
+    }
+    // The outage is logged once per link (2 shards x subscriber and
+    // publisher) and so is the recovery, not once per reconnection attempt.
+    for s in [&a, &b] {
+        let log = s.stderr();
+        let warnings = log.lines().filter(|l| l.contains("WARN") && l.contains("redis")).count();
+        assert_eq!(warnings, 4, "one warning per link:\n{log}");
+        assert_eq!(log.matches("redis link recovered").count(), 4, "{log}");
     }
     let from_a = a.broadcast(room_event("orders", 3));
     let from_b = b.broadcast(room_event("orders", 4));
@@ -391,4 +401,53 @@ fn redis_url_is_decoded_as_a_url_and_names_an_acl_user() {
         let out = format!("{}{}", s.stdout(), s.stderr());
         assert!(!out.contains(password), "the Redis password appears in the output:\n{out}");
     }
+}
+
+/// A shard whose subscriber is down would miss events: while any of the
+/// instance's links is down, every publish answers 503, whichever shard takes
+/// it. Redis refuses SUBSCRIBE (ACL) so that only the subscribers stay down.
+#[test]
+fn publishes_answer_503_while_any_shards_subscriber_is_down() {
+    let redis = RedisServer::start();
+    let s = instance(&redis.url());
+    let mut clients = s.connect_on_both_shards(2, |i| s.subscriber(&format!("p{i}"), "seller", &["orders"]));
+
+    let _: String = redis.query(redis::cmd("ACL").arg("SETUSER").arg("default").arg("-subscribe"));
+    let _: i64 = redis.query(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"));
+    s.wait_health("redis", &json!("disconnected"), DEFAULT_DEADLINE);
+    for n in 0..20 {
+        let r = s.publish(BROADCAST, &room_event("orders", n));
+        assert_eq!(r.status, 503, "publish {n} while the subscribers are down: {r:?}");
+    }
+
+    let _: String = redis.query(redis::cmd("ACL").arg("SETUSER").arg("default").arg("+subscribe"));
+    s.wait_health("redis", &json!("connected"), REDIS_DEADLINE);
+    let id = s.broadcast(room_event("orders", 99));
+    let marker = s.marker();
+    for ws in &mut clients {
+        assert_eq!(ids(&read_until_marker(ws, &marker)), std::slice::from_ref(&id));
+    }
+}
+
+/// A frozen Redis (SIGSTOP) answers nothing: a publish answers 503 within
+/// the publish timeout instead of hanging, and the link counts as down until
+/// Redis answers again.
+#[test]
+fn frozen_redis_answers_503_and_counts_as_down() {
+    let redis = RedisServer::start();
+    let s = instance(&redis.url());
+    let mut client = s.subscriber("f1", "seller", &["orders"]);
+
+    redis.signal(libc::SIGSTOP);
+    let r = s.publish(BROADCAST, &room_event("orders", 1));
+    assert_eq!(r.status, 503, "a publish to a frozen Redis: {r:?}");
+    s.wait_health("redis", &json!("disconnected"), DEFAULT_DEADLINE);
+    assert_eq!(s.get("/ready").status, 503);
+
+    redis.signal(libc::SIGCONT);
+    s.wait_health("redis", &json!("connected"), REDIS_DEADLINE);
+    let id = s.broadcast(room_event("orders", 2));
+    let marker = s.marker();
+    let got = read_until_marker(&mut client, &marker);
+    assert!(ids(&got).ends_with(&[id]), "{got:?}");
 }

@@ -135,7 +135,8 @@ impl Shard {
     }
 
     /// Sends the event on its way to every session that should get it, on
-    /// every shard (and, with Redis, every instance).
+    /// every shard (and, with Redis, every instance). Fails, with nothing
+    /// delivered, while any of the instance's Redis links is down.
     pub async fn publish(&self, event: Event) -> Result<(), Unavailable> {
         match &self.bus {
             Bus::Local => {
@@ -147,6 +148,11 @@ impl Shard {
                 self.deliver(&event);
             }
             Bus::Redis { publisher, channels } => {
+                // Another shard's subscriber being down would lose the event
+                // for that shard's sessions: refuse it rather than answer 202.
+                if self.instance.redis_connected() == Some(false) {
+                    return Err(Unavailable);
+                }
                 let started = Instant::now();
                 publisher.publish(channels.for_room(event.room.as_deref()), event.frame.as_str()).await?;
                 self.metrics.redis_publish.observe(started.elapsed().as_secs_f64());

@@ -100,6 +100,13 @@ impl RedisServer {
         self.log.lock().unwrap().clone()
     }
 
+    /// Sends `signal` (SIGSTOP freezes it, SIGCONT thaws it).
+    pub fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("redis-server is running");
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0, "kill({signal})");
+    }
+
     /// SIGKILL and wait; the port is free afterwards.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod channels;
 pub mod links;
+mod outage;
 pub mod publisher;
 pub mod resp;
 pub mod subscriber;

@@ -1,13 +1,16 @@
 //! A shard's publishing connection. Publishes wait in a queue; one task
 //! writes every waiting `PUBLISH` in a single write (pipelining), then reads
 //! their replies in order. While the connection is down a publish fails at
-//! once, so the API can answer 503 with nothing delivered.
+//! once, so the API can answer 503 with nothing delivered. A batch Redis has
+//! not answered within [`PUBLISH_TIMEOUT`] fails, and the connection counts
+//! as lost: a frozen Redis must not hold publishers, nor look healthy.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use futures_channel::oneshot;
 use redis::Value;
@@ -15,8 +18,13 @@ use tracing::warn;
 
 use super::backoff::Backoff;
 use super::links::LinkFlag;
-use super::resp::{RespConn, RespError};
+use super::outage::Outage;
+use super::resp::{within, RespConn, RespError};
 use crate::config::RedisUrl;
+
+/// How long Redis may take to answer a batch of publishes (it answers in
+/// well under a millisecond when healthy).
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The event could not be handed to Redis; nothing was delivered.
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
@@ -64,15 +72,10 @@ impl Publisher {
         .await
     }
 
+    /// Drops what waits: each caller's reply channel closes, which it reads as
+    /// [`Unavailable`].
     fn fail_queued(&self) {
-        let queued: Vec<_> = self.queue.borrow_mut().drain(..).collect();
-        fail(queued);
-    }
-}
-
-fn fail(batch: impl IntoIterator<Item = Pending>) {
-    for pending in batch {
-        let _ = pending.reply.send(Err(Unavailable));
+        self.queue.borrow_mut().clear();
     }
 }
 
@@ -80,19 +83,21 @@ fn fail(batch: impl IntoIterator<Item = Pending>) {
 /// up while it is.
 pub async fn run(publisher: Rc<Publisher>, url: RedisUrl, link: LinkFlag) {
     let mut backoff = Backoff::default();
+    let mut outage = Outage::new("publisher");
     loop {
         match RespConn::connect(&url).await {
             Ok(conn) => {
                 backoff.reset();
                 publisher.connected.set(true);
                 link.set(true);
+                outage.connected();
                 let error = serve(&publisher, conn).await;
                 publisher.connected.set(false);
                 link.set(false);
                 publisher.fail_queued();
-                warn!(error = %error, "redis publisher disconnected");
+                outage.failed(&error);
             }
-            Err(error) => warn!(error = %error, "redis publisher cannot connect"),
+            Err(error) => outage.failed(&error),
         }
         glommio::timer::sleep(backoff.next_delay()).await;
     }
@@ -118,26 +123,27 @@ async fn serve(publisher: &Publisher, mut conn: RespConn) -> RespError {
             Wake::Batch(batch) => batch,
             Wake::Lost(error) => return error,
         };
-        let pipeline: Vec<u8> = batch.iter().flat_map(|p| p.command.iter().copied()).collect();
-        if let Err(error) = conn.send(&pipeline).await {
-            fail(batch);
+        if let Err(error) = within(PUBLISH_TIMEOUT, answer(&mut conn, batch)).await {
             return error;
         }
-        let mut batch = batch.into_iter();
-        while let Some(pending) = batch.next() {
-            match conn.next_value().await {
-                Ok(Value::Int(_)) => {
-                    let _ = pending.reply.send(Ok(()));
-                }
-                Ok(other) => {
-                    warn!(reply = ?other, "redis refused a publish");
-                    let _ = pending.reply.send(Err(Unavailable));
-                }
-                Err(error) => {
-                    fail(std::iter::once(pending).chain(batch));
-                    return error;
-                }
-            }
-        }
     }
+}
+
+/// Writes the batch in one pipeline and answers each publish with Redis's
+/// reply. On an error the publishes not yet answered are dropped, which their
+/// callers read as [`Unavailable`].
+async fn answer(conn: &mut RespConn, batch: Vec<Pending>) -> Result<(), RespError> {
+    let pipeline: Vec<u8> = batch.iter().flat_map(|p| p.command.iter().copied()).collect();
+    conn.send(&pipeline).await?;
+    for pending in batch {
+        let reply = match conn.next_value().await? {
+            Value::Int(_) => Ok(()),
+            other => {
+                warn!(reply = ?other, "redis refused a publish");
+                Err(Unavailable)
+            }
+        };
+        let _ = pending.reply.send(reply);
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! One Redis connection over a glommio socket, speaking RESP through the
 //! redis crate's encoder and incremental [`Parser`] (its own async API needs
-//! tokio). Connects, authenticates and selects the database of `REDIS_URL`.
+//! tokio). Connects, authenticates, selects the database of `REDIS_URL` and
+//! checks that Redis answers (a stopped Redis still accepts TCP connections).
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -13,7 +14,7 @@ use thiserror::Error;
 
 use crate::config::RedisUrl;
 
-/// Connecting (TCP, AUTH, SELECT) must finish within this.
+/// Connecting (TCP, AUTH, SELECT, PING) must finish within this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -27,8 +28,8 @@ pub enum RespError {
     Protocol(String),
     #[error("redis refused: {0}")]
     Refused(String),
-    #[error("redis did not answer within {CONNECT_TIMEOUT:?}")]
-    TimedOut,
+    #[error("redis did not answer within {0:?}")]
+    TimedOut(Duration),
 }
 
 pub struct RespConn {
@@ -42,12 +43,7 @@ pub struct RespConn {
 impl RespConn {
     /// Connects and prepares the connection (AUTH, SELECT) as `url` says.
     pub async fn connect(url: &RedisUrl) -> Result<Self, RespError> {
-        let prepared =
-            glommio::timer::timeout(CONNECT_TIMEOUT, async { Ok(Self::connect_unbounded(url).await) }).await;
-        match prepared {
-            Ok(result) => result,
-            Err(_) => Err(RespError::TimedOut),
-        }
+        within(CONNECT_TIMEOUT, Self::connect_unbounded(url)).await
     }
 
     async fn connect_unbounded(url: &RedisUrl) -> Result<Self, RespError> {
@@ -65,6 +61,7 @@ impl RespConn {
         if url.db != 0 {
             conn.command(&redis::cmd("SELECT").arg(url.db).get_packed_command()).await?;
         }
+        conn.command(&redis::cmd("PING").get_packed_command()).await?;
         Ok(conn)
     }
 
@@ -110,6 +107,15 @@ impl RespConn {
             }
         }
     }
+}
+
+/// `work`, or [`RespError::TimedOut`] once `limit` has passed (`work` is
+/// dropped then: the connection is to be closed, its replies are out of step).
+pub async fn within<T>(
+    limit: Duration,
+    work: impl std::future::Future<Output = Result<T, RespError>>,
+) -> Result<T, RespError> {
+    glommio::timer::timeout(limit, async { Ok(work.await) }).await.unwrap_or(Err(RespError::TimedOut(limit)))
 }
 
 /// Hands the parser what we have, then says "would block" instead of EOF,

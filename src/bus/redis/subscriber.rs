@@ -6,11 +6,12 @@
 use std::rc::Rc;
 
 use redis::{Msg, Value};
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::backoff::Backoff;
 use super::channels::Channels;
 use super::links::LinkFlag;
+use super::outage::Outage;
 use super::resp::{RespConn, RespError};
 use crate::config::RedisUrl;
 use crate::event::{content_id, Draft, Event, EventError, Required};
@@ -33,6 +34,7 @@ pub struct Subscriber {
 pub async fn run(subscriber: Subscriber, deliver: impl Fn(Event)) {
     let Subscriber { url, channels, link, metrics, counts } = subscriber;
     let mut backoff = Backoff::default();
+    let mut outage = Outage::new("subscriber");
     let mut first = true;
     loop {
         match subscribe(&url, &channels).await {
@@ -43,12 +45,12 @@ pub async fn run(subscriber: Subscriber, deliver: impl Fn(Event)) {
                 }
                 first = false;
                 link.set(true);
-                info!("redis subscriber connected");
+                outage.connected();
                 let error = listen(conn, |message| on_message(message, metrics, counts, &deliver)).await;
                 link.set(false);
-                warn!(error = %error, "redis subscriber disconnected");
+                outage.failed(&error);
             }
-            Err(error) => warn!(error = %error, "redis subscriber cannot connect"),
+            Err(error) => outage.failed(&error),
         }
         glommio::timer::sleep(backoff.next_delay()).await;
     }
