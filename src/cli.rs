@@ -68,6 +68,9 @@ pub struct ServeArgs {
     pub shutdown_timeout: Option<String>,
     #[arg(long, env = "LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// `true`: share the port with another process deliberately (rolling restarts).
+    #[arg(long, env = "SHARE_PORT")]
+    pub share_port: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -70,6 +70,8 @@ pub struct Config {
     pub send_queue_bytes: usize,
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
+    /// Listen even where another process already does (SO_REUSEPORT).
+    pub share_port: bool,
 }
 
 impl Config {
@@ -96,6 +98,7 @@ impl Config {
             send_queue_bytes: positive("SEND_QUEUE_BYTES", present(&args.send_queue_bytes), 1_048_576)?,
             shutdown_timeout: seconds("SHUTDOWN_TIMEOUT", present(&args.shutdown_timeout), 10)?,
             log_format: parse_log_format(present(&args.log_format))?,
+            share_port: flag("SHARE_PORT", present(&args.share_port))?,
         })
     }
 
@@ -148,6 +151,15 @@ fn parse_prefix(value: Option<&str>) -> Result<String, ConfigError> {
         Some(v) => {
             Err(ConfigError::new("REDIS_PREFIX", format!("{v:?} must be printable ASCII without spaces")))
         }
+    }
+}
+
+/// `true`/`false` (also `1`/`0`, `yes`/`no`); unset is false.
+fn flag(var: &'static str, value: Option<&str>) -> Result<bool, ConfigError> {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("false" | "0" | "no") => Ok(false),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some(v) => Err(ConfigError::new(var, format!("{v:?} is neither true nor false"))),
     }
 }
 
@@ -221,11 +233,12 @@ mod tests {
     #[test]
     fn each_bad_value_names_its_variable() {
         type Setter = fn(&mut ServeArgs, String);
-        let cases: [(&str, Setter); 6] = [
+        let cases: [(&str, Setter); 7] = [
             ("PORT", |a, v| a.port = Some(v)),
             ("SHARDS", |a, v| a.shards = Some(v)),
             ("WS_READ_TIMEOUT", |a, v| a.ws_read_timeout = Some(v)),
             ("LOG_FORMAT", |a, v| a.log_format = Some(v)),
+            ("SHARE_PORT", |a, v| a.share_port = Some(v)),
             ("REDIS_URL", |a, v| a.redis_url = Some(v)),
             ("BIND_ADDR", |a, v| a.bind_addr = Some(v)),
         ];

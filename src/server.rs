@@ -32,8 +32,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         warn!(shards = config.shards, cpus = default_shards(), "SHARDS is above the CPU count");
     }
     let addr = SocketAddr::new(config.listen_addr(), config.port);
-    let listeners =
-        listener::bind_all(addr, config.shards).with_context(|| format!("cannot listen on {addr}"))?;
+    let listeners = listener::bind_all(addr, config.shards, config.share_port)
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let (instance, parts) = Instance::new(config, TokenVerifier::new(secret.as_bytes()));
     let instance: &'static Instance = Box::leak(Box::new(instance));
 

@@ -3,8 +3,9 @@
 //! TCP_NODELAY are ours to choose. Bound on the main thread, so a port we
 //! cannot bind (an address not of this host, a port held by a socket without
 //! SO_REUSEPORT, or by another user) stops start-up before any executor runs.
-//! Another process of the same user listening with SO_REUSEPORT on the same
-//! port is not detected: the kernel lets it share the port.
+//! SO_REUSEPORT would also let another process of the same user share the
+//! port unnoticed: unless sharing is asked for (`SHARE_PORT`), a probe bound
+//! without it first proves that nobody listens there.
 
 use std::io;
 use std::net::SocketAddr;
@@ -28,7 +29,26 @@ pub fn bind(addr: SocketAddr) -> io::Result<OwnedFd> {
     Ok(socket.into())
 }
 
-/// Binds `count` listeners on `addr`.
-pub fn bind_all(addr: SocketAddr, count: usize) -> io::Result<Vec<OwnedFd>> {
+/// Binds `count` listeners on `addr`; unless `share`, only where no other
+/// process listens.
+pub fn bind_all(addr: SocketAddr, count: usize, share: bool) -> io::Result<Vec<OwnedFd>> {
+    if !share {
+        ensure_unused(addr)?;
+    }
     (0..count).map(|_| bind(addr)).collect()
+}
+
+/// A socket without SO_REUSEPORT cannot bind where anyone listens, whatever
+/// options the listener set. It is closed before our listeners bind.
+fn ensure_unused(addr: SocketAddr) -> io::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Lets the probe bind over connections of an earlier process in TIME_WAIT.
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into()).map_err(|e| match e.kind() {
+        io::ErrorKind::AddrInUse => io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "the port is in use by another process (set SHARE_PORT=true to share it deliberately)",
+        ),
+        _ => e,
+    })
 }
