@@ -198,7 +198,8 @@ check_env_example() {
         return
     fi
     for var in $vars; do
-        grep -q "^$var=" "$example" || missing="$missing $var"
+        # A variable whose empty value is refused (JWT_SECRET) is commented out.
+        grep -Eq "^(# )?$var=" "$example" || missing="$missing $var"
     done
     if [ -n "$missing" ]; then
         fail "$example lacks:$missing"

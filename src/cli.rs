@@ -83,7 +83,16 @@ pub struct TokenArgs {
     /// One of admin, seller, client, delivery.
     #[arg(long)]
     pub role: String,
-    /// Lifetime in seconds.
-    #[arg(long, default_value_t = 3600)]
+    /// Lifetime in seconds, at least 1.
+    #[arg(long, default_value_t = 3600, allow_negative_numbers = true, value_parser = positive_seconds)]
     pub ttl: u64,
+}
+
+/// A token's lifetime: `0` would mint a token that is born expired.
+fn positive_seconds(value: &str) -> Result<u64, String> {
+    match value.parse::<i128>() {
+        Ok(n) if n >= 1 => u64::try_from(n).map_err(|_| "too large".to_owned()),
+        Ok(_) => Err("must be at least 1 second (a token born expired is refused everywhere)".to_owned()),
+        Err(_) => Err("must be a whole number of seconds".to_owned()),
+    }
 }

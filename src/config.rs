@@ -77,7 +77,7 @@ pub struct Config {
 impl Config {
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
         Ok(Self {
-            jwt_secret: present(&args.jwt_secret).map(str::to_owned),
+            jwt_secret: secret(args.jwt_secret.as_deref())?,
             redis: present(&args.redis_url).map(parse_redis_url).transpose()?,
             redis_prefix: parse_prefix(present(&args.redis_prefix))?,
             port: parse_port(present(&args.port))?,
@@ -87,7 +87,7 @@ impl Config {
                     .parse()
                     .map_err(|_| ConfigError::new("BIND_ADDR", format!("{v:?} is not an IP address")))?,
             },
-            allowed_origins: parse_origins(present(&args.allowed_origins)),
+            allowed_origins: parse_origins(present(&args.allowed_origins))?,
             api_key: present(&args.api_key).map(str::to_owned),
             ws_read_timeout: seconds("WS_READ_TIMEOUT", present(&args.ws_read_timeout), 60)?,
             ws_write_timeout: seconds("WS_WRITE_TIMEOUT", present(&args.ws_write_timeout), 10)?,
@@ -108,6 +108,19 @@ impl Config {
             Some(_) => self.bind_addr,
             None => IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
+    }
+}
+
+/// Unset is development mode; set but empty is a mistake (a template's
+/// `JWT_SECRET=` left blank), not a request for development mode.
+fn secret(value: Option<&str>) -> Result<Option<String>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Err(ConfigError::new(
+            "JWT_SECRET",
+            "set but empty; set a secret (openssl rand -hex 32) or unset it for development mode",
+        )),
+        Some(v) => Ok(Some(v.to_owned())),
     }
 }
 
@@ -171,18 +184,30 @@ fn parse_log_format(value: Option<&str>) -> Result<LogFormat, ConfigError> {
     }
 }
 
-fn parse_origins(value: Option<&str>) -> AllowedOrigins {
-    let Some(v) = value else { return AllowedOrigins::SameHost };
-    let entries: Vec<String> = v
-        .split(',')
-        .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
-        .filter(|o| !o.is_empty())
-        .collect();
-    if entries.iter().any(|o| o == "*") {
-        AllowedOrigins::Any
-    } else {
-        AllowedOrigins::List(entries)
+fn parse_origins(value: Option<&str>) -> Result<AllowedOrigins, ConfigError> {
+    let Some(v) = value else { return Ok(AllowedOrigins::SameHost) };
+    let entries: Vec<&str> = v.split(',').map(str::trim).filter(|o| !o.is_empty()).collect();
+    if entries.contains(&"*") {
+        return Ok(AllowedOrigins::Any);
     }
+    entries.into_iter().map(parse_origin).collect::<Result<_, _>>().map(AllowedOrigins::List)
+}
+
+/// `scheme://host[:port]`, as a browser writes `Origin`, lower-cased; a
+/// trailing `/` is tolerated, a path, query or user is not.
+fn parse_origin(entry: &str) -> Result<String, ConfigError> {
+    let bad = || ConfigError::new("ALLOWED_ORIGINS", format!("{entry:?} is not * or scheme://host[:port]"));
+    let url = url::Url::parse(entry).map_err(|_| bad())?;
+    let bare = url.host_str().is_some_and(|h| !h.is_empty())
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none();
+    if !bare || !entry.contains("://") {
+        return Err(bad());
+    }
+    Ok(entry.trim_end_matches('/').to_ascii_lowercase())
 }
 
 /// The `redis` crate's own URL rules: user and password percent-decoded as
@@ -275,9 +300,14 @@ mod tests {
     #[test]
     fn origins_list_is_normalised() {
         assert_eq!(
-            parse_origins(Some("https://A.example/, http://b:8080")),
+            parse_origins(Some("https://A.example/, http://b:8080")).expect("valid"),
             AllowedOrigins::List(vec!["https://a.example".into(), "http://b:8080".into()])
         );
-        assert_eq!(parse_origins(Some("*")), AllowedOrigins::Any);
+        assert_eq!(parse_origins(Some("*")).expect("valid"), AllowedOrigins::Any);
+        for bad in
+            ["example.com", "https://a.example/path", "https://u@a.example", "http://", "https://a?x=1"]
+        {
+            assert_eq!(parse_origins(Some(bad)).expect_err(bad).var, "ALLOWED_ORIGINS");
+        }
     }
 }

@@ -35,7 +35,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
         Ok(config) => config,
         Err(e) => return usage_error(&e),
     };
-    realtime::logging::init(config.log_format);
+    if let Err(e) = realtime::logging::init(config.log_format) {
+        return usage_error(&e);
+    }
     match realtime::server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

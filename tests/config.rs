@@ -50,6 +50,11 @@ bad_value! {
     bad_shutdown_timeout_zero: "SHUTDOWN_TIMEOUT" => "0";
     bad_redis_url: "REDIS_URL" => "not-a-url";
     bad_bind_addr: "BIND_ADDR" => "nonsense";
+    bad_share_port: "SHARE_PORT" => "maybe";
+    bad_rust_log: "RUST_LOG" => "realtime=loud";
+    bad_allowed_origin_without_scheme: "ALLOWED_ORIGINS" => "https://shop.example,admin.example";
+    bad_allowed_origin_with_a_path: "ALLOWED_ORIGINS" => "https://shop.example/app";
+    jwt_secret_set_but_empty: "JWT_SECRET" => "";
 }
 
 #[test]

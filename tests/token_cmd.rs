@@ -75,3 +75,18 @@ fn token_command_unknown_role_exits_2() {
     assert_eq!(done.code(), Some(2), "{done:?}");
     assert!(done.stdout.trim().is_empty(), "no token expected: {:?}", done.stdout);
 }
+
+/// A token that is born expired (`--ttl 0`) or a negative lifetime is a bad
+/// value with a message that says what is wrong, not a silent dud.
+#[test]
+fn token_command_ttl_must_be_positive() {
+    for ttl in ["0", "-5"] {
+        let done = server()
+            .no_port_env()
+            .args(&["token", "--user-id", "1", "--role", "admin", "--ttl", ttl])
+            .run(EXIT_BOUND);
+        assert_eq!(done.code(), Some(2), "--ttl {ttl}: {done:?}");
+        assert!(done.stdout.trim().is_empty(), "--ttl {ttl}: no token expected: {:?}", done.stdout);
+        assert!(done.stderr.contains("--ttl") && done.stderr.contains(ttl), "--ttl {ttl}: {}", done.stderr);
+    }
+}
