@@ -327,3 +327,43 @@ fn b64url_helper_is_correct() {
         assert_eq!(b64url_decode(want).as_deref(), Some(input), "{want:?}");
     }
 }
+
+/// A `GET /ws` that asks to upgrade but is no valid RFC 6455 handshake gets
+/// an answer (it used to be hung up on without a byte): 401 without a token,
+/// then 400, or 426 naming the version we speak.
+#[test]
+fn malformed_upgrades_are_answered() {
+    let s = server().start();
+    let token = token(SECRET, "u1", "client");
+    let path = format!("/ws?token={token}");
+    let key = ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
+    let upgrade = [("Upgrade", "websocket"), ("Connection", "Upgrade"), key, ("Sec-WebSocket-Version", "13")];
+    let without = |name: &str| upgrade.iter().copied().filter(|(n, _)| *n != name).collect::<Vec<_>>();
+    let mut version_8 = without("Sec-WebSocket-Version");
+    version_8.push(("Sec-WebSocket-Version", "8"));
+
+    let cases: [(&str, &str, Vec<(&str, &str)>, u16); 4] = [
+        ("no token, no key", "/ws", without("Sec-WebSocket-Key"), 401),
+        ("no Sec-WebSocket-Key", &path, without("Sec-WebSocket-Key"), 400),
+        ("no Connection: Upgrade", &path, without("Connection"), 400),
+        ("version 8", &path, version_8, 426),
+    ];
+    for (what, path, headers, status) in cases {
+        let r = try_http(s.port, "GET", path, &headers, None)
+            .unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+        assert_eq!(r.status, status, "{what}: {r:?}");
+        assert!(!r.error_message().is_empty(), "{what}: a JSON error: {r:?}");
+        if status == 426 {
+            assert_eq!(r.header("sec-websocket-version"), Some("13"), "{what}: {r:?}");
+        }
+    }
+    let http_1_0 = format!(
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let r = raw_http(s.port, &http_1_0).expect("HTTP/1.0 upgrade: an answer");
+    assert_eq!(r.status, 400, "HTTP/1.0 upgrade: {r:?}");
+    // A valid upgrade still works.
+    let (mut ws, _) = s.connect("u2", "seller");
+    assert_ping_pong(&mut ws);
+}

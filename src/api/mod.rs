@@ -6,12 +6,14 @@
 //! - `publish`: the publish API;
 //! - `health`: `/health` and `/ready`;
 //! - `cors`: the CORS answers for browsers that publish;
-//! - `response`: JSON bodies and errors.
+//! - `response`: JSON bodies and errors;
+//! - `upgrade`: `GET /ws` requests that are not valid upgrades.
 
 pub mod cors;
 pub mod health;
 pub mod publish;
 pub mod response;
+pub mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -64,7 +66,7 @@ async fn respond(shard: &Shard, peer: SocketAddr, request: Request<Incoming>) ->
         ("/ready", &Method::GET | &Method::HEAD) => health::ready(instance),
         ("/metrics", &Method::GET | &Method::HEAD) => metrics(shard),
         ("/health" | "/ready" | "/metrics", _) => method_not_allowed("GET, HEAD"),
-        ("/ws", &Method::GET) => error(StatusCode::UPGRADE_REQUIRED, "WebSocket upgrade required"),
+        ("/ws", &Method::GET) => upgrade::answer(instance, &request),
         ("/ws", _) => method_not_allowed("GET"),
         (path, _) => match (Endpoint::from_path(path), &method) {
             (Some(_), &Method::OPTIONS) => return cors::preflight(origin),

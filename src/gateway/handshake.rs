@@ -4,7 +4,7 @@
 
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request};
 use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, StatusCode, Uri};
 
 use crate::auth::{AuthError, Identity};
 use crate::instance::{Admission, Instance};
@@ -70,21 +70,26 @@ pub fn check(instance: &'static Instance, request: &Request) -> Result<Admitted,
     if !origin::allowed(&instance.config.allowed_origins, header(headers, ORIGIN), header(headers, HOST)) {
         return Err(Rejection::Origin);
     }
-    let token = token(request).ok_or(Rejection::Unauthorized(AuthError::Missing))?;
-    let identity = instance.verifier.verify(&token).map_err(Rejection::Unauthorized)?;
+    let identity = authenticate(instance, request.uri(), headers)?;
     let admission = instance.admit().ok_or(Rejection::Full)?;
     Ok(Admitted { identity, admission })
 }
 
-/// `?token=` first, then `Authorization: Bearer`.
-fn token(request: &Request) -> Option<String> {
-    let from_query = request.uri().query().and_then(|query| {
+/// The identity in the request's token (`?token=` first, then
+/// `Authorization: Bearer`).
+pub fn authenticate(instance: &Instance, uri: &Uri, headers: &HeaderMap) -> Result<Identity, Rejection> {
+    let token = token(uri, headers).ok_or(Rejection::Unauthorized(AuthError::Missing))?;
+    instance.verifier.verify(&token).map_err(Rejection::Unauthorized)
+}
+
+fn token(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    let from_query = uri.query().and_then(|query| {
         form_urlencoded::parse(query.as_bytes())
             .find(|(key, _)| key == "token")
             .map(|(_, value)| value.into_owned())
     });
     from_query.or_else(|| {
-        let value = header(request.headers(), AUTHORIZATION)?;
+        let value = header(headers, AUTHORIZATION)?;
         let (scheme, token) = value.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
     })

@@ -1,6 +1,7 @@
 //! WebSocket sessions: a socket the front door routed to `/ws` becomes a
 //! session here. Everything runs on the shard that accepted the socket.
 //!
+//! - `upgrade`: whether a request is a valid RFC 6455 opening handshake;
 //! - `handshake`: token, origin and capacity checks before the upgrade;
 //! - `session`: one connection's read/write loop;
 //! - `flood`: per-connection flood control;
@@ -10,3 +11,4 @@ pub mod flood;
 pub mod handshake;
 pub mod protocol;
 pub mod session;
+pub mod upgrade;

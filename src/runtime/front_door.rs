@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
 
+use crate::gateway::upgrade;
+
 /// Longest request head we wait for; a longer one is HTTP's to refuse (431).
 pub const MAX_HEAD: usize = 8192;
 /// A client must send its whole request head within this time.
@@ -73,8 +75,9 @@ pub async fn route(stream: &TcpStream) -> Result<Route, HeadError> {
     }
 }
 
-/// `None` while the head is incomplete. Anything unparseable goes to HTTP,
-/// which answers it properly.
+/// `None` while the head is incomplete. Anything unparseable, and any
+/// upgrade that is not a valid opening handshake, goes to HTTP, which answers
+/// it properly.
 fn classify(head: &[u8]) -> Option<Route> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
@@ -84,9 +87,9 @@ fn classify(head: &[u8]) -> Option<Route> {
         Ok(httparse::Status::Complete(_)) => {
             let path = request.path.unwrap_or("");
             let on_ws = path.split('?').next() == Some("/ws");
-            let upgrade = request.headers.iter().any(|h| {
-                h.name.eq_ignore_ascii_case("upgrade") && h.value.eq_ignore_ascii_case(b"websocket")
-            });
+            let headers = || request.headers.iter().map(|h| (h.name, h.value));
+            let upgrade =
+                upgrade::asks(headers()) && upgrade::check(request.version == Some(1), headers()).is_ok();
             Some(if request.method == Some("GET") && on_ws && upgrade {
                 Route::WebSocket
             } else {
@@ -102,8 +105,11 @@ mod tests {
 
     #[test]
     fn routes_by_method_path_and_upgrade() {
-        let ws = b"GET /ws?token=x HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n";
+        let ws = b"GET /ws?token=x HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
         assert_eq!(classify(ws), Some(Route::WebSocket));
+        let no_key = b"GET /ws?token=x HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        assert_eq!(classify(no_key), Some(Route::Http), "an invalid upgrade is HTTP's to answer");
         assert_eq!(classify(b"GET /ws HTTP/1.1\r\nHost: a\r\n\r\n"), Some(Route::Http));
         assert_eq!(classify(b"GET /health HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"), Some(Route::Http));
         assert_eq!(classify(b"GET /ws HTTP/1.1\r\nHost: a"), None);

@@ -91,6 +91,14 @@ pub fn try_http(
     read_response(&mut r, method == "HEAD")
 }
 
+/// Writes `request` as it is (any HTTP version, any headers) and reads one
+/// response.
+pub fn raw_http(port: u16, request: &str) -> std::io::Result<HttpResponse> {
+    let mut s = connect_tcp(port)?;
+    s.write_all(request.as_bytes())?;
+    read_response(&mut BufReader::new(s), false)
+}
+
 pub fn http(
     port: u16,
     method: &str,
