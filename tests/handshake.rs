@@ -342,7 +342,9 @@ fn malformed_upgrades_are_answered() {
     let mut version_8 = without("Sec-WebSocket-Version");
     version_8.push(("Sec-WebSocket-Version", "8"));
 
-    let cases: [(&str, &str, Vec<(&str, &str)>, u16); 4] = [
+    // (what, path, headers, status)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
+    let cases: [Case; 4] = [
         ("no token, no key", "/ws", without("Sec-WebSocket-Key"), 401),
         ("no Sec-WebSocket-Key", &path, without("Sec-WebSocket-Key"), 400),
         ("no Connection: Upgrade", &path, without("Connection"), 400),
