@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use thiserror::Error;
 
+use crate::auth::{Role, UnknownRole};
 use crate::models::inventory::InventoryAlertPayload;
 use crate::models::message::BroadcastPayload;
 use crate::models::notification::NotificationPayload;
@@ -35,6 +36,9 @@ pub struct Event {
     /// The room as the publisher named it (it picks the Redis channel).
     pub room: Option<String>,
     pub audience: Audience,
+    /// Only sessions of this role receive it (where each role numbers its
+    /// users separately, seller 5 is not client 5).
+    pub role: Option<Role>,
     pub frame: Utf8Bytes,
 }
 
@@ -49,6 +53,8 @@ pub struct Draft<'a> {
     pub room: Option<String>,
     #[serde(rename = "userId", default)]
     pub user_id: Option<crate::models::Id>,
+    #[serde(default)]
+    pub role: Option<String>,
     #[serde(borrow, default)]
     pub payload: Option<&'a RawValue>,
     #[serde(default)]
@@ -68,6 +74,8 @@ pub enum EventError {
     Room(#[from] InvalidRoom),
     #[error("an event for room {0:?} needs a userId")]
     PersonalWithoutUser(String),
+    #[error(transparent)]
+    Role(#[from] UnknownRole),
     #[error("missing payload: it must be a JSON object")]
     MissingPayload,
     #[error("payload must be a JSON object")]
@@ -85,6 +93,8 @@ struct Envelope<'a> {
     room: Option<&'a str>,
     #[serde(rename = "userId", skip_serializing_if = "Option::is_none")]
     user_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'a str>,
     payload: &'a RawValue,
     timestamp: &'a str,
 }
@@ -110,6 +120,10 @@ impl Draft<'_> {
             _ => {}
         }
         let audience = audience(room.as_deref(), user.as_deref())?;
+        let role = match self.role.filter(|r| !r.is_empty()) {
+            None => None,
+            Some(r) => Some(r.parse::<Role>()?),
+        };
         let payload = self.payload.ok_or(EventError::MissingPayload)?;
         check_payload(&kind, payload)?;
         let id = self.id.filter(|id| !id.is_empty()).unwrap_or_else(|| ulid::Ulid::new().to_string());
@@ -120,12 +134,13 @@ impl Draft<'_> {
             kind: &kind,
             room: room.as_deref(),
             user_id: user.as_deref(),
+            role: role.map(Role::as_str),
             payload,
             timestamp: &timestamp,
         };
         // Strings and an already-valid raw value: serialisation cannot fail.
         let frame = Utf8Bytes::from(serde_json::to_string(&envelope).unwrap_or_default());
-        Ok(Event { id, room, audience, frame })
+        Ok(Event { id, room, audience, role, frame })
     }
 }
 

@@ -504,3 +504,28 @@ fn publishers_are_held_back_while_a_shard_owes_its_clients_too_much() {
     s.broadcast(json!({"room": "all", "type": "after", "payload": {}}));
     assert_eq!(s.metric("realtime_publishes_held_total"), held);
 }
+
+/// With `role`, an event reaches only sessions of that role: where a REST
+/// service numbers sellers and clients separately, seller 5 is not client 5.
+#[test]
+fn role_scopes_send_and_broadcast() {
+    let s = server().start();
+    let roles = ["client", "seller", "delivery"];
+    let mut fives: Vec<Ws> = roles.iter().map(|role| s.connect("5", role).0).collect();
+    let to_seller_5 = s.send(json!({"userId": 5, "role": "seller", "type": "t", "payload": {}}));
+    let to_clients = s.broadcast(json!({"room": "all", "role": "client", "type": "t", "payload": {}}));
+    let to_user_5 = s.send(json!({"userId": "5", "type": "t", "payload": {}}));
+    let marker = s.marker();
+    for (role, ws) in roles.iter().zip(&mut fives) {
+        let got = read_until_marker(ws, &marker);
+        let want = match *role {
+            "seller" => vec![to_seller_5.clone(), to_user_5.clone()],
+            "client" => vec![to_clients.clone(), to_user_5.clone()],
+            _ => vec![to_user_5.clone()],
+        };
+        assert_eq!(ids(&got), want, "{role} 5: {got:?}");
+    }
+    let r = s.publish(SEND, &json!({"userId": "5", "role": "superuser", "type": "t", "payload": {}}));
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.error_message().contains("role"), "{r:?}");
+}

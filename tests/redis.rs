@@ -451,3 +451,18 @@ fn frozen_redis_answers_503_and_counts_as_down() {
     let got = read_until_marker(&mut client, &marker);
     assert!(ids(&got).ends_with(&[id]), "{got:?}");
 }
+
+/// The role travels in the envelope: the other instance scopes it too.
+#[test]
+fn role_scoping_holds_across_instances() {
+    let redis = RedisServer::start();
+    let (a, b) = pair(&redis);
+    let mut seller = b.connect("7", "seller").0;
+    let mut client = b.connect("7", "client").0;
+    let id = a.send(json!({"userId": "7", "role": "seller", "type": "t", "payload": {}}));
+    let marker = a.marker();
+    let got = read_until_marker(&mut seller, &marker);
+    assert_eq!(ids(&got), [id]);
+    assert_eq!(got[0]["role"], "seller", "{got:?}");
+    expect_only_marker(&mut client, &marker, "client 7");
+}

@@ -5,4 +5,4 @@ pub mod jwt;
 pub mod policy;
 
 pub use jwt::{AuthError, Identity, TokenVerifier};
-pub use policy::Role;
+pub use policy::{Role, UnknownRole};

@@ -60,7 +60,7 @@ impl serde::Serialize for Role {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("unknown role {0:?} (expected admin, seller, client or delivery)")]
 pub struct UnknownRole(pub String);
 

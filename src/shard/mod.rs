@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use async_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::auth::Role;
 use crate::bus::local::{Inbox, ShardMsg};
 use crate::bus::redis::{ShardLinks, Unavailable};
 use crate::bus::Bus;
@@ -167,7 +168,7 @@ impl Shard {
     pub fn deliver(&self, event: &Event) {
         let frame = Utf8Bytes::from(event.frame.as_str().to_owned());
         let index = self.index.borrow();
-        let mut fanout = Fanout::default();
+        let mut fanout = Fanout { role: event.role, ..Fanout::default() };
         match &event.audience {
             Audience::Everyone => index.sessions().for_each(|s| fanout.offer(s, &frame)),
             Audience::Room(room) => index.members(room).iter().for_each(|s| fanout.offer(s, &frame)),
@@ -188,16 +189,20 @@ impl Shard {
     }
 }
 
-/// Counts of one event's delivery on one shard, added to the shared
-/// counters once.
+/// One event's delivery on one shard: the role it is for, if any, and the
+/// counts added to the shared counters once.
 #[derive(Default)]
 struct Fanout {
+    role: Option<Role>,
     queued: u64,
     slow: u64,
 }
 
 impl Fanout {
     fn offer(&mut self, session: &SessionHandle, frame: &Utf8Bytes) {
+        if self.role.is_some_and(|role| role != session.identity.role) {
+            return;
+        }
         match session.push(frame.clone()) {
             Push::Queued => self.queued += 1,
             Push::Overflow => self.slow += 1,
