@@ -6,6 +6,8 @@
 //! lock and little contention is on a hot path. Queue depths and the Redis
 //! state are read when scraped, not maintained on the data path.
 
+use std::collections::HashSet;
+
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -227,12 +229,69 @@ impl Metrics {
     }
 
     /// The text exposition (OpenMetrics, which Prometheus scrapes).
-    pub fn render(&self) -> String {
+    pub fn render(&self, format: Exposition) -> String {
         let mut out = String::with_capacity(4096);
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
-        out
+        match format {
+            Exposition::OpenMetrics => out,
+            Exposition::Text => to_text_format(&out),
+        }
     }
+}
+
+/// The two formats a scraper may ask for: OpenMetrics 1.0, or the
+/// Prometheus text format 0.0.4 that older scrapers and most tools read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    OpenMetrics,
+    Text,
+}
+
+impl Exposition {
+    /// As the Prometheus client libraries negotiate: OpenMetrics when the
+    /// `Accept` header names it, the text format otherwise.
+    pub fn for_accept(accept: Option<&str>) -> Self {
+        match accept {
+            Some(a) if a.to_ascii_lowercase().contains("application/openmetrics-text") => {
+                Exposition::OpenMetrics
+            }
+            _ => Exposition::Text,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Exposition::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// The text format 0.0.4 from an OpenMetrics exposition: a counter family
+/// is named with its `_total` suffix, and there is no `# UNIT` or `# EOF`.
+fn to_text_format(open_metrics: &str) -> String {
+    let counters: HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len() + 16 * counters.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let family_line = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match family_line {
+            Some(renamed) => out.push_str(&renamed),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// The labelled families behind [`ShardMetrics`].

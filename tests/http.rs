@@ -95,15 +95,9 @@ fn keep_alive_serves_two_requests_on_one_connection() {
 #[test]
 fn metrics_are_present_from_start_up() {
     let s = server().start();
-    let r = s.get("/metrics");
+    let r = http(s.port, "GET", "/metrics", &[("Accept", PROMETHEUS_ACCEPT)], None);
     assert_eq!(r.status, 200, "{r:?}");
-    assert!(
-        // Prometheus text format or its OpenMetrics successor; both scrape.
-        r.header("content-type")
-            .is_some_and(|v| v.starts_with("text/plain") || v.starts_with("application/openmetrics-text")),
-        "content-type: {:?}",
-        r.header("content-type")
-    );
+    assert_eq!(r.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
     for name in [
         "realtime_connections",
         "realtime_handshakes_total",

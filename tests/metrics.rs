@@ -115,3 +115,29 @@ fn connection_log_lines_carry_shard_user_and_role() {
     let signature = token.rsplit('.').next().expect("a JWT has three parts");
     assert!(!s.stderr().contains(signature), "the token is in the log");
 }
+
+/// `/metrics` answers the format the scraper asks for, as the Prometheus
+/// client libraries negotiate: OpenMetrics when `Accept` names it, the text
+/// format 0.0.4 otherwise (a plain `curl`, or a scraper that asks for it).
+#[test]
+fn metrics_format_follows_accept() {
+    let s = server().start();
+    let open_metrics = http(s.port, "GET", "/metrics", &[("Accept", PROMETHEUS_ACCEPT)], None);
+    assert_eq!(
+        open_metrics.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    assert!(open_metrics.body.ends_with("# EOF\n"), "{}", open_metrics.body);
+
+    for accept in [None, Some("text/plain;version=0.0.4"), Some("*/*")] {
+        let headers: Vec<_> = accept.map(|a| ("Accept", a)).into_iter().collect();
+        let r = http(s.port, "GET", "/metrics", &headers, None);
+        assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"), "{accept:?}");
+        assert!(!r.body.contains("# EOF"), "{accept:?}: {}", r.body);
+        assert!(r.body.contains("# TYPE realtime_handshakes_total counter\n"), "{accept:?}: {}", r.body);
+        let parsed = openmetrics_parser::prometheus::parse_prometheus(&r.body)
+            .unwrap_or_else(|e| panic!("{accept:?}: not the text format ({e:?}):\n{}", r.body));
+        assert!(parsed.families.contains_key("realtime_handshakes_total"), "{:?}", parsed.families.keys());
+        assert!(parsed.families.contains_key("realtime_connections"));
+    }
+}

@@ -21,13 +21,14 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use glommio::net::TcpStream;
-use http::header::{ALLOW, CONTENT_TYPE};
+use http::header::{ACCEPT, ALLOW, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use smol_hyper::rt::FuturesIo;
 use tracing::debug;
 
+use crate::metrics::Exposition;
 use crate::shard::Shard;
 use publish::Endpoint;
 use response::{error, json, Body};
@@ -64,7 +65,7 @@ async fn respond(shard: &Shard, peer: SocketAddr, request: Request<Incoming>) ->
     let mut response = match (request.uri().path(), &method) {
         ("/health", &Method::GET | &Method::HEAD) => json(StatusCode::OK, health::health(instance)),
         ("/ready", &Method::GET | &Method::HEAD) => health::ready(instance),
-        ("/metrics", &Method::GET | &Method::HEAD) => metrics(shard),
+        ("/metrics", &Method::GET | &Method::HEAD) => metrics(shard, &request),
         ("/health" | "/ready" | "/metrics", _) => method_not_allowed("GET, HEAD"),
         ("/ws", &Method::GET) => upgrade::answer(instance, &request),
         ("/ws", _) => method_not_allowed("GET"),
@@ -79,7 +80,7 @@ async fn respond(shard: &Shard, peer: SocketAddr, request: Request<Incoming>) ->
     response
 }
 
-fn metrics(shard: &Shard) -> Response<Body> {
+fn metrics<B>(shard: &Shard, request: &Request<B>) -> Response<Body> {
     let instance = shard.instance;
     instance.metrics.uptime_seconds.set(instance.started.elapsed().as_secs() as i64);
     instance.metrics.set_scraped(
@@ -87,11 +88,9 @@ fn metrics(shard: &Shard) -> Response<Body> {
         instance.backlogs.bytes(),
         instance.redis_connected() == Some(true),
     );
-    let mut response = Response::new(Body::from(instance.metrics.render()));
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
+    let format = Exposition::for_accept(request.headers().get(ACCEPT).and_then(|v| v.to_str().ok()));
+    let mut response = Response::new(Body::from(instance.metrics.render(format)));
+    response.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static(format.content_type()));
     response
 }
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::{poll, Server};
+use super::{http, poll, Server};
 
 /// Every sample of an OpenMetrics exposition, parsed by a real parser (which
 /// also rejects a malformed exposition), keyed `name{label="value",...}` with
@@ -41,9 +41,15 @@ pub fn metric_sum(samples: &HashMap<String, f64>, name: &str) -> f64 {
     samples.iter().filter(|(k, _)| *k == name || k.starts_with(&format!("{name}{{"))).map(|(_, v)| v).sum()
 }
 
+/// The `Accept` header of Prometheus's scrapes (2.x and 3.x default).
+pub const PROMETHEUS_ACCEPT: &str =
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+     version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
 impl Server {
+    /// `/metrics` in OpenMetrics, asked for as Prometheus asks.
     pub fn metrics(&self) -> String {
-        let r = self.get("/metrics");
+        let r = http(self.port, "GET", "/metrics", &[("Accept", PROMETHEUS_ACCEPT)], None);
         assert_eq!(r.status, 200, "/metrics: {r:?}\n{}", self.output_dump());
         r.body
     }
