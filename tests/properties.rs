@@ -113,30 +113,52 @@ fn maybe(values: impl Strategy<Value = Value>) -> impl Strategy<Value = Option<V
     prop::option::weighted(0.8, values)
 }
 
-/// The keys the REST service's payloads use, with values of every kind.
+/// The keys of the REST service's JSON, the checked payloads' among them.
+const REST_KEYS: &[&str] = &[
+    "id",
+    "userId",
+    "orderId",
+    "productId",
+    "status",
+    "priority",
+    "alert",
+    "action",
+    "title",
+    "message",
+    "name",
+    "email",
+    "items",
+    "quantity",
+    "price",
+    "total",
+    "stockLevel",
+    "threshold",
+    "kind",
+    "type",
+    "createdAt",
+    "address",
+    "street",
+    "city",
+];
+
+/// An object of up to `most` of these keys, each with a value from `values`.
+fn object_of(
+    keys: &[&'static str],
+    values: impl Strategy<Value = Value>,
+    most: usize,
+) -> impl Strategy<Value = Value> {
+    prop::collection::btree_map(prop::sample::select(keys.to_vec()), values, 0..most)
+        .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+}
+
+/// Payloads with the REST service's keys (those of the checked types
+/// among them), with values of every kind.
 fn payload() -> impl Strategy<Value = Value> {
-    let keys = prop::sample::select(vec![
-        "title",
-        "message",
-        "priority",
-        "action",
-        "orderId",
-        "status",
-        "productId",
-        "stockLevel",
-        "threshold",
-        "alert",
-        "x",
-    ]);
     let values = prop_oneof![
         json_value(),
         prop::sample::select(vec!["low", "normal", "high", "", "shipped", "low_stock"]).prop_map(Value::from),
     ];
-    prop_oneof![
-        4 => prop::collection::btree_map(keys, values, 0..6)
-            .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
-        1 => json_value(),
-    ]
+    prop_oneof![4 => object_of(REST_KEYS, values, 8), 1 => json_value()]
 }
 
 fn draft() -> impl Strategy<Value = Value> {
@@ -259,33 +281,7 @@ fn round_trips<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
 
 /// An object with the REST service's keys, as the types read them.
 fn rest_object() -> impl Strategy<Value = Value> {
-    let keys = prop::sample::select(vec![
-        "id",
-        "userId",
-        "orderId",
-        "productId",
-        "status",
-        "priority",
-        "alert",
-        "title",
-        "message",
-        "name",
-        "email",
-        "items",
-        "quantity",
-        "price",
-        "total",
-        "stockLevel",
-        "threshold",
-        "kind",
-        "type",
-        "createdAt",
-        "address",
-        "street",
-        "city",
-    ]);
-    prop::collection::btree_map(keys, json_value(), 0..8)
-        .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+    object_of(REST_KEYS, json_value(), 8)
 }
 
 proptest! {
