@@ -116,3 +116,76 @@ mod tests {
         assert_eq!(classify(b"\x16\x03\x01garbage\r\n\r\n"), Some(Route::Http));
     }
 }
+
+/// Classification on generated request heads and arbitrary bytes: no panic,
+/// the route a model of the rule gives, and the same route whatever prefix
+/// of the head the peek happened to see first (`PROPTEST_CASES` for longer runs).
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A request head and whether it should be a WebSocket upgrade: a GET of
+    /// `/ws` with every piece of a valid RFC 6455 opening handshake.
+    fn head() -> impl Strategy<Value = (Vec<u8>, bool)> {
+        let method = prop::sample::select(vec!["GET", "POST", "get", "HEAD", "OPTIONS"]);
+        let path =
+            prop::sample::select(vec!["/ws", "/ws?token=a.b.c", "/ws/", "/wss", "/health", "/ws?", "*"]);
+        let upgrade = prop::sample::select(vec!["websocket", "WebSocket", "websockets", "h2c", ""]);
+        let connection = prop::sample::select(vec!["Upgrade", "keep-alive, upgrade", "keep-alive", "close"]);
+        let version = prop::sample::select(vec!["13", "8", ""]);
+        let handshake = (prop::option::of(connection), any::<bool>(), prop::option::of(version));
+        let header = ("[A-Za-z-]{1,12}", "[ -~]{0,20}");
+        let headers = prop::collection::vec(header, 0..6);
+        (method, path, prop::option::of(upgrade), handshake, headers, any::<bool>()).prop_map(
+            |(method, path, upgrade, (connection, key, version), headers, upgrade_first)| {
+                let ours = ["upgrade", "connection", "sec-websocket-key", "sec-websocket-version"];
+                let mut lines: Vec<(String, String)> = headers
+                    .into_iter()
+                    .filter(|(k, _)| !ours.iter().any(|o| k.eq_ignore_ascii_case(o)))
+                    .collect();
+                if let Some(u) = upgrade {
+                    let at = if upgrade_first { 0 } else { lines.len() };
+                    lines.insert(at, ("Upgrade".into(), u.into()));
+                }
+                lines.extend(connection.map(|c| ("Connection".into(), c.into())));
+                lines.extend(key.then(|| ("Sec-WebSocket-Key".into(), "dGhlIHNhbXBsZSBub25jZQ==".into())));
+                lines.extend(version.map(|v| ("Sec-WebSocket-Version".into(), v.into())));
+                let mut text = format!("{method} {path} HTTP/1.1\r\n");
+                for (k, v) in &lines {
+                    text += &format!("{k}: {}\r\n", v.trim());
+                }
+                text += "\r\n";
+                let ws = method == "GET"
+                    && path.split('?').next() == Some("/ws")
+                    && upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+                    && connection.is_some_and(|c| c.to_ascii_lowercase().contains("upgrade"))
+                    && key
+                    && version == Some("13");
+                (text.into_bytes(), ws)
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn a_head_routes_by_the_rule_whatever_prefix_is_seen((head, ws) in head()) {
+            let route = if ws { Route::WebSocket } else { Route::Http };
+            prop_assert_eq!(classify(&head), Some(route));
+            for split in 0..head.len() {
+                let seen = classify(&head[..split]);
+                prop_assert!(seen.is_none() || seen == Some(route), "prefix {} routed {:?}", split, seen);
+            }
+        }
+
+        #[test]
+        fn any_bytes_route_somewhere_or_wait(bytes in prop::collection::vec(any::<u8>(), 0..MAX_HEAD / 8)) {
+            if let Some(route) = classify(&bytes) {
+                let mut longer = bytes.clone();
+                longer.extend_from_slice(b"\r\n\r\nmore");
+                prop_assert_eq!(classify(&longer), Some(route), "more bytes after a decided head change nothing");
+            }
+        }
+    }
+}

@@ -201,3 +201,137 @@ mod tests {
         assert_eq!(index.join(&s, "one-more"), Err(TooManyRooms));
     }
 }
+
+/// The index against a plain model: random insert, join, leave and remove
+/// sequences must leave exactly the members, user lists and rooms that a
+/// `HashMap<room, HashSet<session>>` says (`PROPTEST_CASES` for longer runs).
+#[cfg(test)]
+mod properties {
+    use std::collections::{HashMap, HashSet};
+    use std::time::Instant;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::auth::{Identity, Role};
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert { user: u8 },
+        Join { session: usize, room: u8 },
+        Leave { session: usize, room: u8 },
+        Remove { session: usize },
+    }
+
+    /// Few users and rooms, so that sequences share them.
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            1 => (0..4u8).prop_map(|user| Op::Insert { user }),
+            4 => (any::<usize>(), 0..6u8).prop_map(|(session, room)| Op::Join { session, room }),
+            2 => (any::<usize>(), 0..6u8).prop_map(|(session, room)| Op::Leave { session, room }),
+            1 => any::<usize>().prop_map(|session| Op::Remove { session }),
+        ]
+    }
+
+    /// What the index must agree with: open sessions by number, and room → members.
+    #[derive(Default)]
+    struct Model {
+        open: Vec<(usize, SessionKey, Rc<SessionHandle>)>,
+        rooms: HashMap<String, HashSet<usize>>,
+        next: usize,
+    }
+
+    impl Model {
+        fn pick(&self, n: usize) -> Option<(usize, SessionKey, Rc<SessionHandle>)> {
+            (!self.open.is_empty()).then(|| self.open[n % self.open.len()].clone())
+        }
+    }
+
+    fn room_name(room: u8) -> String {
+        // Two names share a base, so scoped and unscoped rooms mix.
+        if room % 2 == 0 {
+            format!("orders:{room}")
+        } else {
+            format!("r{room}")
+        }
+    }
+
+    fn apply(index: &mut Index, model: &mut Model, op: Op) {
+        match op {
+            Op::Insert { user } => {
+                let identity = Identity { user_id: user.to_string(), role: Role::Admin };
+                let handle = Rc::new(SessionHandle::new(identity, 1024, Instant::now()));
+                let key = index.insert(handle.clone());
+                model.open.push((model.next, key, handle));
+                model.next += 1;
+            }
+            Op::Join { session, room } => {
+                let Some((id, _, handle)) = model.pick(session) else { return };
+                let fresh = model.rooms.entry(room_name(room)).or_default().insert(id);
+                assert_eq!(index.join(&handle, &room_name(room)), Ok(fresh));
+            }
+            Op::Leave { session, room } => {
+                let Some((id, _, handle)) = model.pick(session) else { return };
+                let name = room_name(room);
+                let was = model.rooms.get_mut(&name).is_some_and(|m| m.remove(&id));
+                model.rooms.retain(|_, members| !members.is_empty());
+                assert_eq!(index.leave(&handle, &name), was);
+            }
+            Op::Remove { session } => {
+                let Some((id, key, handle)) = model.pick(session) else { return };
+                model.open.retain(|(open, _, _)| *open != id);
+                for members in model.rooms.values_mut() {
+                    members.remove(&id);
+                }
+                model.rooms.retain(|_, members| !members.is_empty());
+                let removed = index.remove(key).expect("an open session is in the index");
+                assert!(Rc::ptr_eq(&removed, &handle));
+                assert!(index.remove(key).is_none(), "a key is removed once");
+            }
+        }
+    }
+
+    fn assert_agrees(index: &Index, model: &Model) {
+        assert_eq!(index.len(), model.open.len());
+        assert_eq!(index.rooms.len(), model.rooms.len(), "no empty room is kept");
+        let number = |s: &Rc<SessionHandle>| {
+            model.open.iter().find(|(_, _, h)| Rc::ptr_eq(h, s)).map(|(id, _, _)| *id)
+        };
+        for room in (0..6).map(room_name) {
+            let members = index.members(&room);
+            let in_index: HashSet<usize> = members.iter().map(|s| number(s).expect("open")).collect();
+            assert_eq!(in_index.len(), members.len(), "{room}: a member listed twice");
+            assert_eq!(in_index, model.rooms.get(&room).cloned().unwrap_or_default(), "{room}");
+            for (id, _, handle) in &model.open {
+                assert_eq!(index.is_member(handle, &room), in_index.contains(id));
+            }
+        }
+        for user in 0..4u8 {
+            let user = user.to_string();
+            let mut in_index: Vec<usize> =
+                index.user_sessions(&user).iter().map(|s| number(s).expect("open")).collect();
+            let mut expected: Vec<usize> = model
+                .open
+                .iter()
+                .filter(|(_, _, h)| h.identity.user_id == user)
+                .map(|(id, _, _)| *id)
+                .collect();
+            in_index.sort_unstable();
+            expected.sort_unstable();
+            assert_eq!(in_index, expected, "sessions of user {user}");
+        }
+        assert_eq!(index.users.len(), index.users.values().filter(|s| !s.is_empty()).count());
+    }
+
+    proptest! {
+        #[test]
+        fn index_agrees_with_a_model(ops in proptest::collection::vec(op(), 1..200)) {
+            let mut index = Index::default();
+            let mut model = Model::default();
+            for op in ops {
+                apply(&mut index, &mut model, op);
+                assert_agrees(&index, &model);
+            }
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! A WebSocket client with a hand-made handshake and hand-parsed frames, for
-//! tests that need a peer which never answers pings and never writes.
+//! tests that need a peer which never answers pings, or which writes frames
+//! of its own making, well formed or not ([`client_frame`]).
 
 use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -7,8 +8,8 @@ use std::time::Instant;
 
 use super::{connect_tcp, read_line, DEFAULT_DEADLINE, POLL_READ};
 
-/// A WebSocket client that does the handshake by hand and then only reads:
-/// it never answers pings and never writes anything.
+/// A WebSocket client that does the handshake by hand and then reads frames
+/// and writes only the bytes it is given: it never answers pings.
 pub struct RawWs {
     reader: BufReader<TcpStream>,
 }
@@ -109,7 +110,41 @@ impl RawWs {
         }
     }
 
+    /// Writes bytes as they are: frames from [`client_frame`], or anything.
+    pub fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.reader.get_mut().write_all(bytes)
+    }
+
     pub fn shutdown(&self) {
         let _ = self.reader.get_ref().shutdown(Shutdown::Both);
     }
+}
+
+/// The mask key of the frames this client writes (RFC 6455's example).
+const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+/// One frame as a client writes it, with every field ours to choose:
+/// `rsv` is the three reserved bits (0 in a valid frame), `masked` false
+/// breaks the rule that clients mask.
+pub fn client_frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut frame = vec![(u8::from(fin) << 7) | ((rsv & 0b111) << 4) | (opcode & 0x0f)];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        len @ 0..=125 => frame.push(mask_bit | len as u8),
+        len @ 126..=0xffff => {
+            frame.push(mask_bit | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            frame.push(mask_bit | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        frame.extend_from_slice(&MASK);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    } else {
+        frame.extend_from_slice(payload);
+    }
+    frame
 }

@@ -2,7 +2,7 @@
 //! `?token=`, the `connected` greeting, an optional subscribe; and the parsing
 //! of the bench events it then receives.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
@@ -199,7 +199,10 @@ fn number_after(text: &str, key: &str) -> Option<u64> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Seen {
     New,
+    /// Seen before on this connection.
     Duplicate,
+    /// Seen for the first time, after the window had given up on it.
+    Late,
 }
 
 /// Sequence numbers one connection has seen, to tell new events from
@@ -212,19 +215,24 @@ pub struct SeqTracker {
     words: VecDeque<u64>,
     /// Numbers given up on when the window had to move past them.
     pub skipped: u64,
+    /// The numbers given up on, by the first number of their word, so that
+    /// one arriving after all is told from a duplicate. The oldest are
+    /// forgotten past `GIVEN_UP_WORDS` (one arriving then counts as a duplicate).
+    given_up: BTreeMap<u64, u64>,
 }
 
 const WINDOW_WORDS: usize = 64;
+const GIVEN_UP_WORDS: usize = 1024;
 
 impl SeqTracker {
     pub fn see(&mut self, seq: u64) -> Seen {
         if seq < self.low {
-            return Seen::Duplicate;
+            return self.see_below_window(seq);
         }
         let mut offset = seq - self.low;
         while offset >= (WINDOW_WORDS * 64) as u64 {
             let word = self.words.pop_front().unwrap_or(0);
-            self.skipped += u64::from(64 - word.count_ones());
+            self.give_up(!word);
             self.low += 64;
             offset -= 64;
         }
@@ -242,6 +250,32 @@ impl SeqTracker {
             self.low += 64;
         }
         Seen::New
+    }
+
+    /// The word at `low` leaves the window with these numbers unseen.
+    fn give_up(&mut self, unseen: u64) {
+        if unseen == 0 {
+            return;
+        }
+        self.skipped += u64::from(unseen.count_ones());
+        self.given_up.insert(self.low, unseen);
+        if self.given_up.len() > GIVEN_UP_WORDS {
+            self.given_up.pop_first();
+        }
+    }
+
+    fn see_below_window(&mut self, seq: u64) -> Seen {
+        let (base, mask) = (seq - seq % 64, 1u64 << (seq % 64));
+        match self.given_up.get_mut(&base) {
+            Some(unseen) if *unseen & mask != 0 => {
+                *unseen &= !mask;
+                if *unseen == 0 {
+                    self.given_up.remove(&base);
+                }
+                Seen::Late
+            }
+            _ => Seen::Duplicate,
+        }
     }
 }
 
@@ -284,5 +318,20 @@ mod tests {
         assert_eq!(t.see(1_000_000), Seen::New);
         assert!(t.skipped > 0);
         assert_eq!(t.see(1_000_000), Seen::Duplicate);
+    }
+
+    #[test]
+    fn a_late_arrival_is_not_a_duplicate() {
+        let mut t = SeqTracker::default();
+        for seq in (0..10).filter(|&s| s != 3) {
+            assert_eq!(t.see(seq), Seen::New);
+        }
+        // 4096 numbers ahead: the window gives 3 up.
+        assert_eq!(t.see(64 * 64 + 5), Seen::New);
+        assert_eq!(t.skipped, 64 - 9);
+        assert_eq!(t.see(3), Seen::Late, "given up on, then arrived: late, not a duplicate");
+        assert_eq!(t.see(3), Seen::Duplicate, "the second time it is a duplicate");
+        assert_eq!(t.see(4), Seen::Duplicate, "seen before the window moved");
+        assert_eq!(t.see(40), Seen::Late);
     }
 }

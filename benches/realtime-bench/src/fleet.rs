@@ -216,6 +216,11 @@ pub struct WorkerReport {
     pub duplicates: u64,
     /// Sequence numbers a connection's window moved past without seeing them.
     pub skipped: u64,
+    /// Of `unique`, those that arrived after their connection's window had
+    /// moved past them (reordered by more than the window, or very slow).
+    pub late: u64,
+    /// When the last of `unique` arrived, µs since the Unix epoch (0: none).
+    pub last_delivery_us: u64,
     /// Text messages that were not bench events.
     pub other_messages: u64,
     /// WebSocket pings from the server (answered by tungstenite).
@@ -246,6 +251,8 @@ impl Merge for WorkerReport {
         self.unique += o.unique;
         self.duplicates += o.duplicates;
         self.skipped += o.skipped;
+        self.late += o.late;
+        self.last_delivery_us = self.last_delivery_us.max(o.last_delivery_us);
         self.other_messages += o.other_messages;
         self.pings += o.pings;
         self.pings_sent += o.pings_sent;
@@ -716,15 +723,19 @@ fn on_text(state: &ShardState, tracker: &mut SeqTracker, pinger: Option<&mut Pin
         return;
     };
     match tracker.see(seq) {
-        Seen::New => {
-            report.latency.record(client::unix_micros().saturating_sub(sent_at));
+        Seen::Duplicate => report.duplicates += 1,
+        seen => {
+            // A late event still arrived once: it is delivered, and counted apart.
+            report.late += u64::from(seen == Seen::Late);
+            let now = client::unix_micros();
+            report.latency.record(now.saturating_sub(sent_at));
+            report.last_delivery_us = report.last_delivery_us.max(now);
             report.unique += 1;
             state.control.unique.fetch_add(1, Ordering::Relaxed);
             if let Some(window) = &state.window {
                 window.delivered(seq);
             }
         }
-        Seen::Duplicate => report.duplicates += 1,
     }
 }
 

@@ -71,6 +71,8 @@ pub struct PubReport {
     pub failed: u64,
     pub status: BTreeMap<u16, u64>,
     pub elapsed: Duration,
+    /// When the first request went out, µs since the Unix epoch.
+    pub first_sent_us: Option<u64>,
     /// Request round trips, µs.
     pub latency: Histogram,
     pub connections: u64,
@@ -96,7 +98,7 @@ pub fn run(spec: PubSpec) -> anyhow::Result<PubReport> {
 
 struct State {
     spec: PubSpec,
-    start: Instant,
+    schedule: Schedule,
     deadline: Instant,
     next: Cell<u64>,
     /// Next per-user sequence number, by position in the target list (send).
@@ -118,8 +120,8 @@ async fn publish(spec: PubSpec) -> PubReport {
     let places = spec.closed.as_ref().map_or(0, |c| c.limit as u64);
     let state = Rc::new(State {
         deadline: start + spec.duration,
+        schedule: Schedule { start, start_us: unix_micros(), rate: spec.rate },
         spec,
-        start,
         next: Cell::new(0),
         user_seq: RefCell::new(user_seq),
         report: RefCell::new(PubReport::default()),
@@ -153,7 +155,7 @@ async fn worker(state: Rc<State>) {
             break;
         }
         if spec.rate > 0.0 {
-            let due = state.start + Duration::from_secs_f64(seq as f64 / spec.rate);
+            let due = state.schedule.due(seq);
             if due >= state.deadline {
                 break;
             }
@@ -191,9 +193,10 @@ async fn worker(state: Rc<State>) {
             }
         }
         let Some(sender) = conn.as_mut() else { continue };
-        let request = state.request(seq);
+        let request = state.request(seq, state.schedule.sent_at(seq));
         let place = place.hold(seq);
         let sent = Instant::now();
+        state.report.borrow_mut().first_sent_us.get_or_insert_with(unix_micros);
         let answer = futures_lite::future::or(
             async {
                 sender.ready().await.ok()?;
@@ -319,13 +322,12 @@ async fn reap(state: Rc<State>) {
 }
 
 impl State {
-    /// The request for event `seq`.
-    fn request(&self, seq: u64) -> Request<Full<Bytes>> {
-        let now = unix_micros();
+    /// The request for event `seq`, stamped `sent_at` (µs since the Unix epoch).
+    fn request(&self, seq: u64, sent_at: u64) -> Request<Full<Bytes>> {
         let (path, body) = match &self.spec.kind {
             Kind::Broadcast { room } => {
                 let body = serde_json::json!({
-                    "room": room, "type": "bench", "payload": { "seq": seq, "sentAt": now },
+                    "room": room, "type": "bench", "payload": { "seq": seq, "sentAt": sent_at },
                 });
                 ("/api/notifications/broadcast", body)
             }
@@ -336,7 +338,7 @@ impl State {
                 seqs[pick] += 1;
                 let user = token::user_id(targets[pick] as usize);
                 let body = serde_json::json!({
-                    "userId": user, "type": "bench", "payload": { "seq": k, "sentAt": now },
+                    "userId": user, "type": "bench", "payload": { "seq": k, "sentAt": sent_at },
                 });
                 ("/api/notifications/send", body)
             }
@@ -352,6 +354,38 @@ impl State {
     }
 }
 
+/// When each event is due. At a fixed rate an event's `sentAt` is the time
+/// it was scheduled for, not when a free worker got round to sending it: a
+/// saturated publisher (or server) then shows as latency instead of
+/// silently sending later (coordinated omission).
+struct Schedule {
+    start: Instant,
+    /// `start` in µs since the Unix epoch, the clock of `sentAt`.
+    start_us: u64,
+    /// Events per second; 0 = as fast as the window allows (no schedule).
+    rate: f64,
+}
+
+impl Schedule {
+    /// When event `seq` should go out (rate > 0).
+    fn due(&self, seq: u64) -> Instant {
+        self.start + self.offset(seq)
+    }
+
+    /// The `sentAt` of event `seq`: its scheduled time at a fixed rate, now otherwise.
+    fn sent_at(&self, seq: u64) -> u64 {
+        if self.rate > 0.0 {
+            self.start_us + self.offset(seq).as_micros() as u64
+        } else {
+            unix_micros()
+        }
+    }
+
+    fn offset(&self, seq: u64) -> Duration {
+        Duration::from_secs_f64(seq as f64 / self.rate)
+    }
+}
+
 /// A keep-alive HTTP/1.1 connection to the server; its driver runs as a task.
 async fn open(target: &Target) -> anyhow::Result<Sender> {
     let stream = target::connect(target.addr, None, Duration::from_secs(5)).await?;
@@ -361,4 +395,26 @@ async fn open(target: &Target) -> anyhow::Result<Sender> {
     })
     .detach();
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_a_rate_an_event_is_stamped_when_it_was_due_not_when_it_went_out() {
+        // Scheduled a minute ago: every event is late by now, and says when it was due.
+        let schedule = Schedule { start: Instant::now(), start_us: unix_micros() - 60_000_000, rate: 1000.0 };
+        assert_eq!(schedule.sent_at(0), schedule.start_us);
+        assert_eq!(schedule.sent_at(2500), schedule.start_us + 2_500_000);
+        assert_eq!(schedule.due(2500), schedule.start + Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn without_a_rate_an_event_is_stamped_when_it_goes_out() {
+        let before = unix_micros();
+        let schedule = Schedule { start: Instant::now(), start_us: before - 60_000_000, rate: 0.0 };
+        let stamped = schedule.sent_at(2500);
+        assert!(stamped >= before && stamped <= unix_micros());
+    }
 }

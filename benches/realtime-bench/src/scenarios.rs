@@ -127,6 +127,29 @@ fn cpu_us_per(cpu: Option<f64>, count: u64) -> Option<f64> {
     cpu.filter(|_| count > 0).map(|c| round(c * 1e6 / count as f64, 2))
 }
 
+/// Deliveries per second over the span from the first publish to the last
+/// delivery (so neither a drain nor a slow start inflates it), and how many
+/// of them came after publishing stopped.
+#[derive(Debug, PartialEq)]
+struct Throughput {
+    per_s: f64,
+    span_s: f64,
+    drained: u64,
+}
+
+fn throughput(
+    delivered: u64,
+    by_publish_end: u64,
+    first_publish_us: Option<u64>,
+    last_delivery_us: u64,
+) -> Throughput {
+    let span_s = first_publish_us
+        .filter(|&first| last_delivery_us > first)
+        .map_or(0.0, |first| (last_delivery_us - first) as f64 / 1e6);
+    let per_s = if span_s > 0.0 { delivered as f64 / span_s } else { 0.0 };
+    Throughput { per_s, span_s, drained: delivered.saturating_sub(by_publish_end) }
+}
+
 /// `--drain`, checked.
 fn drain_limit(seconds: f64) -> anyhow::Result<Duration> {
     if !(0.0..=60.0).contains(&seconds) {
@@ -361,6 +384,7 @@ pub fn publish(
         }
     };
     let expected = if send { published.accepted } else { published.accepted * receivers };
+    let by_publish_end = fleet.progress().context("progress")?.delivered;
     let drain_s = wait_drained(&mut fleet, drain, |progress| progress.delivered >= expected)?.as_secs_f64();
     let cpu_after = s.cpu()?;
     let bench_own = procstat::own_cpu_s() - bench_before;
@@ -370,7 +394,8 @@ pub fn publish(
     let publish_s = published.elapsed.as_secs_f64();
     let delivered = report.unique;
     let lost = expected.saturating_sub(delivered);
-    let per_s = delivered as f64 / publish_s;
+    let rate_of = throughput(delivered, by_publish_end, published.first_sent_us, report.last_delivery_us);
+    let per_s = rate_of.per_s;
     let cpu = cpu_delta(cpu_before, cpu_after);
     let cpu_per_million = cpu.filter(|_| delivered > 0).map(|c| round(c * 1e6 / delivered as f64, 3));
     let offered =
@@ -403,9 +428,12 @@ pub fn publish(
         "delivered": delivered,
         "offered_deliveries_per_s": offered,
         "deliveries_per_s": round(per_s, 1),
+        "delivery_s": round(rate_of.span_s, 3),
+        "drain_deliveries": rate_of.drained,
         "lost": lost,
         "loss_ratio": if expected > 0 { round(lost as f64 / expected as f64, 6) } else { 0.0 },
         "duplicates": report.duplicates,
+        "late": report.late,
         "skipped": report.skipped,
         "disconnects": report.disconnects,
         "drain_s": round(drain_s, 3),
@@ -420,12 +448,16 @@ pub fn publish(
     }
     let mut summary = format!(
         "{scenario}: {} events to {receivers} receivers in {publish_s:.2} s ({} rejected, {} failed); \
-         delivered {delivered}/{expected} = {per_s:.0}/s, lost {lost}, duplicates {}\n  \
+         delivered {delivered}/{expected} = {per_s:.0}/s from the first publish to the last delivery \
+         ({:.2} s, {} of them after publishing stopped), lost {lost}, duplicates {}, late {}\n  \
          latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
         published.accepted,
         published.rejected,
         published.failed,
+        rate_of.span_s,
+        rate_of.drained,
         report.duplicates,
+        report.late,
         report.latency.quantile(0.5) as f64 / 1000.0,
         report.latency.quantile(0.99) as f64 / 1000.0,
         report.latency.quantile(0.999) as f64 / 1000.0,
@@ -525,4 +557,23 @@ pub fn ping(s: &Settings, busy: usize, rate: f64, drain_s: f64) -> anyhow::Resul
 
 fn fleet_processes(s: &Settings) -> usize {
     s.conns.div_ceil(s.common.per_process)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throughput_runs_from_the_first_publish_to_the_last_delivery() {
+        // 10 s of publishing, 600k delivered by then and 400k in a 5 s drain:
+        // 1M over 15 s, not over the 10 s of publishing.
+        let t = throughput(1_000_000, 600_000, Some(1_000_000_000), 1_015_000_000);
+        assert_eq!(t, Throughput { per_s: 1_000_000.0 / 15.0, span_s: 15.0, drained: 400_000 });
+    }
+
+    #[test]
+    fn throughput_without_deliveries_is_zero() {
+        assert_eq!(throughput(0, 0, Some(5), 0), Throughput { per_s: 0.0, span_s: 0.0, drained: 0 });
+        assert_eq!(throughput(0, 0, None, 0).per_s, 0.0);
+    }
 }

@@ -48,6 +48,14 @@ fn every_scenario_runs_and_loses_nothing() {
     assert_eq!((fanout["lost"].as_u64(), fanout["duplicates"].as_u64()), (Some(0), Some(0)), "{fanout}");
     assert!(fanout["delivered"].as_u64().is_some_and(|n| n > 0), "{fanout}");
     assert_eq!(fanout["delivered"], fanout["expected"], "{fanout}");
+    assert_eq!(fanout["late"], 0, "{fanout}");
+    // Throughput spans the first publish to the last delivery; the drain's share is apart.
+    let (delivered, span) =
+        (fanout["delivered"].as_f64().unwrap_or(0.0), fanout["delivery_s"].as_f64().unwrap_or(0.0));
+    assert!(span > 0.0, "{fanout}");
+    let per_s = fanout["deliveries_per_s"].as_f64().unwrap_or(0.0);
+    assert!((per_s - delivered / span).abs() <= 0.1 + per_s * 0.01, "{fanout}");
+    assert!(fanout["drain_deliveries"].as_f64().is_some_and(|d| d <= delivered), "{fanout}");
 
     let send = bench(port, pid, &["--conns", "20", "--duration", "1", "send", "--rate", "50"]);
     assert_eq!(send["lost"], 0, "{send}");
