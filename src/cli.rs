@@ -28,7 +28,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve(ServeArgs),
-    /// Print a JWT signed with JWT_SECRET, for testing.
+    /// Print a JWT signed with JWT_SECRET (or a private key), for testing.
     Token(TokenArgs),
 }
 
@@ -68,6 +68,24 @@ pub struct ServeArgs {
     pub shutdown_timeout: Option<String>,
     #[arg(long, env = "LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Path of a PEM public key for RS256/ES256/EdDSA tokens.
+    #[arg(long, env = "JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<String>,
+    /// URL (http or https) of a JSON Web Key Set.
+    #[arg(long, env = "JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// Seconds between JWKS refetches.
+    #[arg(long, env = "JWKS_REFRESH")]
+    pub jwks_refresh: Option<String>,
+    /// A token's `iss` must equal it.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// A token's `aud` must contain it.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Seconds before a live token's `exp` that the client is told.
+    #[arg(long, env = "TOKEN_REFRESH_NOTICE")]
+    pub token_refresh_notice: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -83,4 +101,11 @@ pub struct TokenArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     pub ttl: u64,
+    /// Sign with this PEM private key instead of JWT_SECRET: RSA → RS256,
+    /// EC P-256 → ES256, P-384 → ES384, Ed25519 → EdDSA.
+    #[arg(long)]
+    pub private_key: Option<std::path::PathBuf>,
+    /// The `kid` header, naming the key in a JWKS.
+    #[arg(long)]
+    pub kid: Option<String>,
 }

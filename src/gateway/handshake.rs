@@ -6,9 +6,10 @@ use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request};
 use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN};
 use http::{HeaderMap, StatusCode};
 
-use crate::auth::{AuthError, Identity};
-use crate::instance::{Admission, Instance};
+use crate::auth::{AuthError, Verified};
+use crate::instance::Admission;
 use crate::origin;
+use crate::shard::Shard;
 
 /// Why an upgrade was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,12 +34,15 @@ impl Rejection {
             Rejection::ShuttingDown => "server is shutting down",
             Rejection::Full => "connection limit reached",
             Rejection::Origin => "origin not allowed",
-            Rejection::Unauthorized(AuthError::Missing) => "missing token",
-            Rejection::Unauthorized(AuthError::Expired) => "token expired",
-            Rejection::Unauthorized(AuthError::MissingClaim) => {
-                "token lacks a required claim (exp, userId or sub, role)"
-            }
-            Rejection::Unauthorized(AuthError::UnknownRole) => "unknown role",
+            Rejection::Unauthorized(
+                e @ (AuthError::Missing
+                | AuthError::Expired
+                | AuthError::NotYetValid
+                | AuthError::Issuer
+                | AuthError::Audience
+                | AuthError::MissingClaim
+                | AuthError::UnknownRole),
+            ) => e.message(),
             Rejection::Unauthorized(_) => "invalid token",
         }
     }
@@ -58,11 +62,12 @@ impl Rejection {
 
 /// A client that passed every check, with its connection slot.
 pub struct Admitted {
-    pub identity: Identity,
+    pub verified: Verified,
     pub admission: Admission,
 }
 
-pub fn check(instance: &'static Instance, request: &Request) -> Result<Admitted, Rejection> {
+pub fn check(shard: &Shard, request: &Request) -> Result<Admitted, Rejection> {
+    let instance = shard.instance;
     if instance.is_shutting_down() {
         return Err(Rejection::ShuttingDown);
     }
@@ -71,9 +76,9 @@ pub fn check(instance: &'static Instance, request: &Request) -> Result<Admitted,
         return Err(Rejection::Origin);
     }
     let token = token(request).ok_or(Rejection::Unauthorized(AuthError::Missing))?;
-    let identity = instance.verifier.verify(&token).map_err(Rejection::Unauthorized)?;
+    let verified = shard.verify(&token).map_err(Rejection::Unauthorized)?;
     let admission = instance.admit().ok_or(Rejection::Full)?;
-    Ok(Admitted { identity, admission })
+    Ok(Admitted { verified, admission })
 }
 
 /// `?token=` first, then `Authorization: Bearer`.

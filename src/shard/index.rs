@@ -147,7 +147,7 @@ mod tests {
 
     fn session(user: &str) -> Rc<SessionHandle> {
         let identity = Identity { user_id: user.into(), role: Role::Admin };
-        Rc::new(SessionHandle::new(identity, 1024, Instant::now()))
+        Rc::new(SessionHandle::new(identity, u64::MAX, 1024, Instant::now()))
     }
 
     #[test]
