@@ -54,7 +54,8 @@ fn the_algorithm_comes_from_the_key_never_from_the_token() {
 fn a_bad_public_key_stops_start_up() {
     let dir = TempDir::new();
     dir.write("garbage.pem", "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----\n");
-    for path in [dir.path().join("absent.pem"), dir.path().join("garbage.pem")] {
+    let private = KeyPair::generate(KeyKind::Rsa);
+    for path in [dir.path().join("absent.pem"), dir.path().join("garbage.pem"), private.private_pem.clone()] {
         let done = server().env("JWT_PUBLIC_KEY", path.to_str().unwrap()).run(EXIT_BOUND);
         assert_eq!(done.code(), Some(2), "{path:?}: {done:?}");
         let lines = done.stderr_lines();

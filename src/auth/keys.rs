@@ -19,6 +19,8 @@ const HS256: &[Algorithm] = &[Algorithm::HS256];
 pub enum KeyError {
     #[error("not a PEM RSA, EC (P-256, P-384) or Ed25519 {0} key")]
     Pem(&'static str),
+    #[error("a private key where the public key belongs")]
+    Private,
     #[error("EC key on a curve other than P-256 or P-384")]
     Curve,
     #[error("key set: {0}")]
@@ -40,6 +42,11 @@ impl VerifyingKey {
 
     /// A PEM public key (`JWT_PUBLIC_KEY`); its type decides the algorithms.
     pub fn from_public_pem(pem: &[u8]) -> Result<Self, KeyError> {
+        // jsonwebtoken would take an RSA private key here and then fail every
+        // token: a private key in the public key's place is a mistake to name.
+        if pem.windows(11).any(|w| w == b"PRIVATE KEY") {
+            return Err(KeyError::Private);
+        }
         if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
             return Ok(Self { key, algorithms: RSA });
         }

@@ -42,8 +42,12 @@ impl Minter {
         };
         let minter = Self::with_key(key, algorithm, role, ttl_secs);
         // A key that cannot sign (an EC key on another curve) fails here, not per connection.
-        jsonwebtoken::encode(&minter.header, &Claims { user_id: "probe", role, exp: minter.exp }, &minter.key)
-            .map_err(|e| anyhow::anyhow!("cannot sign with the private key: {e}"))?;
+        jsonwebtoken::encode(
+            &minter.header,
+            &Claims { user_id: "probe", role, exp: minter.exp },
+            &minter.key,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot sign with the private key: {e}"))?;
         Ok(minter)
     }
 
