@@ -167,3 +167,25 @@ fn nbf_in_the_future_and_exp_now_are_refused() {
     ));
     close(ws);
 }
+
+#[test]
+fn a_jwks_over_https_is_trusted_through_the_webpki_roots_or_ssl_cert_file() {
+    let key = KeyPair::generate(KeyKind::Rsa);
+    let idp = HttpsJwks::start(&jwks(&[("tls", &key)]));
+    let token = key.token("tls-user", "seller", Some("tls"));
+    // A private CA is not among the webpki roots: the fetch fails, start-up goes on.
+    let s = server().unset("JWT_SECRET").unset("SSL_CERT_FILE").env("JWKS_URL", &idp.url()).start();
+    assert_eq!(s.metric_samples()["realtime_jwks_fetches_total{result=\"failed\"}"], 1.0);
+    s.expect_refused(&token, "unknown_kid");
+    s.wait_stderr(DEFAULT_DEADLINE, |err| err.contains("UnknownIssuer"));
+    drop(s);
+    let s = server()
+        .unset("JWT_SECRET")
+        .env("JWKS_URL", &idp.url())
+        .env("SSL_CERT_FILE", idp.ca_pem.to_str().unwrap())
+        .start();
+    assert_eq!(s.metric_samples()["realtime_jwks_fetches_total{result=\"ok\"}"], 1.0);
+    let (ws, hello) = s.connect_token(&token);
+    assert_connected(&hello, "tls-user", "seller");
+    close(ws);
+}

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use thiserror::Error;
 use tracing::{info, warn};
+use ureq::tls::{PemItem, RootCerts, TlsConfig};
 
 use crate::auth::keys::{KeyError, KeySet};
 use crate::bus::local::Mailboxes;
@@ -32,6 +33,8 @@ pub enum FetchError {
     Http(#[from] ureq::Error),
     #[error(transparent)]
     Keys(#[from] KeyError),
+    #[error("SSL_CERT_FILE: {0}")]
+    CaBundle(String),
 }
 
 /// How a shard asks for a fresh key set; never blocks.
@@ -59,10 +62,33 @@ impl Refetch {
 
 /// One fetch of the key set: bounded in time and size.
 pub fn fetch(url: &str) -> Result<(KeySet, String), FetchError> {
-    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(FETCH_TIMEOUT)).build().into();
+    let tls = TlsConfig::builder().root_certs(root_certs()?).build();
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(FETCH_TIMEOUT)).tls_config(tls).build().into();
     let body = agent.get(url).call()?.body_mut().with_config().limit(MAX_BYTES).read_to_string()?;
     let keys = KeySet::from_jwks(&body)?;
     Ok((keys, body))
+}
+
+/// Whom `https` trusts: the webpki roots (Mozilla's), or, as with OpenSSL,
+/// the PEM bundle `SSL_CERT_FILE` names instead (an identity provider behind
+/// a private CA).
+fn root_certs() -> Result<RootCerts, FetchError> {
+    let Some(path) = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from) else {
+        return Ok(RootCerts::WebPki);
+    };
+    let bundle =
+        std::fs::read(&path).map_err(|e| FetchError::CaBundle(format!("{}: {e}", path.display())))?;
+    let certs: Vec<_> = ureq::tls::parse_pem(&bundle)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(cert)) => Some(cert),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(FetchError::CaBundle(format!("{}: no PEM certificate", path.display())));
+    }
+    Ok(RootCerts::new_with_certs(&certs))
 }
 
 /// The key set to start with: the first fetch's, or an empty one (logged

@@ -205,6 +205,79 @@ impl Drop for JwksServer {
     }
 }
 
+/// A JWKS over https: `openssl s_server -WWW` serving `jwks.json` from a
+/// temp dir, with a certificate for 127.0.0.1 signed by a CA made here
+/// (`ca_pem`: what a client must trust). Killed on drop.
+pub struct HttpsJwks {
+    pub port: u16,
+    pub ca_pem: PathBuf,
+    child: std::process::Child,
+    _dir: TempDir,
+}
+
+impl HttpsJwks {
+    pub fn start(body: &str) -> HttpsJwks {
+        let dir = TempDir::new();
+        let at = |name: &str| dir.path().join(name).to_str().expect("utf-8 temp path").to_owned();
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=realtime-test-ca"];
+        ca.extend_from_slice(&ec);
+        openssl(&[&ca[..], &["-keyout", &at("ca.key"), "-out", &at("ca.pem")]].concat());
+        let mut leaf = vec!["req", "-subj", "/CN=127.0.0.1"];
+        leaf.extend_from_slice(&ec);
+        openssl(&[&leaf[..], &["-keyout", &at("leaf.key"), "-out", &at("leaf.csr")]].concat());
+        dir.write("ext", "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n");
+        openssl(&[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            &at("leaf.csr"),
+            "-CA",
+            &at("ca.pem"),
+            "-CAkey",
+            &at("ca.key"),
+            "-set_serial",
+            "1",
+            "-extfile",
+            &at("ext"),
+            "-out",
+            &at("leaf.pem"),
+        ]);
+        dir.write("jwks.json", body);
+        let port = super::free_port();
+        let child = Command::new("openssl")
+            .args(["s_server", "-quiet", "-WWW", "-accept", &format!("127.0.0.1:{port}")])
+            .args(["-cert", &at("leaf.pem"), "-key", &at("leaf.key")])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        super::poll(
+            DEFAULT_DEADLINE,
+            Duration::from_millis(20),
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            |up| *up,
+        )
+        .expect("openssl s_server did not listen");
+        HttpsJwks { port, ca_pem: dir.path().join("ca.pem"), child, _dir: dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}/jwks.json", self.port)
+    }
+}
+
+impl Drop for HttpsJwks {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Server {
     /// Failures counted so far for one reason of `realtime_auth_failures_total`.
     pub fn auth_failures(&self, reason: &str) -> f64 {
