@@ -8,11 +8,11 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use realtime::auth::{jwt, Identity, Role, TokenVerifier};
+use realtime::auth::{jwt, Identity, KeySet, Role, SigningKey, TokenVerifier};
 use realtime::cli::ServeArgs;
 use realtime::config::Config;
 use realtime::event::{Draft, Event, Required};
-use realtime::instance::Instance;
+use realtime::instance::{jwks, Instance};
 use realtime::shard::handle::SessionHandle;
 use realtime::shard::Shard;
 
@@ -34,14 +34,15 @@ fn encode(c: &mut Criterion) {
 fn deliver(c: &mut Criterion) {
     let args = ServeArgs { shards: Some("1".into()), ..ServeArgs::default() };
     let config = Config::from_args(&args).unwrap_or_else(|e| panic!("{e}"));
-    let (instance, mut parts) = Instance::new(config, TokenVerifier::new(b"bench"));
+    let verifier = TokenVerifier::hs256(b"bench");
+    let (instance, mut parts) = Instance::new(config, verifier, KeySet::default(), jwks::channel().0);
     let instance: &'static Instance = Box::leak(Box::new(instance));
     let Some(parts) = parts.pop() else { panic!("one shard's parts") };
     let (shard, _) = Shard::new(instance, parts);
     let sessions: Vec<_> = (0..MEMBERS)
         .map(|i| {
             let identity = Identity { user_id: i.to_string(), role: Role::Seller };
-            let session = Rc::new(SessionHandle::new(identity, usize::MAX, Instant::now()));
+            let session = Rc::new(SessionHandle::new(identity, u64::MAX, usize::MAX, Instant::now()));
             shard.register(session.clone());
             shard.subscribe(&session, "orders").unwrap_or_else(|e| panic!("{e}"));
             session
@@ -70,12 +71,14 @@ fn deliver(c: &mut Criterion) {
 }
 
 fn verify(c: &mut Criterion) {
-    let verifier = TokenVerifier::new(b"a secret of reasonable length");
-    let token = jwt::mint(b"a secret of reasonable length", "123", Role::Seller, 3600)
+    let secret = b"a secret of reasonable length";
+    let verifier = TokenVerifier::hs256(secret);
+    let token = jwt::mint(&SigningKey::hs256(secret), None, "123", Role::Seller, 3600)
         .unwrap_or_else(|e| panic!("{e}"));
+    let keys = KeySet::default();
     let mut group = c.benchmark_group("jwt");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("verify an HS256 token", |b| b.iter(|| verifier.verify(&token)));
+    group.bench_function("verify an HS256 token", |b| b.iter(|| verifier.verify(&token, &keys)));
     group.finish();
 }
 

@@ -28,7 +28,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve(ServeArgs),
-    /// Print a JWT signed with JWT_SECRET, for testing.
+    /// Print a JWT signed with JWT_SECRET (or a private key), for testing.
     Token(TokenArgs),
 }
 
@@ -71,6 +71,24 @@ pub struct ServeArgs {
     /// `true`: share the port with another process deliberately (rolling restarts).
     #[arg(long, env = "SHARE_PORT")]
     pub share_port: Option<String>,
+    /// Path of a PEM public key for RS256/ES256/EdDSA tokens.
+    #[arg(long, env = "JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<String>,
+    /// URL (http or https) of a JSON Web Key Set.
+    #[arg(long, env = "JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// Seconds between JWKS refetches.
+    #[arg(long, env = "JWKS_REFRESH")]
+    pub jwks_refresh: Option<String>,
+    /// A token's `iss` must equal it.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// A token's `aud` must contain it.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Seconds before a live token's `exp` that the client is told.
+    #[arg(long, env = "TOKEN_REFRESH_NOTICE")]
+    pub token_refresh_notice: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -86,6 +104,13 @@ pub struct TokenArgs {
     /// Lifetime in seconds, at least 1.
     #[arg(long, default_value_t = 3600, allow_negative_numbers = true, value_parser = positive_seconds)]
     pub ttl: u64,
+    /// Sign with this PEM private key instead of JWT_SECRET: RSA → RS256,
+    /// EC P-256 → ES256, P-384 → ES384, Ed25519 → EdDSA.
+    #[arg(long)]
+    pub private_key: Option<std::path::PathBuf>,
+    /// The `kid` header, naming the key in a JWKS.
+    #[arg(long)]
+    pub kid: Option<String>,
 }
 
 /// A token's lifetime: `0` would mint a token that is born expired.

@@ -2,6 +2,7 @@
 //! then shared read-only by every shard.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -53,8 +54,18 @@ pub struct RedisUrl {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `None` is development mode (SPEC §1): a random secret, loopback only.
+    /// HS256 secret. Without it, `jwt_public_key` and `jwks_url` the server
+    /// is in development mode (SPEC §1): a random secret, loopback only.
     pub jwt_secret: Option<String>,
+    /// Path of a PEM public key; read and checked by `main` before start.
+    pub jwt_public_key: Option<PathBuf>,
+    /// An `http` or `https` URL of a JWKS.
+    pub jwks_url: Option<String>,
+    pub jwks_refresh: Duration,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    /// How long before a live token's `exp` its client is told (SPEC §11).
+    pub token_refresh_notice: Duration,
     pub redis: Option<RedisUrl>,
     pub redis_prefix: String,
     pub port: u16,
@@ -78,6 +89,12 @@ impl Config {
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
         Ok(Self {
             jwt_secret: secret(args.jwt_secret.as_deref())?,
+            jwt_public_key: present(&args.jwt_public_key).map(PathBuf::from),
+            jwks_url: present(&args.jwks_url).map(parse_jwks_url).transpose()?,
+            jwks_refresh: seconds("JWKS_REFRESH", present(&args.jwks_refresh), 300)?,
+            jwt_issuer: present(&args.jwt_issuer).map(str::to_owned),
+            jwt_audience: present(&args.jwt_audience).map(str::to_owned),
+            token_refresh_notice: seconds("TOKEN_REFRESH_NOTICE", present(&args.token_refresh_notice), 30)?,
             redis: present(&args.redis_url).map(parse_redis_url).transpose()?,
             redis_prefix: parse_prefix(present(&args.redis_prefix))?,
             port: parse_port(present(&args.port))?,
@@ -102,11 +119,16 @@ impl Config {
         })
     }
 
+    /// No way to check a token is configured: the server makes up a secret.
+    pub fn development_mode(&self) -> bool {
+        self.jwt_secret.is_none() && self.jwt_public_key.is_none() && self.jwks_url.is_none()
+    }
+
     /// Development mode binds to loopback whatever `BIND_ADDR` says.
     pub fn listen_addr(&self) -> IpAddr {
-        match self.jwt_secret {
-            Some(_) => self.bind_addr,
-            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        match self.development_mode() {
+            false => self.bind_addr,
+            true => IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
     }
 }
@@ -173,6 +195,16 @@ fn flag(var: &'static str, value: Option<&str>) -> Result<bool, ConfigError> {
         None | Some("false" | "0" | "no") => Ok(false),
         Some("true" | "1" | "yes") => Ok(true),
         Some(v) => Err(ConfigError::new(var, format!("{v:?} is neither true nor false"))),
+    }
+}
+
+fn parse_jwks_url(value: &str) -> Result<String, ConfigError> {
+    let bad = |reason: &str| ConfigError::new("JWKS_URL", reason.to_owned());
+    let url = url::Url::parse(value).map_err(|_| bad("not a URL"))?;
+    match url.scheme() {
+        "http" | "https" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(value.to_owned()),
+        "http" | "https" => Err(bad("no host")),
+        _ => Err(bad("the scheme must be http:// or https://")),
     }
 }
 
@@ -253,12 +285,29 @@ mod tests {
         assert_eq!(c.max_message_size, 65_536);
         assert_eq!(c.allowed_origins, AllowedOrigins::SameHost);
         assert_eq!(c.listen_addr(), IpAddr::V4(Ipv4Addr::LOCALHOST), "no secret means loopback only");
+        assert_eq!(c.jwks_refresh, Duration::from_secs(300));
+        assert_eq!(c.token_refresh_notice, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn any_way_to_check_tokens_ends_development_mode() {
+        let mut a = args();
+        a.jwks_url = Some("https://idp.example/.well-known/jwks.json".into());
+        assert!(!Config::from_args(&a).expect("valid").development_mode());
+        let mut a = args();
+        a.jwt_public_key = Some("/etc/realtime/key.pem".into());
+        assert!(!Config::from_args(&a).expect("valid").development_mode());
+        let mut a = args();
+        a.jwks_url = Some("ftp://idp.example/jwks".into());
+        assert_eq!(Config::from_args(&a).expect_err("ftp").var, "JWKS_URL");
     }
 
     #[test]
     fn each_bad_value_names_its_variable() {
         type Setter = fn(&mut ServeArgs, String);
-        let cases: [(&str, Setter); 7] = [
+        let cases: [(&str, Setter); 9] = [
+            ("JWKS_URL", |a, v| a.jwks_url = Some(v)),
+            ("TOKEN_REFRESH_NOTICE", |a, v| a.token_refresh_notice = Some(v)),
             ("PORT", |a, v| a.port = Some(v)),
             ("SHARDS", |a, v| a.shards = Some(v)),
             ("WS_READ_TIMEOUT", |a, v| a.ws_read_timeout = Some(v)),

@@ -12,7 +12,7 @@
 //!    indexes, the receiving side of its inbox, its own series and backlog;
 //! 5. what the shards share: [`instance`] — configuration, verifier,
 //!    metrics, the mailboxes, read-only views of each shard's backlog and
-//!    Redis links, and the parts each shard owns, made once;
+//!    Redis links, the JWKS fetcher, and the parts each shard owns, made once;
 //! 6. the bus: [`bus`] — `local` (inboxes) and `redis` (per-core subscriber
 //!    and publisher), which hand events back without knowing the shards;
 //! 7. the vocabulary, no I/O and no executor: [`config`], [`event`],

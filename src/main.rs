@@ -2,10 +2,11 @@
 //! mints a test JWT. Errors become one line on stderr; bad configuration
 //! exits with 2, anything else that stops the server with 1.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use realtime::auth::{jwt, Role};
+use realtime::auth::{jwt, Role, SigningKey, VerifyingKey};
 use realtime::cli::{Cli, Command, ServeArgs, TokenArgs};
 use realtime::config::{Config, ConfigError};
 
@@ -35,10 +36,14 @@ fn serve(args: &ServeArgs) -> ExitCode {
         Ok(config) => config,
         Err(e) => return usage_error(&e),
     };
+    let public_key = match config.jwt_public_key.as_deref().map(read_public_key).transpose() {
+        Ok(key) => key,
+        Err(e) => return usage_error(&e),
+    };
     if let Err(e) = realtime::logging::init(config.log_format) {
         return usage_error(&e);
     }
-    match realtime::server::run(config) {
+    match realtime::server::run(config, public_key) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "server stopped");
@@ -47,9 +52,32 @@ fn serve(args: &ServeArgs) -> ExitCode {
     }
 }
 
+/// `JWT_PUBLIC_KEY`: a readable PEM public key of a supported type.
+fn read_public_key(path: &Path) -> Result<VerifyingKey, ConfigError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| ConfigError::new("JWT_PUBLIC_KEY", format!("cannot read {}: {e}", path.display())))?;
+    VerifyingKey::from_public_pem(&pem)
+        .map_err(|e| ConfigError::new("JWT_PUBLIC_KEY", format!("{}: {e}", path.display())))
+}
+
+/// The key `realtime token` signs with: `--private-key`, else `JWT_SECRET`.
+fn signing_key(args: &TokenArgs) -> Result<SigningKey, ConfigError> {
+    if let Some(path) = &args.private_key {
+        let pem = std::fs::read(path)
+            .map_err(|e| ConfigError::new("--private-key", format!("cannot read {}: {e}", path.display())))?;
+        return SigningKey::from_private_pem(&pem)
+            .map_err(|e| ConfigError::new("--private-key", format!("{}: {e}", path.display())));
+    }
+    match args.jwt_secret.as_deref().filter(|s| !s.is_empty()) {
+        Some(secret) => Ok(SigningKey::hs256(secret.as_bytes())),
+        None => Err(ConfigError::new("JWT_SECRET", "required to sign a token (or --private-key)")),
+    }
+}
+
 fn token(args: &TokenArgs) -> ExitCode {
-    let Some(secret) = args.jwt_secret.as_deref().filter(|s| !s.is_empty()) else {
-        return usage_error(&ConfigError::new("JWT_SECRET", "required to sign a token"));
+    let key = match signing_key(args) {
+        Ok(key) => key,
+        Err(e) => return usage_error(&e),
     };
     let role = match args.role.parse::<Role>() {
         Ok(role) => role,
@@ -58,7 +86,7 @@ fn token(args: &TokenArgs) -> ExitCode {
     if args.user_id.is_empty() {
         return usage_error(&ConfigError::new("--user-id", "must not be empty"));
     }
-    match jwt::mint(secret.as_bytes(), &args.user_id, role, args.ttl) {
+    match jwt::mint(&key, args.kid.as_deref(), &args.user_id, role, args.ttl) {
         Ok(token) => {
             println!("{token}");
             ExitCode::SUCCESS

@@ -29,6 +29,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabel {
     source: &'static str,
 }
@@ -101,6 +106,10 @@ pub struct Metrics {
     redis_connected: Gauge,
     pub redis_reconnects: Counter,
     pub uptime_seconds: Gauge,
+    /// `realtime_jwks_fetches_total{result}`: JWKS fetches that brought a
+    /// usable key set (`ok`) or did not (`failed`; the last good set stays).
+    jwks_fetches_ok: Counter,
+    jwks_fetches_failed: Counter,
 }
 
 impl Metrics {
@@ -163,6 +172,10 @@ impl Metrics {
         registry.register("realtime_redis_reconnects", "Redis reconnections", redis_reconnects.clone());
         let uptime_seconds = Gauge::default();
         registry.register("realtime_uptime_seconds", "Seconds since start", uptime_seconds.clone());
+        let jwks_family = Family::<ResultLabel, Counter>::default();
+        registry.register("realtime_jwks_fetches", "JWKS fetches by result", jwks_family.clone());
+        let jwks_fetches_ok = jwks_family.get_or_create(&ResultLabel { result: "ok" }).clone();
+        let jwks_fetches_failed = jwks_family.get_or_create(&ResultLabel { result: "failed" }).clone();
 
         let metrics = Self {
             registry,
@@ -179,6 +192,8 @@ impl Metrics {
             redis_connected,
             redis_reconnects,
             uptime_seconds,
+            jwks_fetches_ok,
+            jwks_fetches_failed,
         };
         (metrics, owned)
     }
@@ -213,6 +228,14 @@ impl Metrics {
         if let Some((_, counter)) = self.auth_failures.iter().find(|(e, _)| *e == error) {
             counter.inc();
         }
+    }
+
+    /// A JWKS fetch brought a usable key set (`true`) or failed.
+    pub fn jwks_fetched(&self, ok: bool) {
+        match ok {
+            true => self.jwks_fetches_ok.inc(),
+            false => self.jwks_fetches_failed.inc(),
+        };
     }
 
     pub fn published(&self, source: Source) {

@@ -12,9 +12,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 
-use crate::auth::{jwt, Role, TokenVerifier};
+use crate::auth::{jwt, Role, SigningKey, TokenVerifier, TrustSettings, VerifyingKey};
 use crate::config::{default_shards, Config};
-use crate::instance::Instance;
+use crate::instance::{jwks, Instance};
 use crate::runtime::{self, listener, Lifecycle};
 use crate::shard_id::ShardId;
 
@@ -23,19 +23,40 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lifetime of the development-mode tokens.
 const DEV_TOKEN_TTL: u64 = 24 * 3600;
 
-/// Runs the server until a signal stops it. An error is a failed start or a
+/// Runs the server until a signal stops it; `public_key` is
+/// `JWT_PUBLIC_KEY`'s, read by the caller. An error is a failed start or a
 /// shard that died.
-pub fn run(config: Config) -> anyhow::Result<()> {
-    let dev_secret = config.jwt_secret.is_none().then(random_secret);
-    let secret = config.jwt_secret.clone().or(dev_secret.clone()).unwrap_or_default();
+pub fn run(config: Config, public_key: Option<VerifyingKey>) -> anyhow::Result<()> {
+    let dev_secret = config.development_mode().then(random_secret);
+    let secret = config.jwt_secret.clone().or(dev_secret.clone());
     if config.shards > default_shards() {
         warn!(shards = config.shards, cpus = default_shards(), "SHARDS is above the CPU count");
     }
     let addr = SocketAddr::new(config.listen_addr(), config.port);
     let listeners = listener::bind_all(addr, config.shards, config.share_port)
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let (instance, parts) = Instance::new(config, TokenVerifier::new(secret.as_bytes()));
+    let verifier = TokenVerifier::new(TrustSettings {
+        secret: secret.as_deref().map(str::as_bytes),
+        public_key,
+        jwks: config.jwks_url.is_some(),
+        issuer: config.jwt_issuer.as_deref(),
+        audience: config.jwt_audience.as_deref(),
+    });
+    // Bounded: start-up never waits long for an identity provider.
+    let first_keys = config.jwks_url.as_deref().map(jwks::first_fetch);
+    let keys = first_keys.as_ref().map(|first| first.keys.clone()).unwrap_or_default();
+    let (refetch, refetch_requests) = jwks::channel();
+    let (instance, parts) = Instance::new(config, verifier, keys, refetch);
     let instance: &'static Instance = Box::leak(Box::new(instance));
+    if let (Some(url), Some(first)) = (instance.config.jwks_url.clone(), first_keys) {
+        let fetcher = jwks::Fetcher {
+            url,
+            refresh: instance.config.jwks_refresh,
+            mailboxes: &instance.mailboxes,
+            metrics: &instance.metrics,
+        };
+        fetcher.spawn(first, refetch_requests).context("cannot start the JWKS thread")?;
+    }
 
     let (events_tx, events) = crossbeam_channel::unbounded();
     // Registered before the shards start, so an early signal is not fatal.
@@ -167,9 +188,10 @@ fn random_secret() -> String {
 /// Development mode: a token per role and the URL, on stdout for a person.
 fn print_dev_banner(secret: &str, port: u16) -> anyhow::Result<()> {
     warn!("development mode: JWT_SECRET is not set; using a random secret and listening on 127.0.0.1 only");
+    let key = SigningKey::hs256(secret.as_bytes());
     let tokens = Role::ALL
         .into_iter()
-        .map(|role| Ok((role, jwt::mint(secret.as_bytes(), &format!("dev-{role}"), role, DEV_TOKEN_TTL)?)))
+        .map(|role| Ok((role, jwt::mint(&key, None, &format!("dev-{role}"), role, DEV_TOKEN_TTL)?)))
         .collect::<Result<Vec<_>, jsonwebtoken::errors::Error>>()
         .context("cannot mint development tokens")?;
     let mut banner = String::from(

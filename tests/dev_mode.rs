@@ -1,4 +1,4 @@
-//! Development mode (no `JWT_SECRET`): banner with ready tokens on stdout,
+//! Development mode (no `JWT_SECRET`, `JWT_PUBLIC_KEY` or `JWKS_URL`): banner with ready tokens on stdout,
 //! loopback-only listener, random secret.
 
 mod support;
@@ -116,4 +116,23 @@ fn dev_mode_secret_is_random_per_start() {
     // a token from one dev-mode server is worthless on another
     let (status, _) = ws_reject(&b.ws_url(&tok_a), &[]);
     assert_eq!(status, 401);
+}
+
+#[test]
+fn a_public_key_or_jwks_alone_is_not_development_mode() {
+    let key = KeyPair::generate(KeyKind::Ed25519);
+    let idp = JwksServer::start(&jwks(&[("k", &key)]));
+    for (var, value) in [("JWT_PUBLIC_KEY", key.public_pem.to_str().unwrap()), ("JWKS_URL", &idp.url())] {
+        let s = server().unset("JWT_SECRET").env(var, value).env("BIND_ADDR", "0.0.0.0").start();
+        // BIND_ADDR is obeyed: development mode would bind 127.0.0.1 only.
+        let ls = listeners(s.port);
+        assert!(ls.iter().any(|(_, addr)| addr == "00000000"), "{var} alone: listeners {ls:?}");
+        s.wait_stderr(DEFAULT_DEADLINE, |err| err.contains("listening"));
+        assert!(!s.stdout().contains("Development mode"), "{var} alone: {}", s.output_dump());
+        // No secret was made up: HS256 tokens have nothing to verify against.
+        s.expect_refused(&token(SECRET, "hs", "admin"), "algorithm");
+        let (ws, hello) = s.connect_token(&key.token("pk", "admin", Some("k")));
+        assert_connected(&hello, "pk", "admin");
+        close(ws);
+    }
 }

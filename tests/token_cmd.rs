@@ -1,4 +1,5 @@
-//! `realtime token`: mints an HS256 token with JWT_SECRET (SPEC §1, §8).
+//! `realtime token`: mints an HS256 token with JWT_SECRET (SPEC §1, §8), or
+//! an RS256/ES256/EdDSA one with `--private-key`.
 
 mod support;
 
@@ -89,4 +90,40 @@ fn token_command_ttl_must_be_positive() {
         assert!(done.stdout.trim().is_empty(), "--ttl {ttl}: no token expected: {:?}", done.stdout);
         assert!(done.stderr.contains("--ttl") && done.stderr.contains(ttl), "--ttl {ttl}: {}", done.stderr);
     }
+}
+
+#[test]
+fn token_command_signs_with_a_private_key_of_each_type() {
+    for kind in KeyKind::ALL {
+        let key = KeyPair::generate(kind);
+        let done = server()
+            .no_port_env()
+            .unset("JWT_SECRET")
+            .args(&["token", "--private-key", key.private_pem.to_str().unwrap(), "--kid", "k9"])
+            .args(&["--user-id", "pk", "--role", "client"])
+            .run(EXIT_BOUND);
+        assert_eq!(done.code(), Some(0), "{kind:?}: {done:?}");
+        let tok = done.stdout.trim().to_owned();
+        let header = jsonwebtoken::decode_header(&tok).expect("a JWT header");
+        assert_eq!((header.alg, header.kid.as_deref()), (kind.algorithm(), Some("k9")), "{kind:?}");
+
+        let s = server().unset("JWT_SECRET").env("JWT_PUBLIC_KEY", key.public_pem.to_str().unwrap()).start();
+        let (ws, hello) = s.connect_token(&tok);
+        assert_connected(&hello, "pk", "client");
+        close(ws);
+    }
+}
+
+#[test]
+fn token_command_with_a_bad_private_key_exits_2() {
+    let dir = TempDir::new();
+    dir.write("public.pem", &KeyPair::generate(KeyKind::Ed25519).public_pem_text());
+    let path = dir.path().join("public.pem");
+    let done = server()
+        .no_port_env()
+        .args(&["token", "--private-key", path.to_str().unwrap(), "--user-id", "1", "--role", "admin"])
+        .run(EXIT_BOUND);
+    assert_eq!(done.code(), Some(2), "{done:?}");
+    assert!(done.stderr.contains("--private-key"), "{:?}", done.stderr);
+    assert!(done.stdout.trim().is_empty(), "no token expected: {:?}", done.stdout);
 }

@@ -67,7 +67,7 @@ async fn respond(shard: &Shard, peer: SocketAddr, request: Request<Incoming>) ->
         ("/ready", &Method::GET | &Method::HEAD) => health::ready(instance),
         ("/metrics", &Method::GET | &Method::HEAD) => metrics(shard, &request),
         ("/health" | "/ready" | "/metrics", _) => method_not_allowed("GET, HEAD"),
-        ("/ws", &Method::GET) => upgrade::answer(instance, &request),
+        ("/ws", &Method::GET) => upgrade::answer(shard, &request),
         ("/ws", _) => method_not_allowed("GET"),
         (path, _) => match (Endpoint::from_path(path), &method) {
             (Some(_), &Method::OPTIONS) => return cors::preflight(origin),

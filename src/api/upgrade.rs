@@ -9,14 +9,14 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 
 use super::response::{error, Body};
 use crate::gateway::{handshake, upgrade};
-use crate::instance::Instance;
+use crate::shard::Shard;
 
-pub fn answer<B>(instance: &Instance, request: &Request<B>) -> Response<Body> {
+pub fn answer<B>(shard: &Shard, request: &Request<B>) -> Response<Body> {
     let headers = request.headers();
     if !upgrade::asks(pairs(headers)) {
         return error(StatusCode::UPGRADE_REQUIRED, "WebSocket upgrade required");
     }
-    if let Err(rejection) = handshake::authenticate(instance, request.uri(), headers) {
+    if let Err(rejection) = handshake::authenticate(shard, request.uri(), headers) {
         return error(rejection.status(), rejection.message());
     }
     let http_1_1 = request.version() >= Version::HTTP_11;

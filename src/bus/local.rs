@@ -11,6 +11,7 @@ use std::task::Poll;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use futures_util::task::AtomicWaker;
 
+use crate::auth::KeySet;
 use crate::event::Event;
 use crate::shard_id::ShardId;
 
@@ -24,6 +25,8 @@ pub enum ShardMsg {
     Deliver(Arc<Event>),
     /// Stop accepting, close every client with 1001, drain, stop.
     Shutdown,
+    /// A new JWKS: the shard's own copy, replacing the one it had.
+    Keys(KeySet),
 }
 
 /// The sending side of one shard's inbox.
@@ -83,6 +86,16 @@ impl Mailboxes {
     pub fn shut_down_all(&self) {
         for mailbox in &self.shards {
             let _ = mailbox.tx.send(ShardMsg::Shutdown);
+            mailbox.bell.wake();
+        }
+    }
+
+    /// Hands every shard its own copy of a new key set, waiting for room
+    /// where an inbox is full: the set must not be lost. Only for threads
+    /// that are not executors (the JWKS fetcher).
+    pub fn hand_keys(&self, keys: &KeySet) {
+        for mailbox in &self.shards {
+            let _ = mailbox.tx.send(ShardMsg::Keys(keys.clone()));
             mailbox.bell.wake();
         }
     }

@@ -6,9 +6,10 @@ use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request};
 use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN};
 use http::{HeaderMap, StatusCode, Uri};
 
-use crate::auth::{AuthError, Identity};
-use crate::instance::{Admission, Instance};
+use crate::auth::{AuthError, Verified};
+use crate::instance::Admission;
 use crate::origin;
+use crate::shard::Shard;
 
 /// Why an upgrade was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,12 +34,15 @@ impl Rejection {
             Rejection::ShuttingDown => "server is shutting down",
             Rejection::Full => "connection limit reached",
             Rejection::Origin => "origin not allowed",
-            Rejection::Unauthorized(AuthError::Missing) => "missing token",
-            Rejection::Unauthorized(AuthError::Expired) => "token expired",
-            Rejection::Unauthorized(AuthError::MissingClaim) => {
-                "token lacks a required claim (exp, userId or sub, role)"
-            }
-            Rejection::Unauthorized(AuthError::UnknownRole) => "unknown role",
+            Rejection::Unauthorized(
+                e @ (AuthError::Missing
+                | AuthError::Expired
+                | AuthError::NotYetValid
+                | AuthError::Issuer
+                | AuthError::Audience
+                | AuthError::MissingClaim
+                | AuthError::UnknownRole),
+            ) => e.message(),
             Rejection::Unauthorized(_) => "invalid token",
         }
     }
@@ -58,11 +62,12 @@ impl Rejection {
 
 /// A client that passed every check, with its connection slot.
 pub struct Admitted {
-    pub identity: Identity,
+    pub verified: Verified,
     pub admission: Admission,
 }
 
-pub fn check(instance: &'static Instance, request: &Request) -> Result<Admitted, Rejection> {
+pub fn check(shard: &Shard, request: &Request) -> Result<Admitted, Rejection> {
+    let instance = shard.instance;
     if instance.is_shutting_down() {
         return Err(Rejection::ShuttingDown);
     }
@@ -70,16 +75,16 @@ pub fn check(instance: &'static Instance, request: &Request) -> Result<Admitted,
     if !origin::allowed(&instance.config.allowed_origins, header(headers, ORIGIN), header(headers, HOST)) {
         return Err(Rejection::Origin);
     }
-    let identity = authenticate(instance, request.uri(), headers)?;
+    let verified = authenticate(shard, request.uri(), headers)?;
     let admission = instance.admit().ok_or(Rejection::Full)?;
-    Ok(Admitted { identity, admission })
+    Ok(Admitted { verified, admission })
 }
 
 /// The identity in the request's token (`?token=` first, then
 /// `Authorization: Bearer`).
-pub fn authenticate(instance: &Instance, uri: &Uri, headers: &HeaderMap) -> Result<Identity, Rejection> {
+pub fn authenticate(shard: &Shard, uri: &Uri, headers: &HeaderMap) -> Result<Verified, Rejection> {
     let token = token(uri, headers).ok_or(Rejection::Unauthorized(AuthError::Missing))?;
-    instance.verifier.verify(&token).map_err(Rejection::Unauthorized)
+    shard.verify(&token).map_err(Rejection::Unauthorized)
 }
 
 fn token(uri: &Uri, headers: &HeaderMap) -> Option<String> {

@@ -5,8 +5,10 @@
 //! - `handshake`: token, origin and capacity checks before the upgrade;
 //! - `session`: one connection's read/write loop;
 //! - `flood`: per-connection flood control;
-//! - `protocol`: client messages in, server messages out.
+//! - `protocol`: client messages in, server messages out;
+//! - `expiry`: a session's token over time (notice, close 4001).
 
+pub mod expiry;
 pub mod flood;
 pub mod handshake;
 pub mod protocol;

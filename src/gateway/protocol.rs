@@ -13,9 +13,17 @@ use crate::event::timestamp;
 #[derive(Debug, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ClientMessage {
-    Subscribe { room: String },
-    Unsubscribe { room: String },
+    Subscribe {
+        room: String,
+    },
+    Unsubscribe {
+        room: String,
+    },
     Ping,
+    /// A new token for the session (SPEC §11).
+    Refresh {
+        token: String,
+    },
 }
 
 /// Error codes of the `error` message.
@@ -25,6 +33,8 @@ pub enum ErrorCode {
     BadRequest,
     Forbidden,
     RateLimited,
+    /// A `refresh` with a token that is not valid.
+    Unauthorized,
 }
 
 /// Parses a text frame; the error is the `bad_request` message to send back.
@@ -66,14 +76,34 @@ pub fn error(code: ErrorCode, message: &str) -> Utf8Bytes {
     encode(&Tagged { kind: "error", payload: Payload { code, message } })
 }
 
-/// The first message of every session.
-pub fn connected(identity: &Identity) -> Utf8Bytes {
+/// `exp` seconds before the session's token expires (SPEC §11).
+pub fn token_expiring(expires_in: u64) -> Utf8Bytes {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Payload {
+        expires_in: u64,
+    }
+    encode(&Tagged { kind: "token_expiring", payload: Payload { expires_in } })
+}
+
+/// A refresh was taken: the session goes on until `exp`.
+pub fn refreshed(exp: u64) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct Payload {
+        exp: u64,
+    }
+    encode(&Tagged { kind: "refreshed", payload: Payload { exp } })
+}
+
+/// The first message of every session; `exp` is its token's.
+pub fn connected(identity: &Identity, exp: u64) -> Utf8Bytes {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Payload<'a> {
         user_id: &'a str,
         role: Role,
         rooms: &'static [&'static str],
+        exp: u64,
     }
     #[derive(Serialize)]
     struct Connected<'a> {
@@ -88,6 +118,7 @@ pub fn connected(identity: &Identity) -> Utf8Bytes {
             user_id: &identity.user_id,
             role: identity.role,
             rooms: identity.role.rooms().unwrap_or(&["*"]),
+            exp,
         },
         timestamp: timestamp(SystemTime::now()),
     })
@@ -117,14 +148,21 @@ mod tests {
             Ok(ClientMessage::Subscribe { room: "orders".into() })
         );
         assert!(parse(r#"{"type":"dance"}"#).is_err());
+        assert_eq!(
+            parse(r#"{"type":"refresh","token":"t"}"#),
+            Ok(ClientMessage::Refresh { token: "t".into() })
+        );
+        assert!(parse(r#"{"type":"refresh"}"#).is_err());
         assert_eq!(parse("{").unwrap_err(), "invalid JSON");
     }
 
     #[test]
     fn connected_lists_the_role_rooms() {
         let id = Identity { user_id: "7".into(), role: Role::Delivery };
-        let v: serde_json::Value = serde_json::from_str(connected(&id).as_str()).expect("json");
+        let v: serde_json::Value =
+            serde_json::from_str(connected(&id, 1_796_000_000).as_str()).expect("json");
         assert_eq!(v["payload"]["rooms"], serde_json::json!(["deliveries", "orders"]));
+        assert_eq!(v["payload"]["exp"], 1_796_000_000);
         assert_eq!(v["payload"]["userId"], "7");
         assert!(v["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
     }

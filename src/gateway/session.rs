@@ -22,9 +22,11 @@ use glommio::net::TcpStream;
 use socket2::SockRef;
 use tracing::{debug, info};
 
+use super::expiry;
 use super::flood::{FloodGate, Verdict};
 use super::handshake::{self, Admitted, Rejection};
 use super::protocol::{self, ClientMessage, ErrorCode};
+use crate::auth::jwt::now_secs;
 use crate::close::CloseReason;
 use crate::config::Config;
 use crate::instance::Admission;
@@ -84,7 +86,7 @@ async fn upgrade(shard: Rc<Shard>, stream: TcpStream) -> Option<Pin<Box<impl Fut
     let mut rejected = None;
     // tungstenite fixes the callback's error type (an HTTP response).
     #[allow(clippy::result_large_err)]
-    let callback = |request: &_, response| match handshake::check(instance, request) {
+    let callback = |request: &_, response| match handshake::check(&shard, request) {
         Ok(ok) => {
             admitted = Some(ok);
             Ok(response)
@@ -100,7 +102,7 @@ async fn upgrade(shard: Rc<Shard>, stream: TcpStream) -> Option<Pin<Box<impl Fut
         log_rejection(&shard, rejection);
         return None;
     }
-    let (upgraded, Some(Admitted { identity, admission })) = (upgraded, admitted) else { return None };
+    let (upgraded, Some(Admitted { verified, admission })) = (upgraded, admitted) else { return None };
     let ws = match upgraded {
         Ok(ws) => ws,
         Err(e) => {
@@ -110,7 +112,8 @@ async fn upgrade(shard: Rc<Shard>, stream: TcpStream) -> Option<Pin<Box<impl Fut
     };
     instance.metrics.handshakes.inc();
     let handle = Rc::new(SessionHandle::new(
-        identity,
+        verified.identity,
+        verified.exp,
         config.send_queue_bytes,
         Instant::now() + config.ws_ping_interval,
     ));
@@ -207,9 +210,12 @@ impl Session {
     }
 
     async fn live(&mut self) -> End {
-        if let Err(e) = self.ws.send(Message::Text(protocol::connected(&self.handle.identity))).await {
+        let connected = protocol::connected(&self.handle.identity, self.handle.token_exp());
+        if let Err(e) = self.ws.send(Message::Text(connected)).await {
             return End::Failed(e);
         }
+        // A token with less than the notice left is told at once.
+        expiry::check(self.shard(), &self.handle, now_secs());
         cork(self.ws.get_ref(), false);
         let end = loop {
             let wake = poll_fn(|cx| match self.handle.poll_signal(cx) {
@@ -295,6 +301,7 @@ impl Session {
     fn on_text(&self, text: &str) -> Utf8Bytes {
         let (room, result, answer): (_, _, fn(&str) -> Utf8Bytes) = match protocol::parse(text) {
             Ok(ClientMessage::Ping) => return protocol::pong(),
+            Ok(ClientMessage::Refresh { token }) => return self.refresh(&token),
             Err(message) => return protocol::error(ErrorCode::BadRequest, &message),
             Ok(ClientMessage::Subscribe { room }) => {
                 let result = self.shard().subscribe(&self.handle, &room);
@@ -312,6 +319,27 @@ impl Session {
             }
             Err(e) => protocol::error(ErrorCode::BadRequest, &e.to_string()),
         }
+    }
+
+    /// SPEC §11: a valid token of the same user and role moves the session's
+    /// expiry; any other leaves the session as it was.
+    fn refresh(&self, token: &str) -> Utf8Bytes {
+        let shard = self.shard();
+        let verified = match shard.verify(token) {
+            Ok(verified) => verified,
+            Err(reason) => {
+                shard.instance.metrics.auth_failed(reason);
+                info!(reason = reason.reason(), "token refresh refused");
+                return protocol::error(ErrorCode::Unauthorized, reason.message());
+            }
+        };
+        if verified.identity != self.handle.identity {
+            return protocol::error(ErrorCode::Forbidden, "the token is for another user or role");
+        }
+        self.handle.renew(verified.exp);
+        // Queued, so it follows the answer: a short-lived new token is told at once.
+        expiry::check(shard, &self.handle, now_secs());
+        protocol::refreshed(verified.exp)
     }
 
     /// Sends the close frame, hangs up our side, and waits (bounded) for the

@@ -8,14 +8,17 @@
 //! Redis link flags) exactly once; they are moved to that shard's executor
 //! and nobody else can reach them.
 //!
-//! - `backlog`: bytes each shard owes its clients, and publishers' wait.
+//! - `backlog`: bytes each shard owes its clients, and publishers' wait;
+//! - `jwks`: the key set of `JWKS_URL`, fetched off the executors and handed
+//!   to each shard.
 
 pub mod backlog;
+pub mod jwks;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use crate::auth::TokenVerifier;
+use crate::auth::{KeySet, TokenVerifier};
 use crate::bus::local::{Inbox, Mailboxes};
 use crate::bus::redis::{Links, ShardLinks};
 use crate::config::Config;
@@ -32,6 +35,8 @@ pub struct Instance {
     pub mailboxes: Mailboxes,
     /// Bytes each shard has queued for its clients and not yet written.
     pub backlogs: Backlogs,
+    /// Asks the JWKS fetcher for a fresh set (a token named an unknown `kid`).
+    pub jwks: jwks::Refetch,
     /// Which Redis connections are up (all down without `REDIS_URL`).
     redis_links: Links,
     /// Connections admitted on every shard; the `MAX_CONNECTIONS` gate. The
@@ -49,11 +54,19 @@ pub struct ShardParts {
     pub metrics: ShardMetrics,
     /// Its Redis connections' flags, for its subscriber and publisher tasks.
     pub redis_links: ShardLinks,
+    /// Its own copy of the JWKS keys (empty without `JWKS_URL`).
+    pub keys: KeySet,
 }
 
 impl Instance {
-    /// The shared instance, and each shard's parts by shard index.
-    pub fn new(config: Config, verifier: TokenVerifier) -> (Self, Vec<ShardParts>) {
+    /// The shared instance, and each shard's parts by shard index, each
+    /// with a copy of `keys`.
+    pub fn new(
+        config: Config,
+        verifier: TokenVerifier,
+        keys: KeySet,
+        jwks: jwks::Refetch,
+    ) -> (Self, Vec<ShardParts>) {
         let shards = config.shards;
         let (mailboxes, inboxes) = Mailboxes::new(shards);
         let (backlogs, backlog_writers) = Backlogs::new(shards);
@@ -71,6 +84,7 @@ impl Instance {
                 backlog,
                 metrics,
                 redis_links,
+                keys: keys.clone(),
             })
             .collect();
         let instance = Self {
@@ -80,6 +94,7 @@ impl Instance {
             started: Instant::now(),
             mailboxes,
             backlogs,
+            jwks,
             redis_links,
             admitted: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),

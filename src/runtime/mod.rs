@@ -145,6 +145,7 @@ async fn read_inbox(shard: Rc<Shard>) {
             match msg {
                 ShardMsg::Deliver(event) => shard.deliver(&event),
                 ShardMsg::Shutdown => stopping = true,
+                ShardMsg::Keys(keys) => shard.replace_keys(keys),
             }
         }
     }

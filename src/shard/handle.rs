@@ -37,6 +37,10 @@ pub struct SessionHandle {
     /// Set once; the session closes with it at its next wake-up.
     close: Cell<Option<CloseReason>>,
     ping_due: Cell<bool>,
+    /// Whether `token_expiring` was sent for the token's current `exp`.
+    expiry_told: Cell<bool>,
+    /// The token's `exp` (Unix seconds); a refresh moves it (SPEC §11).
+    token_exp: Cell<u64>,
     next_ping: Cell<Instant>,
     /// When the client last sent a frame (any frame, pongs included).
     last_seen: Cell<Instant>,
@@ -63,10 +67,21 @@ pub enum Signal {
     Ping,
 }
 
+/// Where a session's token stands at a given second (SPEC §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenTime {
+    Valid,
+    /// Within the notice, not yet told: the seconds left, told now.
+    Expiring(u64),
+    Expired,
+}
+
 impl SessionHandle {
-    pub fn new(identity: Identity, queue_limit: usize, first_ping: Instant) -> Self {
+    pub fn new(identity: Identity, token_exp: u64, queue_limit: usize, first_ping: Instant) -> Self {
         Self {
             identity,
+            expiry_told: Cell::new(false),
+            token_exp: Cell::new(token_exp),
             outbox: RefCell::new(VecDeque::new()),
             queued_bytes: Cell::new(0),
             queue_limit,
@@ -129,6 +144,29 @@ impl SessionHandle {
         self.next_ping.set(next);
         self.ping_due.set(true);
         self.wake();
+    }
+
+    /// The token's state at `now` (Unix seconds) with `notice` seconds of
+    /// warning; `Expiring` comes once per `exp`, and counts as told.
+    pub fn token_time(&self, now: u64, notice: u64) -> TokenTime {
+        let exp = self.token_exp.get();
+        if now >= exp {
+            TokenTime::Expired
+        } else if exp - now <= notice && !self.expiry_told.replace(true) {
+            TokenTime::Expiring(exp - now)
+        } else {
+            TokenTime::Valid
+        }
+    }
+
+    /// A refreshed token: the session goes on until its `exp`.
+    pub fn renew(&self, token_exp: u64) {
+        self.token_exp.set(token_exp);
+        self.expiry_told.set(false);
+    }
+
+    pub fn token_exp(&self) -> u64 {
+        self.token_exp.get()
     }
 
     pub fn next_ping(&self) -> Instant {

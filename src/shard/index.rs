@@ -147,7 +147,7 @@ mod tests {
 
     fn session(user: &str) -> Rc<SessionHandle> {
         let identity = Identity { user_id: user.into(), role: Role::Admin };
-        Rc::new(SessionHandle::new(identity, 1024, Instant::now()))
+        Rc::new(SessionHandle::new(identity, u64::MAX, 1024, Instant::now()))
     }
 
     #[test]
@@ -260,7 +260,7 @@ mod properties {
         match op {
             Op::Insert { user } => {
                 let identity = Identity { user_id: user.to_string(), role: Role::Admin };
-                let handle = Rc::new(SessionHandle::new(identity, 1024, Instant::now()));
+                let handle = Rc::new(SessionHandle::new(identity, u64::MAX, 1024, Instant::now()));
                 let key = index.insert(handle.clone());
                 model.open.push((model.next, key, handle));
                 model.next += 1;

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use async_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::auth::Role;
+use crate::auth::{AuthError, KeySet, Role, Verified};
 use crate::bus::local::{Inbox, ShardMsg};
 use crate::bus::redis::{ShardLinks, Unavailable};
 use crate::bus::Bus;
@@ -55,13 +55,16 @@ pub struct Shard {
     backlog: BacklogWriter,
     inbox: Inbox,
     index: RefCell<Index>,
+    /// This shard's copy of the JWKS keys, replaced whole from its inbox.
+    /// Borrowed only for one token's check.
+    keys: RefCell<KeySet>,
 }
 
 impl Shard {
     /// The shard made of its parts; its Redis link flags are handed back for
     /// the tasks that own its Redis connections.
     pub fn new(instance: &'static Instance, parts: ShardParts) -> (Self, ShardLinks) {
-        let ShardParts { id, inbox, backlog, metrics, redis_links } = parts;
+        let ShardParts { id, inbox, backlog, metrics, redis_links, keys } = parts;
         let shard = Self {
             id,
             instance,
@@ -70,6 +73,7 @@ impl Shard {
             backlog,
             inbox,
             index: RefCell::new(Index::default()),
+            keys: RefCell::new(keys),
         };
         (shard, redis_links)
     }
@@ -78,6 +82,34 @@ impl Shard {
     /// `batch`.
     pub async fn recv_inbox(&self, batch: &mut Vec<ShardMsg>, max: usize) {
         self.inbox.recv_batch(batch, max).await;
+    }
+
+    /// Checks a client's token against the instance's keys and this shard's
+    /// key set; a `kid` not in the set asks for a fresh one.
+    pub fn verify(&self, token: &str) -> Result<Verified, AuthError> {
+        let result = self.instance.verifier.verify(token, &self.keys.borrow());
+        if result == Err(AuthError::UnknownKid) {
+            self.instance.jwks.ask();
+        }
+        result
+    }
+
+    /// A new key set from the JWKS fetcher.
+    pub fn replace_keys(&self, keys: KeySet) {
+        *self.keys.borrow_mut() = keys;
+    }
+
+    /// Queues one frame of the server's own to a session, counted as owed
+    /// like an event's.
+    pub fn queue(&self, session: &SessionHandle, frame: Utf8Bytes) {
+        let bytes = frame.len();
+        match session.push(frame) {
+            Push::Queued => self.backlog.add(bytes),
+            Push::Overflow => {
+                self.instance.metrics.slow_client_closes.inc();
+            }
+            Push::Closing => {}
+        }
     }
 
     /// Adds a session; every session is in the room `all` by being here.

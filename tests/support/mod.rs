@@ -14,6 +14,7 @@ use std::time::Duration;
 mod api;
 mod http;
 mod jwt;
+mod keys;
 mod metrics;
 mod process;
 mod protocol;
@@ -25,8 +26,8 @@ mod ws;
 // Each test binary uses only some of these; the rest would warn as unused.
 #[allow(unused_imports)]
 pub use self::{
-    api::*, http::*, jwt::*, metrics::*, process::*, protocol::*, raw_ws::*, redis_server::*, server::*,
-    ws::*,
+    api::*, http::*, jwt::*, keys::*, metrics::*, process::*, protocol::*, raw_ws::*, redis_server::*,
+    server::*, ws::*,
 };
 
 /// The HS256 secret the tests give the server (and sign tokens with).
@@ -57,6 +58,12 @@ pub const CONFIG_VARS: &[&str] = &[
     "SEND_QUEUE_BYTES",
     "SHUTDOWN_TIMEOUT",
     "LOG_FORMAT",
+    "JWT_PUBLIC_KEY",
+    "JWKS_URL",
+    "JWKS_REFRESH",
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
+    "TOKEN_REFRESH_NOTICE",
     "RUST_LOG",
 ];
 

@@ -85,6 +85,11 @@ pub enum Scenario {
         /// Stop after this many handshake attempts
         #[arg(long)]
         count: Option<u64>,
+        /// Sign the tokens with this PEM private key instead of --secret
+        /// (RSA → RS256, EC P-256 → ES256, Ed25519 → EdDSA), for a server
+        /// started with the public key (JWT_PUBLIC_KEY)
+        #[arg(long)]
+        private_key: Option<std::path::PathBuf>,
     },
     /// N subscribers in --room, broadcasts over HTTP: deliveries/s, loss, latency, CPU
     Fanout {

@@ -3,6 +3,7 @@
 //! JSON result plus a human summary.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use crate::procstat::{self, ServerProc};
 use crate::publisher::{self, ClosedLoop, Kind, PubSpec};
 use crate::storm::{self, StormSpec};
 use crate::target::Target;
+use crate::token::Minter;
 use crate::window::DeliveryWindow;
 
 /// What a run prints: one JSON line (stdout) and a summary (stderr).
@@ -251,16 +253,28 @@ pub fn idle(s: &Settings, subscribe: bool) -> anyhow::Result<Outcome> {
     Ok(Outcome { json, summary })
 }
 
-pub fn storm(s: &Settings, concurrency: usize, count: Option<u64>) -> anyhow::Result<Outcome> {
+pub fn storm(
+    s: &Settings,
+    concurrency: usize,
+    count: Option<u64>,
+    private_key: Option<&Path>,
+) -> anyhow::Result<Outcome> {
     if concurrency == 0 || concurrency > cli::MAX_CONCURRENCY {
         bail!("--concurrency must be in 1..={}", cli::MAX_CONCURRENCY);
     }
+    let ttl = s.duration.as_secs() + 3600;
+    let minter = match private_key {
+        None => Minter::new(&s.secret, &s.common.role, ttl),
+        Some(path) => {
+            let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Minter::from_private_pem(&pem, &s.common.role, ttl)?
+        }
+    };
     let cpu_before = s.cpu()?;
     let bench_before = procstat::own_cpu_s();
     let report = storm::run(StormSpec {
         target: s.target.clone(),
-        secret: s.secret.clone(),
-        role: s.common.role.clone(),
+        minter: Arc::new(minter),
         concurrency,
         threads: s.common.threads,
         duration: s.duration,

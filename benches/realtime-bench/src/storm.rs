@@ -21,8 +21,8 @@ const ERROR_PAUSE: Duration = Duration::from_millis(5);
 
 pub struct StormSpec {
     pub target: Target,
-    pub secret: String,
-    pub role: String,
+    /// Signs each worker's token (HS256 or a private key's algorithm).
+    pub minter: Arc<Minter>,
     pub concurrency: usize,
     pub threads: usize,
     pub duration: Duration,
@@ -53,7 +53,7 @@ pub fn run(spec: StormSpec) -> anyhow::Result<StormReport> {
         .on_all_shards(move || async move {
             let shard = assignments.try_recv().unwrap_or(0);
             let workers: Vec<usize> = (shard..spec.concurrency).step_by(threads).collect();
-            let minter = Arc::new(Minter::new(&spec.secret, &spec.role, spec.duration.as_secs() + 3600));
+            let minter = spec.minter.clone();
             let tasks: Vec<_> = workers
                 .into_iter()
                 .map(|w| {
