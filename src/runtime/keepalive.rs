@@ -1,11 +1,14 @@
 //! Server pings and the read timeout, for every session of a shard, from one
 //! sweep a second instead of a timer per connection: an idle connection then
-//! costs no timer and no wake-up until its ping is due.
+//! costs no timer and no wake-up until its ping is due. The sweep also takes
+//! stalled sessions' bytes out of the shard's backlog, for those that no new
+//! frame reaches (a frame queued to one does it at once).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::close::CloseReason;
+use crate::shard::handle::LazyNow;
 use crate::shard::Shard;
 
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -15,12 +18,15 @@ pub async fn run(shard: Rc<Shard>) {
     loop {
         glommio::timer::sleep(SWEEP_EVERY).await;
         let now = Instant::now();
+        let mut released = 0;
         shard.for_each_session(|session| {
             if now.duration_since(session.last_seen()) >= config.ws_read_timeout {
                 session.close(CloseReason::ReadTimeout);
             } else if now >= session.next_ping() {
                 session.ping(now + config.ws_ping_interval);
             }
+            released += session.release_if_stalled(&mut LazyNow::at(now));
         });
+        shard.release_backlog(released);
     }
 }

@@ -27,7 +27,7 @@ use crate::instance::{Instance, ShardParts};
 use crate::metrics::{DropReason, ShardMetrics};
 use crate::room::{self, JoinError};
 pub use crate::shard_id::ShardId;
-use handle::{Push, SessionHandle};
+use handle::{Counted, LazyNow, Push, SessionHandle};
 use index::Index;
 pub use index::{SessionKey, TooManyRooms};
 
@@ -91,12 +91,13 @@ impl Shard {
         let removed = self.index.borrow_mut().remove(key);
         if let Some(session) = removed {
             self.metrics.connections.dec();
-            self.backlog.remove(session.queued_bytes());
+            self.backlog.remove(session.in_backlog());
         }
     }
 
-    /// A session took `bytes` of frames for writing: they are no longer owed.
-    pub fn taken_for_writing(&self, bytes: usize) {
+    /// `bytes` of the backlog are no longer owed by this shard's writers:
+    /// taken for writing, or held for a stalled client.
+    pub fn release_backlog(&self, bytes: usize) {
         self.backlog.remove(bytes);
     }
 
@@ -161,18 +162,19 @@ impl Shard {
     pub fn deliver(&self, event: &Event) {
         let frame = Utf8Bytes::from(event.frame.as_str().to_owned());
         let index = self.index.borrow();
-        let mut fanout = Fanout::default();
+        let mut fanout = Fanout { frame, ..Fanout::default() };
         match &event.audience {
-            Audience::Everyone => index.sessions().for_each(|s| fanout.offer(s, &frame)),
-            Audience::Room(room) => index.members(room).iter().for_each(|s| fanout.offer(s, &frame)),
-            Audience::User(user) => index.user_sessions(user).iter().for_each(|s| fanout.offer(s, &frame)),
+            Audience::Everyone => index.sessions().for_each(|s| fanout.offer(s)),
+            Audience::Room(room) => index.members(room).iter().for_each(|s| fanout.offer(s)),
+            Audience::User(user) => index.user_sessions(user).iter().for_each(|s| fanout.offer(s)),
             Audience::UserInRoom { user, room } => index
                 .user_sessions(user)
                 .iter()
                 .filter(|s| index.is_member(s, room))
-                .for_each(|s| fanout.offer(s, &frame)),
+                .for_each(|s| fanout.offer(s)),
         }
-        self.backlog.add(fanout.queued as usize * frame.len());
+        self.backlog.add(fanout.counted);
+        self.backlog.remove(fanout.released);
         let metrics = &self.instance.metrics;
         metrics.deliveries.inc_by(fanout.queued);
         self.metrics.deliveries.inc_by(fanout.queued);
@@ -182,18 +184,30 @@ impl Shard {
     }
 }
 
-/// Counts of one event's delivery on one shard, added to the shared
-/// counters once.
+/// One event's delivery on one shard, and its counts, added to the shared
+/// counters and the backlog once.
 #[derive(Default)]
 struct Fanout {
+    frame: Utf8Bytes,
+    now: LazyNow,
     queued: u64,
     slow: u64,
+    /// Bytes the backlog gains.
+    counted: usize,
+    /// Bytes of stalled sessions that leave the backlog.
+    released: usize,
 }
 
 impl Fanout {
-    fn offer(&mut self, session: &SessionHandle, frame: &Utf8Bytes) {
-        match session.push(frame.clone()) {
-            Push::Queued => self.queued += 1,
+    fn offer(&mut self, session: &SessionHandle) {
+        match session.push(self.frame.clone(), &mut self.now) {
+            Push::Queued(counted) => {
+                self.queued += 1;
+                match counted {
+                    Counted::Added(bytes) => self.counted += bytes,
+                    Counted::Released(bytes) => self.released += bytes,
+                }
+            }
             Push::Overflow => self.slow += 1,
             Push::Closing => {}
         }

@@ -1,9 +1,10 @@
 //! A WebSocket client with a hand-made handshake and hand-parsed frames, for
-//! tests that need a peer which never answers pings and never writes.
+//! tests that need a peer which never answers pings and never writes, or
+//! writes without ever reading.
 
 use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{connect_tcp, read_line, DEFAULT_DEADLINE, POLL_READ};
 
@@ -107,6 +108,19 @@ impl RawWs {
             Ok(f) => RawRead::Frame(f),
             Err(_) => RawRead::Eof,
         }
+    }
+
+    /// Writes one short frame (`payload` at most 125 bytes), masked as a
+    /// client's must be; an error when the socket does not take it within
+    /// `timeout` (a server that stopped reading) or is gone.
+    pub fn send_frame(&mut self, opcode: u8, payload: &[u8], timeout: Duration) -> std::io::Result<()> {
+        assert!(payload.len() <= 125, "short frames only");
+        // A zero mask leaves the payload as it is.
+        let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        frame.extend_from_slice(payload);
+        let stream = self.reader.get_mut();
+        stream.set_write_timeout(Some(timeout))?;
+        stream.write_all(&frame)
     }
 
     pub fn shutdown(&self) {
