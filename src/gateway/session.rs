@@ -248,7 +248,9 @@ impl Session {
                 watched(&self.handle, self.ws.send(Message::Ping(Bytes::new()))).await
             }
             Wake::Inbound(None) => return Step::End(End::PeerGone),
-            Wake::Inbound(Some(Ok(message))) => match self.on_message(message).await {
+            // Boxed: a client message is rare next to the session's idle life,
+            // and its future would otherwise enlarge every idle session's.
+            Wake::Inbound(Some(Ok(message))) => match Box::pin(self.on_message(message)).await {
                 Ok(Some(reason)) => return Step::End(End::Closed(reason)),
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
