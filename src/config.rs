@@ -87,7 +87,7 @@ pub struct Config {
 
 impl Config {
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
-        Ok(Self {
+        let config = Self {
             jwt_secret: secret(args.jwt_secret.as_deref())?,
             jwt_public_key: present(&args.jwt_public_key).map(PathBuf::from),
             jwks_url: present(&args.jwks_url).map(parse_jwks_url).transpose()?,
@@ -116,7 +116,25 @@ impl Config {
             shutdown_timeout: seconds("SHUTDOWN_TIMEOUT", present(&args.shutdown_timeout), 10)?,
             log_format: parse_log_format(present(&args.log_format))?,
             share_port: flag("SHARE_PORT", present(&args.share_port))?,
-        })
+        };
+        config.check_message_fits_queue()?;
+        Ok(config)
+    }
+
+    /// A message the server accepts must fit in a client's send queue
+    /// (SPEC §8): an event bigger than the queue could only be delivered by
+    /// closing its readers.
+    fn check_message_fits_queue(&self) -> Result<(), ConfigError> {
+        if self.max_message_size > self.send_queue_bytes {
+            return Err(ConfigError::new(
+                "MAX_MESSAGE_SIZE",
+                format!(
+                    "{} is above SEND_QUEUE_BYTES ({}): such an event could not be delivered",
+                    self.max_message_size, self.send_queue_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// No way to check a token is configured: the server makes up a secret.
@@ -322,6 +340,15 @@ mod tests {
             let err = Config::from_args(&a).expect_err(var);
             assert_eq!(err.var, var);
         }
+    }
+
+    #[test]
+    fn a_message_size_above_the_send_queue_is_a_bad_value() {
+        let mut a = args();
+        a.max_message_size = Some("2000000".to_owned());
+        assert_eq!(Config::from_args(&a).expect_err("above the queue").var, "MAX_MESSAGE_SIZE");
+        a.send_queue_bytes = Some("2000000".to_owned());
+        assert!(Config::from_args(&a).is_ok(), "equal to the queue is allowed");
     }
 
     #[test]

@@ -84,6 +84,30 @@ pub enum EventError {
     Payload { kind: String, reason: String },
 }
 
+/// An event no client could receive: its frame is larger than a client's
+/// whole send queue (SPEC §8). Refused where it enters, so that it is never
+/// delivered by closing its readers as slow.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error(
+    "the event is {bytes} bytes once encoded, above SEND_QUEUE_BYTES ({limit}): no client could receive it"
+)]
+pub struct TooLarge {
+    pub bytes: usize,
+    pub limit: usize,
+}
+
+impl Event {
+    /// Whether a client's send queue of `send_queue_bytes` can hold this
+    /// event's frame at all.
+    pub fn fits(&self, send_queue_bytes: usize) -> Result<(), TooLarge> {
+        let bytes = self.frame.len();
+        if bytes > send_queue_bytes {
+            return Err(TooLarge { bytes, limit: send_queue_bytes });
+        }
+        Ok(())
+    }
+}
+
 #[derive(Serialize)]
 struct Envelope<'a> {
     id: &'a str,

@@ -52,15 +52,18 @@ pub enum DropReason {
     InboxFull,
     /// An event from Redis that is not an envelope, or that nobody may receive.
     Invalid,
+    /// An event from Redis larger than a client's send queue.
+    TooLarge,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 2] = [DropReason::InboxFull, DropReason::Invalid];
+    const ALL: [DropReason; 3] = [DropReason::InboxFull, DropReason::Invalid, DropReason::TooLarge];
 
     fn label(self) -> &'static str {
         match self {
             DropReason::InboxFull => "inbox_full",
             DropReason::Invalid => "invalid",
+            DropReason::TooLarge => "too_large",
         }
     }
 }

@@ -47,6 +47,7 @@ bad_value! {
     bad_log_format: "LOG_FORMAT" => "xml";
     bad_max_connections: "MAX_CONNECTIONS" => "x";
     bad_max_message_size: "MAX_MESSAGE_SIZE" => "x";
+    max_message_size_above_send_queue_bytes: "MAX_MESSAGE_SIZE" => "1048577";
     bad_shutdown_timeout_zero: "SHUTDOWN_TIMEOUT" => "0";
     bad_redis_url: "REDIS_URL" => "not-a-url";
     bad_bind_addr: "BIND_ADDR" => "nonsense";

@@ -57,28 +57,27 @@ pub async fn handle(
         Ok(body) => body,
         Err(response) => return response,
     };
-    match parse(&body, endpoint) {
-        Ok(event) => {
-            let id = event.id.clone();
-            shard.instance.wait_for_room().await;
-            if shard.instance.is_shutting_down() {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "shutting down: nothing is accepted that would not be delivered; publish to another instance",
-                );
-            }
-            match shard.publish(event).await {
-                Ok(()) => {
-                    shard.instance.metrics.published(Source::Api);
-                    json(StatusCode::ACCEPTED, serde_json::json!({ "id": id, "status": "accepted" }))
-                }
-                Err(e) => error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("{e}; nothing was delivered, retry later"),
-                ),
-            }
+    let event = match parse(&body, endpoint) {
+        Ok(event) => event,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    if let Err(too_large) = event.fits(config.send_queue_bytes) {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, &too_large.to_string());
+    }
+    let id = event.id.clone();
+    shard.instance.wait_for_room().await;
+    if shard.instance.is_shutting_down() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down: nothing is accepted that would not be delivered; publish to another instance",
+        );
+    }
+    match shard.publish(event).await {
+        Ok(()) => {
+            shard.instance.metrics.published(Source::Api);
+            json(StatusCode::ACCEPTED, serde_json::json!({ "id": id, "status": "accepted" }))
         }
-        Err(message) => error(StatusCode::BAD_REQUEST, &message),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}; nothing was delivered, retry later")),
     }
 }
 

@@ -38,6 +38,10 @@ use crate::shard::{SessionKey, Shard, SubscribeError};
 const READ_BUFFER: usize = 256;
 /// Bytes of frames gathered before a write to the socket.
 const WRITE_BATCH: usize = 16 * 1024;
+/// The largest WebSocket frame header, which a frame's bytes come with.
+const FRAME_HEADER_MAX: usize = 14;
+/// The header of a control frame the server sends (no mask, short payload).
+const CONTROL_HEADER: usize = 2;
 /// How long a closing connection waits for the peer to hang up.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
@@ -136,7 +140,10 @@ fn ws_config(config: &Config) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BATCH)
-        .max_write_buffer_size(usize::MAX)
+        // The session never hands tungstenite more than a batch and one frame
+        // at a time (no event is larger than SEND_QUEUE_BYTES: it is refused
+        // where it enters), so this only backs up the client's own queue.
+        .max_write_buffer_size(WRITE_BATCH + FRAME_HEADER_MAX + config.send_queue_bytes)
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_message_size))
 }
@@ -243,9 +250,13 @@ impl Session {
         let written = match wake {
             Wake::Signal(Signal::Close(reason)) => return Step::End(End::Closed(reason)),
             Wake::Signal(Signal::Outbound) => self.write_outbound().await,
-            Wake::Signal(Signal::Ping) => self.ws.send(Message::Ping(Bytes::new())).await,
+            Wake::Signal(Signal::Ping) => {
+                watched(&self.handle, self.ws.send(Message::Ping(Bytes::new()))).await
+            }
             Wake::Inbound(None) => return Step::End(End::PeerGone),
-            Wake::Inbound(Some(Ok(message))) => match self.on_message(message).await {
+            // Boxed: a client message is rare next to the session's idle life,
+            // and its future would otherwise enlarge every idle session's.
+            Wake::Inbound(Some(Ok(message))) => match Box::pin(self.on_message(message)).await {
                 Ok(Some(reason)) => return Step::End(End::Closed(reason)),
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
@@ -263,39 +274,75 @@ impl Session {
 
     /// Everything queued, in one flush.
     async fn write_outbound(&mut self) -> Result<(), WsError> {
-        // Counted off before the first await: this write may be abandoned for
-        // a close, and the count must not wait for it.
-        let bytes = self.handle.take_outbound(&mut self.batch);
-        self.shard().taken_for_writing(bytes);
+        // Out of the backlog before the first await: this write may be
+        // abandoned for a close, and the count must not wait for it.
+        let released = self.handle.take_outbound(&mut self.batch);
+        self.shard().release_backlog(released);
         while let Some(frame) = self.batch.pop_front() {
-            self.ws.feed(Message::Text(frame)).await?;
+            watched(&self.handle, self.ws.feed(Message::Text(frame))).await?;
         }
-        self.ws.flush().await
+        let flushed = watched(&self.handle, self.ws.flush()).await;
+        self.handle.flushed();
+        flushed
     }
 
     /// Answers one client message; `Some(reason)` when the session must close.
+    /// Every frame but a close counts against flood control, control frames
+    /// included (SPEC §8).
     async fn on_message(&mut self, message: Message) -> Result<Option<CloseReason>, WsError> {
         self.handle.saw_frame();
-        // tungstenite answers pings itself; pongs need nothing more.
-        if let Message::Close(_) = message {
-            // tungstenite's close reply and our FIN leave in one segment.
-            cork(self.ws.get_ref(), true);
-        }
-        if !matches!(message, Message::Text(_) | Message::Binary(_)) {
-            return Ok(None);
-        }
+        let pong = match &message {
+            Message::Close(_) => {
+                // tungstenite's close reply and our FIN leave in one segment.
+                cork(self.ws.get_ref(), true);
+                return Ok(None);
+            }
+            Message::Frame(_) => return Ok(None),
+            // tungstenite has queued the pong itself; it is written below.
+            Message::Ping(data) => CONTROL_HEADER + data.len(),
+            Message::Pong(_) | Message::Text(_) | Message::Binary(_) => 0,
+        };
         let reply = match self.flood.check(Instant::now()) {
             Verdict::Close => return Ok(Some(CloseReason::Flooding)),
             Verdict::Refuse => {
                 self.shard().instance.metrics.rate_limited.inc();
-                protocol::error(ErrorCode::RateLimited, "too many messages; slow down")
+                Some(protocol::error(ErrorCode::RateLimited, "too many messages; slow down"))
             }
             Verdict::Allow => match &message {
-                Message::Text(text) => self.on_text(text),
-                _ => protocol::error(ErrorCode::BadRequest, "binary frames are not supported"),
+                Message::Text(text) => Some(self.on_text(text)),
+                Message::Binary(_) => {
+                    Some(protocol::error(ErrorCode::BadRequest, "binary frames are not supported"))
+                }
+                _ => None,
             },
         };
-        self.ws.send(Message::Text(reply)).await.map(|()| None)
+        self.answer(pong, reply).await
+    }
+
+    /// Writes what the client is owed for its message — the pong tungstenite
+    /// queued (`pong` bytes) and our reply — before anything more is read
+    /// from it: a client that sends without reading stops being read, instead
+    /// of growing a queue. The bytes count against its send queue until they
+    /// are in the socket.
+    async fn answer(
+        &mut self,
+        pong: usize,
+        reply: Option<Utf8Bytes>,
+    ) -> Result<Option<CloseReason>, WsError> {
+        let bytes = pong + reply.as_ref().map_or(0, |r| r.len());
+        if bytes == 0 {
+            return Ok(None);
+        }
+        if !self.handle.owe(bytes) {
+            self.shard().instance.metrics.slow_client_closes.inc();
+            return Ok(Some(CloseReason::SlowClient));
+        }
+        let written = match reply {
+            Some(reply) => watched(&self.handle, self.ws.send(Message::Text(reply))).await,
+            None => watched(&self.handle, self.ws.flush()).await,
+        };
+        self.handle.flushed();
+        written.map(|()| None)
     }
 
     fn on_text(&self, text: &str) -> Utf8Bytes {
@@ -363,6 +410,22 @@ impl Session {
         })
         .await;
     }
+}
+
+/// Runs one write. While the socket keeps it waiting, the handle knows since
+/// when, so that the shard can tell a stalled client from a busy one.
+async fn watched<T>(handle: &SessionHandle, write: impl Future<Output = T>) -> T {
+    let mut write = std::pin::pin!(write);
+    let done = poll_fn(|cx| {
+        let poll = write.as_mut().poll(cx);
+        if poll.is_pending() {
+            handle.write_waiting();
+        }
+        poll
+    })
+    .await;
+    handle.write_done();
+    done
 }
 
 /// TCP_CORK on or off: while on, the kernel holds partial segments, so

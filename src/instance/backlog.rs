@@ -2,6 +2,12 @@
 //! for its clients and has not yet written, and the wait a publish takes
 //! while any shard holds too many.
 //!
+//! Only what the shard's writers will take counts: the bytes of a session
+//! whose socket has taken nothing for [`STALLED_AFTER`] are left out (its own
+//! `SEND_QUEUE_BYTES` bounds them), so that clients which never read cannot
+//! make every publisher wait; backpressure follows the pace of the clients
+//! that do read.
+//!
 //! Publishes are taken ahead of session writes (the ingest task queue), so
 //! without this a fast publisher could queue events faster than the shards
 //! write them, until clients are closed as slow. Each shard's figure is an
@@ -34,6 +40,12 @@ const RECHECK: Duration = Duration::from_millis(1);
 /// client's send queue limit bounds memory from there. Keeps one stalled
 /// client of a tiny shard from holding publishers for long.
 const MAX_WAIT: Duration = Duration::from_millis(250);
+/// How long a session's writer may wait for its socket before its bytes
+/// leave the backlog. The kernel wakes a writer only once half of the
+/// socket's send buffer has drained (megabytes, once autotuned), so a client
+/// reading a few MB/s already leaves a few hundred milliseconds between
+/// wake-ups; one that leaves a whole second takes nothing worth waiting for.
+pub const STALLED_AFTER: Duration = Duration::from_secs(1);
 
 type Counts = Arc<[CachePadded<AtomicUsize>]>;
 

@@ -196,6 +196,7 @@ fn redis_links(shard: &Rc<Shard>, links: ShardLinks, queues: Queues) -> Vec<Task
         channels: channels.clone(),
         link: links.subscriber,
         metrics: &shard.instance.metrics,
+        send_queue_bytes: shard.instance.config.send_queue_bytes,
         counts: shard.id.index() == 0,
     };
     let receiver = shard.clone();

@@ -28,7 +28,7 @@ use crate::instance::{Instance, ShardParts};
 use crate::metrics::{DropReason, ShardMetrics};
 use crate::room::{self, JoinError};
 pub use crate::shard_id::ShardId;
-use handle::{Push, SessionHandle};
+use handle::{Counted, LazyNow, Push, SessionHandle};
 use index::Index;
 pub use index::{SessionKey, TooManyRooms};
 
@@ -102,14 +102,9 @@ impl Shard {
     /// Queues one frame of the server's own to a session, counted as owed
     /// like an event's.
     pub fn queue(&self, session: &SessionHandle, frame: Utf8Bytes) {
-        let bytes = frame.len();
-        match session.push(frame) {
-            Push::Queued => self.backlog.add(bytes),
-            Push::Overflow => {
-                self.instance.metrics.slow_client_closes.inc();
-            }
-            Push::Closing => {}
-        }
+        let mut fanout = Fanout { frame, ..Fanout::default() };
+        fanout.offer(session);
+        self.settle(&fanout);
     }
 
     /// Adds a session; every session is in the room `all` by being here.
@@ -124,12 +119,13 @@ impl Shard {
         let removed = self.index.borrow_mut().remove(key);
         if let Some(session) = removed {
             self.metrics.connections.dec();
-            self.backlog.remove(session.queued_bytes());
+            self.backlog.remove(session.in_backlog());
         }
     }
 
-    /// A session took `bytes` of frames for writing: they are no longer owed.
-    pub fn taken_for_writing(&self, bytes: usize) {
+    /// `bytes` of the backlog are no longer owed by this shard's writers:
+    /// taken for writing, or held for a stalled client.
+    pub fn release_backlog(&self, bytes: usize) {
         self.backlog.remove(bytes);
     }
 
@@ -200,43 +196,60 @@ impl Shard {
     pub fn deliver(&self, event: &Event) {
         let frame = Utf8Bytes::from(event.frame.as_str().to_owned());
         let index = self.index.borrow();
-        let mut fanout = Fanout { role: event.role, ..Fanout::default() };
+        let mut fanout = Fanout { frame, role: event.role, ..Fanout::default() };
         match &event.audience {
-            Audience::Everyone => index.sessions().for_each(|s| fanout.offer(s, &frame)),
-            Audience::Room(room) => index.members(room).iter().for_each(|s| fanout.offer(s, &frame)),
-            Audience::User(user) => index.user_sessions(user).iter().for_each(|s| fanout.offer(s, &frame)),
+            Audience::Everyone => index.sessions().for_each(|s| fanout.offer(s)),
+            Audience::Room(room) => index.members(room).iter().for_each(|s| fanout.offer(s)),
+            Audience::User(user) => index.user_sessions(user).iter().for_each(|s| fanout.offer(s)),
             Audience::UserInRoom { user, room } => index
                 .user_sessions(user)
                 .iter()
                 .filter(|s| index.is_member(s, room))
-                .for_each(|s| fanout.offer(s, &frame)),
+                .for_each(|s| fanout.offer(s)),
         }
-        self.backlog.add(fanout.queued as usize * frame.len());
-        let metrics = &self.instance.metrics;
-        metrics.deliveries.inc_by(fanout.queued);
+        self.settle(&fanout);
+        self.instance.metrics.deliveries.inc_by(fanout.queued);
         self.metrics.deliveries.inc_by(fanout.queued);
+    }
+
+    /// What a fan-out owes the backlog, and the clients it closed as slow.
+    fn settle(&self, fanout: &Fanout) {
+        self.backlog.add(fanout.counted);
+        self.backlog.remove(fanout.released);
         if fanout.slow > 0 {
-            metrics.slow_client_closes.inc_by(fanout.slow);
+            self.instance.metrics.slow_client_closes.inc_by(fanout.slow);
         }
     }
 }
 
-/// One event's delivery on one shard: the role it is for, if any, and the
-/// counts added to the shared counters once.
+/// One event's delivery on one shard: the role it is for, if any, and its
+/// counts, added to the shared counters and the backlog once.
 #[derive(Default)]
 struct Fanout {
     role: Option<Role>,
+    frame: Utf8Bytes,
+    now: LazyNow,
     queued: u64,
     slow: u64,
+    /// Bytes the backlog gains.
+    counted: usize,
+    /// Bytes of stalled sessions that leave the backlog.
+    released: usize,
 }
 
 impl Fanout {
-    fn offer(&mut self, session: &SessionHandle, frame: &Utf8Bytes) {
+    fn offer(&mut self, session: &SessionHandle) {
         if self.role.is_some_and(|role| role != session.identity.role) {
             return;
         }
-        match session.push(frame.clone()) {
-            Push::Queued => self.queued += 1,
+        match session.push(self.frame.clone(), &mut self.now) {
+            Push::Queued(counted) => {
+                self.queued += 1;
+                match counted {
+                    Counted::Added(bytes) => self.counted += bytes,
+                    Counted::Released(bytes) => self.released += bytes,
+                }
+            }
             Push::Overflow => self.slow += 1,
             Push::Closing => {}
         }

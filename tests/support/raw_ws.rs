@@ -1,10 +1,11 @@
 //! A WebSocket client with a hand-made handshake and hand-parsed frames, for
-//! tests that need a peer which never answers pings, or which writes frames
-//! of its own making, well formed or not ([`client_frame`]).
+//! tests that need a peer which never answers pings, never writes, or writes
+//! without ever reading, or which writes frames of its own making, well
+//! formed or not ([`client_frame`]).
 
 use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{connect_tcp, read_line, DEFAULT_DEADLINE, POLL_READ};
 
@@ -113,6 +114,14 @@ impl RawWs {
     /// Writes bytes as they are: frames from [`client_frame`], or anything.
     pub fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.reader.get_mut().write_all(bytes)
+    }
+
+    /// Writes one whole frame, masked as a client's must be; an error when
+    /// the socket does not take it within `timeout` (a server that stopped
+    /// reading) or is gone.
+    pub fn send_frame(&mut self, opcode: u8, payload: &[u8], timeout: Duration) -> std::io::Result<()> {
+        self.reader.get_mut().set_write_timeout(Some(timeout))?;
+        self.write_raw(&client_frame(true, 0, opcode, payload, true))
     }
 
     pub fn shutdown(&self) {

@@ -24,6 +24,8 @@ pub struct Subscriber {
     /// Up while subscribed.
     pub link: LinkFlag,
     pub metrics: &'static Metrics,
+    /// A client's `SEND_QUEUE_BYTES`: a larger event is dropped here.
+    pub send_queue_bytes: usize,
     /// Every shard receives every message: only one of them counts what is
     /// instance-wide (messages published, ignored, reconnections).
     pub counts: bool,
@@ -32,7 +34,7 @@ pub struct Subscriber {
 /// Keeps the shard subscribed for as long as it runs, handing each event to
 /// `deliver`.
 pub async fn run(subscriber: Subscriber, deliver: impl Fn(Event)) {
-    let Subscriber { url, channels, link, metrics, counts } = subscriber;
+    let Subscriber { url, channels, link, metrics, send_queue_bytes, counts } = subscriber;
     let mut backoff = Backoff::default();
     let mut outage = Outage::new("subscriber");
     let mut first = true;
@@ -46,7 +48,9 @@ pub async fn run(subscriber: Subscriber, deliver: impl Fn(Event)) {
                 first = false;
                 link.set(true);
                 outage.connected();
-                let error = listen(conn, |message| on_message(message, metrics, counts, &deliver)).await;
+                let error =
+                    listen(conn, |message| on_message(message, metrics, send_queue_bytes, counts, &deliver))
+                        .await;
                 link.set(false);
                 outage.failed(&error);
             }
@@ -84,21 +88,34 @@ async fn listen(mut conn: RespConn, on_message: impl Fn(&Msg)) -> RespError {
     }
 }
 
-fn on_message(message: &Msg, metrics: &Metrics, counts: bool, deliver: impl Fn(Event)) {
-    match parse(message.get_payload_bytes()) {
-        Ok(event) => {
-            if counts {
-                metrics.published(Source::Redis);
-            }
-            deliver(event);
-        }
+fn on_message(
+    message: &Msg,
+    metrics: &Metrics,
+    send_queue_bytes: usize,
+    counts: bool,
+    deliver: impl Fn(Event),
+) {
+    let event = match parse(message.get_payload_bytes()) {
+        Ok(event) => event,
         Err(error) => {
             if counts {
                 metrics.dropped(DropReason::Invalid);
                 warn!(channel = message.get_channel_name(), error = %error, "ignored a message that is not an event envelope");
             }
+            return;
         }
+    };
+    if let Err(too_large) = event.fits(send_queue_bytes) {
+        if counts {
+            metrics.dropped(DropReason::TooLarge);
+            warn!(channel = message.get_channel_name(), id = %event.id, error = %too_large, "dropped an event from Redis");
+        }
+        return;
     }
+    if counts {
+        metrics.published(Source::Redis);
+    }
+    deliver(event);
 }
 
 /// Why a message was ignored. Its text never quotes the message: serde's
