@@ -97,6 +97,14 @@ impl Config {
         })
     }
 
+    /// HTTP connections open at once: their own share, on top of
+    /// `MAX_CONNECTIONS`, so idle or trickling HTTP clients can never take a
+    /// WebSocket client's slot, and small enough that the descriptors the
+    /// deploy files allow (2^20) cover both at the default limit.
+    pub fn max_http_connections(&self) -> usize {
+        (self.max_connections / HTTP_SHARE).max(MIN_HTTP_CONNECTIONS)
+    }
+
     /// Development mode binds to loopback whatever `BIND_ADDR` says.
     pub fn listen_addr(&self) -> IpAddr {
         match self.jwt_secret {
@@ -105,6 +113,11 @@ impl Config {
         }
     }
 }
+
+/// HTTP connections may number `MAX_CONNECTIONS` divided by this.
+const HTTP_SHARE: usize = 32;
+/// However small `MAX_CONNECTIONS`, publishers and probes get this many.
+const MIN_HTTP_CONNECTIONS: usize = 16;
 
 /// An empty variable counts as unset, as in most shells' `VAR=` idiom.
 fn present(value: &Option<String>) -> Option<&str> {

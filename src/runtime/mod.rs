@@ -22,8 +22,10 @@ use glommio::sync::Gate;
 use glommio::{
     Latency, LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles, Shares, Task, TaskQueueHandle,
 };
+use http::StatusCode;
 use tracing::{debug, info, info_span, warn};
 
+use crate::api;
 use crate::bus::local::ShardMsg;
 use crate::bus::redis::{self, ShardLinks};
 use crate::bus::Bus;
@@ -31,7 +33,7 @@ use crate::close::CloseReason;
 use crate::gateway::session;
 use crate::instance::{Instance, ShardParts};
 use crate::shard::{Shard, ShardId};
-use front_door::Route;
+use front_door::{HeadError, Route};
 
 /// Memory each executor registers with io_uring. We do socket I/O only, which
 /// does not use it; glommio registers it with each of its three rings, so a
@@ -228,7 +230,11 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, sessions: Rc<Gate>, ing
             let Ok(_pass) = sessions.enter() else { return };
             session::serve(shard, stream).await;
         }
-        Ok(Route::Http) => spawn_into(ingest, Box::pin(crate::api::serve(shard, stream))).await,
+        Ok(Route::Http) => spawn_into(ingest, Box::pin(api::serve(shard, stream))).await,
+        Err(HeadError::TimedOut) => {
+            debug!("request head not complete in time");
+            api::refuse(stream, StatusCode::REQUEST_TIMEOUT, "request head not complete in time").await;
+        }
         Err(e) => debug!(error = %e, "connection dropped before routing"),
     }
 }
