@@ -4,9 +4,11 @@
 //! reads its inbox, keeps its sessions alive and shuts down.
 //!
 //! - `listener`: the SO_REUSEPORT sockets, built with socket2;
+//! - `accept`: what a failed accept waits and logs;
 //! - `front_door`: peek at a request head and route it;
 //! - `keepalive`: server pings and the read timeout.
 
+pub mod accept;
 pub mod front_door;
 pub mod keepalive;
 pub mod listener;
@@ -40,8 +42,6 @@ use front_door::{HeadError, Route};
 /// shard locks 768 KiB, and the common 8 MiB memlock limit holds 10 shards
 /// (the deploy files raise it).
 const IO_MEMORY: usize = 256 * 1024;
-/// Pause after a failed accept (e.g. out of file descriptors) before retrying.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 /// Inbox messages handled per wake-up.
 const INBOX_BATCH: usize = 256;
 /// How soon taking in work preempts the sessions' writes.
@@ -207,15 +207,13 @@ fn redis_links(shard: &Rc<Shard>, links: ShardLinks, queues: Queues) -> Vec<Task
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, sessions: Rc<Gate>, queues: Queues) {
+    let mut failures = accept::Failures::default();
     loop {
         match listener.accept().await {
             Ok(stream) => {
                 queues.sessions(connection(shard.clone(), stream, sessions.clone(), queues.ingest)).detach();
             }
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                glommio::timer::sleep(ACCEPT_BACKOFF).await;
-            }
+            Err(e) => glommio::timer::sleep(failures.record(&e.into())).await,
         }
     }
 }
