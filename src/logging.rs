@@ -5,11 +5,15 @@
 
 use std::io::IsTerminal;
 
+use tracing::error;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
 pub fn init(format: LogFormat) {
+    // A panic is logged like any other line (one JSON object under
+    // `LOG_FORMAT=json`), on the shard it happened on.
+    std::panic::set_hook(Box::new(|panic| error!(%panic, "panic")));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {

@@ -99,6 +99,8 @@ pub struct Metrics {
     redis_connected: Gauge,
     pub redis_reconnects: Counter,
     pub uptime_seconds: Gauge,
+    /// Connection tasks that panicked; each closed its own connection only.
+    pub task_panics: Counter,
 }
 
 impl Metrics {
@@ -161,6 +163,12 @@ impl Metrics {
         registry.register("realtime_redis_reconnects", "Redis reconnections", redis_reconnects.clone());
         let uptime_seconds = Gauge::default();
         registry.register("realtime_uptime_seconds", "Seconds since start", uptime_seconds.clone());
+        let task_panics = Counter::default();
+        registry.register(
+            "realtime_task_panics",
+            "Connection tasks that panicked (each closed its connection only)",
+            task_panics.clone(),
+        );
 
         let metrics = Self {
             registry,
@@ -177,6 +185,7 @@ impl Metrics {
             redis_connected,
             redis_reconnects,
             uptime_seconds,
+            task_panics,
         };
         (metrics, owned)
     }

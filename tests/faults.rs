@@ -1,13 +1,18 @@
 //! Faults that must stay local: running out of file descriptors costs a log
 //! line a second, not a line per retry, and the server serves again once
-//! descriptors come free.
+//! descriptors come free; a panic in one connection's task (injected, debug
+//! builds only) closes that connection and nothing else.
 
 mod support;
 
 use std::net::TcpStream;
 use std::time::Duration;
 
+use serde_json::json;
 use support::*;
+
+/// The room and the path whose use panics in the server under test.
+const TRIGGER: &str = "boom";
 
 /// Descriptors the test server gets: enough to start one shard, a few
 /// connections more.
@@ -48,4 +53,25 @@ fn out_of_descriptors_logs_once_a_second_and_recovers() {
         |r| r.as_ref().is_some_and(|r| r.status == 200),
     )
     .unwrap_or_else(|last| panic!("no answer once descriptors came free: {last:?}\n{}", s.output_dump()));
+}
+
+#[test]
+fn a_panic_closes_its_own_connection_only() {
+    // One shard: the bystander shares the panicking task's executor.
+    let mut s = server().env("SHARDS", "1").env("REALTIME_INJECT_PANIC", TRIGGER).start();
+    let (mut bystander, _) = s.connect("bystander", "client");
+    let (mut victim, _) = s.connect("victim", "client");
+
+    send_json(&mut victim, &json!({"type": "subscribe", "room": TRIGGER}));
+    let ended = expect_close(&mut victim, DEFAULT_DEADLINE);
+    assert!(matches!(ended, Event::Close(_) | Event::Eof(_)), "the panicking session: {ended:?}");
+
+    let answer = try_http(s.port, "GET", &format!("/{TRIGGER}"), &[], None);
+    assert!(answer.is_err(), "a request whose task panicked was answered: {answer:?}");
+
+    assert_ping_pong(&mut bystander);
+    assert_eq!(s.get("/health").status, 200);
+    assert_eq!(s.metric("realtime_task_panics_total"), 2.0);
+    assert!(s.try_exit().is_none(), "the process ended:\n{}", s.output_dump());
+    s.wait_stderr(DEFAULT_DEADLINE, |e| e.contains("fault injected: boom"));
 }

@@ -72,6 +72,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 
 async fn respond(shard: &Shard, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
     let instance = shard.instance;
+    crate::fault::panic_on(request.uri().path().trim_start_matches('/'));
     let origin = cors::allowed_origin(&instance.config.allowed_origins, request.headers());
     let method = request.method().clone();
     let mut response = match (request.uri().path(), &method) {

@@ -15,17 +15,19 @@ pub mod listener;
 
 use std::future::Future;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
+use futures_util::FutureExt;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Gate;
 use glommio::{
     Latency, LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles, Shares, Task, TaskQueueHandle,
 };
 use http::StatusCode;
-use tracing::{debug, info, info_span, warn};
+use tracing::{debug, error, info, info_span, warn};
 
 use crate::api;
 use crate::bus::local::ShardMsg;
@@ -183,6 +185,17 @@ impl Queues {
     }
 }
 
+/// Runs one connection's task so that a panic in it ends that connection
+/// alone (its socket closes as the task's state is dropped) instead of the
+/// shard's executor, and with it every client of the process. The panic hook
+/// has logged where it happened.
+async fn contained(shard: Rc<Shard>, task: impl Future<Output = ()>) {
+    if AssertUnwindSafe(task).catch_unwind().await.is_err() {
+        shard.instance.metrics.task_panics.inc();
+        error!("a connection's task panicked: that connection is closed, the shard goes on");
+    }
+}
+
 fn spawn_into<T: 'static>(queue: TaskQueueHandle, task: impl Future<Output = T> + 'static) -> Task<T> {
     glommio::spawn_local_into(task, queue).expect("a shard's task queues live as long as its executor")
 }
@@ -226,9 +239,11 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, sessions: Rc<Gate>, ing
     match Box::pin(front_door::route(&stream)).await {
         Ok(Route::WebSocket) => {
             let Ok(_pass) = sessions.enter() else { return };
-            session::serve(shard, stream).await;
+            contained(shard.clone(), session::serve(shard, stream)).await;
         }
-        Ok(Route::Http) => spawn_into(ingest, Box::pin(api::serve(shard, stream))).await,
+        Ok(Route::Http) => {
+            spawn_into(ingest, Box::pin(contained(shard.clone(), api::serve(shard, stream)))).await
+        }
         Err(HeadError::TimedOut) => {
             debug!("request head not complete in time");
             api::refuse(stream, StatusCode::REQUEST_TIMEOUT, "request head not complete in time").await;
