@@ -6,12 +6,14 @@
 //! - `listener`: the SO_REUSEPORT sockets, built with socket2;
 //! - `accept`: what a failed accept waits and logs;
 //! - `front_door`: peek at a request head and route it;
-//! - `keepalive`: server pings and the read timeout.
+//! - `keepalive`: server pings and the read timeout;
+//! - `memory`: freed memory handed back after many connections closed.
 
 pub mod accept;
 pub mod front_door;
 pub mod keepalive;
 pub mod listener;
+pub mod memory;
 
 use std::future::Future;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
@@ -38,6 +40,7 @@ use crate::gateway::session;
 use crate::instance::{Instance, ShardParts};
 use crate::shard::{Shard, ShardId};
 use front_door::{HeadError, Route};
+use memory::Census;
 
 /// Memory each executor registers with io_uring. We do socket I/O only, which
 /// does not use it; glommio registers it with each of its three rings, so a
@@ -114,8 +117,11 @@ async fn run(instance: &'static Instance, parts: ShardParts, listener: OwnedFd, 
     let shard = Rc::new(shard);
     let queues = Queues::create();
     let sessions = Rc::new(Gate::new());
-    let accepting = queues.ingest(accept_loop(shard.clone(), listener, sessions.clone(), queues));
+    let census = Rc::new(Census::default());
+    let accepting =
+        queues.ingest(accept_loop(shard.clone(), listener, sessions.clone(), census.clone(), queues));
     let keepalive = glommio::spawn_local(keepalive::run(shard.clone()));
+    let trimming = glommio::spawn_local(memory::run(census));
     let redis = redis_links(&shard, links, queues);
     ready();
 
@@ -127,6 +133,7 @@ async fn run(instance: &'static Instance, parts: ShardParts, listener: OwnedFd, 
     shard.close_all(CloseReason::GoingAway);
     let drained = glommio::timer::timeout(instance.config.shutdown_timeout, sessions.close()).await;
     keepalive.cancel().await;
+    trimming.cancel().await;
     // Redis goes last: sessions were drained first.
     for link in redis {
         link.cancel().await;
@@ -219,21 +226,37 @@ fn redis_links(shard: &Rc<Shard>, links: ShardLinks, queues: Queues) -> Vec<Task
     ]
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, sessions: Rc<Gate>, queues: Queues) {
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    sessions: Rc<Gate>,
+    census: Rc<Census>,
+    queues: Queues,
+) {
     let mut failures = accept::Failures::default();
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                queues.sessions(connection(shard.clone(), stream, sessions.clone(), queues.ingest)).detach();
+                let held = census.enter();
+                queues
+                    .sessions(connection(shard.clone(), stream, sessions.clone(), queues.ingest, held))
+                    .detach();
             }
             Err(e) => glommio::timer::sleep(failures.record(&e.into())).await,
         }
     }
 }
 
-/// Routes one accepted socket. WebSocket sessions pass through the gate so
-/// shutdown can wait for them; HTTP connections just end with the executor.
-async fn connection(shard: Rc<Shard>, stream: TcpStream, sessions: Rc<Gate>, ingest: TaskQueueHandle) {
+/// Routes one accepted socket, counted in its shard's census while it lives.
+/// WebSocket sessions pass through the gate so shutdown can wait for them;
+/// HTTP connections just end with the executor.
+async fn connection(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    sessions: Rc<Gate>,
+    ingest: TaskQueueHandle,
+    _held: memory::Held,
+) {
     // Boxed: the routing state is large and short-lived, and would otherwise
     // stay reserved in every long-lived session's task.
     match Box::pin(front_door::route(&stream)).await {
