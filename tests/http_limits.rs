@@ -46,10 +46,9 @@ fn read_until_closed(
     (String::from_utf8_lossy(&seen).into_owned(), false)
 }
 
-#[test]
-fn a_trickled_second_head_gets_408_and_close() {
-    let s = server().start();
-    let mut conn = kept_alive(s.port);
+/// Trickles a head's header lines about once a second on `conn` and
+/// asserts the server answers 408 and closes, no sooner than 10 s.
+fn assert_trickled_head_times_out(mut conn: TcpStream, which: &str) {
     conn.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
     let started = Instant::now();
     let mut line = 0;
@@ -58,13 +57,24 @@ fn a_trickled_second_head_gets_408_and_close() {
         // Broken once the server has closed; the read sees that.
         let _ = c.write_all(format!("X-Trickle-{line}: 1\r\n").as_bytes());
     });
-    assert!(closed, "a head trickled for {HEAD_LIMIT_BOUND:?} kept its connection; got {answer:?}");
-    assert!(answer.starts_with("HTTP/1.1 408"), "answer to a late head: {answer:?}");
+    assert!(closed, "{which} head trickled for {HEAD_LIMIT_BOUND:?} kept its connection; got {answer:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "answer to a late {which} head: {answer:?}");
     assert!(
         started.elapsed() >= Duration::from_secs(9),
         "closed before the 10 s limit: {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn every_trickled_head_gets_408_and_close() {
+    let s = server().start();
+    let port = s.port;
+    let first = std::thread::spawn(move || {
+        assert_trickled_head_times_out(TcpStream::connect(("127.0.0.1", port)).unwrap(), "first")
+    });
+    assert_trickled_head_times_out(kept_alive(port), "second");
+    first.join().expect("the first head's check");
 }
 
 #[test]

@@ -39,8 +39,15 @@ fn memory_comes_back_after_a_crowd_leaves() {
 
     drop(crowd);
     // glibc alone kept about half of it resident for good.
-    let back = poll(DEFAULT_DEADLINE, Duration::from_millis(200), || rss_kb(s.pid()), |&now| {
-        now <= start + grown / 4
-    });
-    assert!(back.is_ok(), "RSS {start} KiB at start, {held} KiB with the crowd, {:?} KiB after it left", back);
+    let back = poll(
+        DEFAULT_DEADLINE,
+        Duration::from_millis(200),
+        || rss_kb(s.pid()),
+        |&now| now <= start + grown / 4,
+    );
+    assert!(
+        back.is_ok(),
+        "RSS {start} KiB at start, {held} KiB with the crowd, {:?} KiB after it left",
+        back
+    );
 }
