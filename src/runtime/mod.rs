@@ -196,11 +196,17 @@ impl Queues {
 /// alone (its socket closes as the task's state is dropped) instead of the
 /// shard's executor, and with it every client of the process. The panic hook
 /// has logged where it happened.
-async fn contained(shard: Rc<Shard>, task: impl Future<Output = ()>) {
-    if AssertUnwindSafe(task).catch_unwind().await.is_err() {
-        shard.instance.metrics.task_panics.inc();
-        error!("a connection's task panicked: that connection is closed, the shard goes on");
-    }
+///
+/// A combinator, not an `async fn`: an `async fn` would keep room for
+/// `task` twice (as its argument and as what it awaits) in every session's
+/// task.
+fn contained(shard: Rc<Shard>, task: impl Future<Output = ()>) -> impl Future<Output = ()> {
+    AssertUnwindSafe(task).catch_unwind().map(move |outcome| {
+        if outcome.is_err() {
+            shard.instance.metrics.task_panics.inc();
+            error!("a connection's task panicked: that connection is closed, the shard goes on");
+        }
+    })
 }
 
 fn spawn_into<T: 'static>(queue: TaskQueueHandle, task: impl Future<Output = T> + 'static) -> Task<T> {
@@ -269,7 +275,10 @@ async fn connection(
         }
         Err(HeadError::TimedOut) => {
             debug!("request head not complete in time");
-            api::refuse(stream, StatusCode::REQUEST_TIMEOUT, "request head not complete in time").await;
+            // Boxed like the routing: every session's task would otherwise
+            // keep room for this rare answer (about 400 bytes).
+            Box::pin(api::refuse(stream, StatusCode::REQUEST_TIMEOUT, "request head not complete in time"))
+                .await;
         }
         Err(e) => debug!(error = %e, "connection dropped before routing"),
     }
