@@ -20,6 +20,8 @@ pub enum CloseReason {
     TooBig,
     /// The token's `exp` passed without a refresh (SPEC §11): 4001.
     TokenExpired,
+    /// The session's task panicked: 1011.
+    InternalError,
 }
 
 impl CloseReason {
@@ -32,6 +34,7 @@ impl CloseReason {
             CloseReason::SlowClient | CloseReason::Flooding => CloseCode::Policy,
             CloseReason::TooBig => CloseCode::Size,
             CloseReason::TokenExpired => CloseCode::Library(4001),
+            CloseReason::InternalError => CloseCode::Error,
         }
     }
 
@@ -46,6 +49,7 @@ impl CloseReason {
             CloseReason::Flooding => "flooding",
             CloseReason::TooBig => "message too big",
             CloseReason::TokenExpired => "token expired",
+            CloseReason::InternalError => "internal error",
         }
     }
 }

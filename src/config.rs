@@ -142,6 +142,14 @@ impl Config {
         self.jwt_secret.is_none() && self.jwt_public_key.is_none() && self.jwks_url.is_none()
     }
 
+    /// HTTP connections open at once: their own share, on top of
+    /// `MAX_CONNECTIONS`, so idle or trickling HTTP clients can never take a
+    /// WebSocket client's slot, and small enough that the descriptors the
+    /// deploy files allow (2^20) cover both at the default limit.
+    pub fn max_http_connections(&self) -> usize {
+        (self.max_connections / HTTP_SHARE).max(MIN_HTTP_CONNECTIONS)
+    }
+
     /// Development mode binds to loopback whatever `BIND_ADDR` says.
     pub fn listen_addr(&self) -> IpAddr {
         match self.development_mode() {
@@ -150,6 +158,11 @@ impl Config {
         }
     }
 }
+
+/// HTTP connections may number `MAX_CONNECTIONS` divided by this.
+const HTTP_SHARE: usize = 32;
+/// However small `MAX_CONNECTIONS`, publishers and probes get this many.
+const MIN_HTTP_CONNECTIONS: usize = 16;
 
 /// Unset is development mode; set but empty is a mistake (a template's
 /// `JWT_SECRET=` left blank), not a request for development mode.

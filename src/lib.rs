@@ -17,7 +17,8 @@
 //!    and publisher), which hand events back without knowing the shards;
 //! 7. the vocabulary, no I/O and no executor: [`config`], [`event`],
 //!    [`room`], [`origin`], [`close`], [`shard_id`], [`auth`], [`models`],
-//!    [`metrics`].
+//!    [`metrics`], and [`fault`] (the tests' injected panics, debug builds
+//!    only).
 
 pub mod api;
 pub mod auth;
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod close;
 pub mod config;
 pub mod event;
+pub mod fault;
 pub mod gateway;
 pub mod instance;
 pub mod logging;

@@ -5,6 +5,7 @@
 
 use std::io::IsTerminal;
 
+use tracing::error;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{ConfigError, LogFormat};
@@ -12,6 +13,9 @@ use crate::config::{ConfigError, LogFormat};
 /// Installs the subscriber; an unparsable `RUST_LOG` is a bad value, not a
 /// reason to log nothing.
 pub fn init(format: LogFormat) -> Result<(), ConfigError> {
+    // A panic is logged like any other line (one JSON object under
+    // `LOG_FORMAT=json`), on the shard it happened on.
+    std::panic::set_hook(Box::new(|panic| error!(%panic, "panic")));
     let filter = filter(std::env::var("RUST_LOG").ok().as_deref())?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {

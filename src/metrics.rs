@@ -113,6 +113,8 @@ pub struct Metrics {
     /// usable key set (`ok`) or did not (`failed`; the last good set stays).
     jwks_fetches_ok: Counter,
     jwks_fetches_failed: Counter,
+    /// Connection tasks that panicked; each closed its own connection only.
+    pub task_panics: Counter,
 }
 
 impl Metrics {
@@ -179,6 +181,12 @@ impl Metrics {
         registry.register("realtime_jwks_fetches", "JWKS fetches by result", jwks_family.clone());
         let jwks_fetches_ok = jwks_family.get_or_create(&ResultLabel { result: "ok" }).clone();
         let jwks_fetches_failed = jwks_family.get_or_create(&ResultLabel { result: "failed" }).clone();
+        let task_panics = Counter::default();
+        registry.register(
+            "realtime_task_panics",
+            "Connection tasks that panicked (each closed its connection only)",
+            task_panics.clone(),
+        );
 
         let metrics = Self {
             registry,
@@ -197,6 +205,7 @@ impl Metrics {
             uptime_seconds,
             jwks_fetches_ok,
             jwks_fetches_failed,
+            task_panics,
         };
         (metrics, owned)
     }

@@ -46,6 +46,9 @@ fn a_foreign_listener_with_so_reuseport_stops_start_up() {
 fn share_port_lets_a_new_process_join_and_take_over() {
     let mut old = server().start();
     let new = server().port(old.port).env("SHARE_PORT", "true").start();
+    // Its health check may have been answered by the old process: wait for
+    // the new one's own word that it listens before the old one goes.
+    new.wait_stderr(DEFAULT_DEADLINE, |log| log.contains("listening"));
     old.signal(libc::SIGTERM);
     old.wait_exit(Duration::from_secs(15))
         .unwrap_or_else(|| panic!("old still running\n{}", old.output_dump()));

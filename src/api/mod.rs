@@ -3,22 +3,19 @@
 //! `/broadcast`, with CORS), `/health`, `/ready`, `/metrics`; JSON errors for
 //! everything else. Runs on the shard that accepted the socket.
 //!
+//! - `clock`: the head and idle time limits of each connection;
 //! - `publish`: the publish API;
 //! - `health`: `/health` and `/ready`;
 //! - `cors`: the CORS answers for browsers that publish;
 //! - `response`: JSON bodies and errors;
 //! - `upgrade`: `GET /ws` requests that are not valid upgrades.
 
+pub mod clock;
 pub mod cors;
 pub mod health;
 pub mod publish;
 pub mod response;
 pub mod upgrade;
-
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::rc::Rc;
-use std::time::Duration;
 
 use glommio::net::TcpStream;
 use http::header::{ACCEPT, ALLOW, CONTENT_TYPE};
@@ -26,40 +23,59 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use smol_hyper::rt::FuturesIo;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
 use tracing::debug;
 
 use crate::metrics::Exposition;
 use crate::shard::Shard;
+use clock::{Clock, Clocked, Phase};
 use publish::Endpoint;
+pub use response::refuse;
 use response::{error, json, Body};
 
-/// An HTTP connection with no request in flight is closed after this long.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest request head (SPEC §8); hyper answers 431 to a longer one. Also
+/// what hyper may buffer of a connection: its smallest allowed buffer.
+pub const MAX_HEAD: usize = 8192;
 
-/// Serves HTTP/1.1 requests on `stream` until the client leaves.
+/// Serves HTTP/1.1 requests on `stream` until the client leaves or a time
+/// limit of [`clock`] ends the connection.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    // glommio fails a read that waits longer than this, ending idle keep-alive
-    // connections and slow bodies alike.
     let Ok(peer) = stream.peer_addr() else { return };
-    if stream.set_read_timeout(Some(IDLE_TIMEOUT)).is_err() {
-        return;
-    }
-    let service = service_fn(move |request| {
+    let Some(_slot) = shard.instance.admit_http() else {
+        debug!("http connection refused: limit reached");
+        return refuse(stream, StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").await;
+    };
+    let clock = Clock::new();
+    let mut io = Clocked::new(stream, clock.clone());
+    let service = service_fn(|request| {
+        clock.head_complete();
         let shard = shard.clone();
-        async move { Ok::<_, Infallible>(respond(&shard, peer, request).await) }
+        let clock = clock.clone();
+        async move {
+            let response = respond(&shard, peer, request).await;
+            clock.answered();
+            Ok::<_, Infallible>(response)
+        }
     });
-    if let Err(e) = hyper::server::conn::http1::Builder::new()
+    let served = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .header_read_timeout(None)
-        .serve_connection(FuturesIo::new(stream), service)
-        .await
-    {
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(FuturesIo::new(&mut io), service)
+        .await;
+    if let Err(e) = served {
         debug!(error = %e, "http connection ended with an error");
+    }
+    if clock.expired() == Some(Phase::Head) {
+        refuse(io.into_inner(), StatusCode::REQUEST_TIMEOUT, "request head not complete in time").await;
     }
 }
 
 async fn respond(shard: &Shard, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
     let instance = shard.instance;
+    crate::fault::panic_on(request.uri().path().trim_start_matches('/'));
     let origin = cors::allowed_origin(&instance.config.allowed_origins, request.headers());
     let method = request.method().clone();
     let mut response = match (request.uri().path(), &method) {

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
@@ -17,7 +18,7 @@ use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 use async_tungstenite::WebSocketStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use glommio::net::TcpStream;
 use socket2::SockRef;
 use tracing::{debug, info};
@@ -203,7 +204,15 @@ struct Session {
 
 impl Session {
     async fn run(mut self) {
-        let end = self.live().await;
+        // A panic tells the client (1011) before the runtime contains it.
+        let lived = AssertUnwindSafe(self.live()).catch_unwind().await;
+        let end = match lived {
+            Ok(end) => end,
+            Err(panic) => {
+                Box::pin(self.close(CloseReason::InternalError)).await;
+                std::panic::resume_unwind(panic);
+            }
+        };
         debug!(
             user = %self.handle.identity.user_id,
             role = %self.handle.identity.role,

@@ -39,9 +39,12 @@ pub struct Instance {
     pub jwks: jwks::Refetch,
     /// Which Redis connections are up (all down without `REDIS_URL`).
     redis_links: Links,
-    /// Connections admitted on every shard; the `MAX_CONNECTIONS` gate. The
-    /// one count every shard writes: the limit is per process.
-    admitted: AtomicUsize,
+    /// WebSocket sessions admitted on every shard; the `MAX_CONNECTIONS`
+    /// gate. With `http_slots`, the counts every shard writes: the limits are
+    /// per process.
+    sessions: Slots,
+    /// HTTP connections open on every shard, a share of their own.
+    http_slots: Slots,
     /// Written by the main thread when shutdown begins.
     shutting_down: AtomicBool,
 }
@@ -68,6 +71,7 @@ impl Instance {
         jwks: jwks::Refetch,
     ) -> (Self, Vec<ShardParts>) {
         let shards = config.shards;
+        let (config_max, http_max) = (config.max_connections, config.max_http_connections());
         let (mailboxes, inboxes) = Mailboxes::new(shards);
         let (backlogs, backlog_writers) = Backlogs::new(shards);
         let (metrics, shard_metrics) = Metrics::new(shards);
@@ -96,7 +100,8 @@ impl Instance {
             backlogs,
             jwks,
             redis_links,
-            admitted: AtomicUsize::new(0),
+            sessions: Slots::new(config_max),
+            http_slots: Slots::new(http_max),
             shutting_down: AtomicBool::new(false),
         };
         (instance, parts)
@@ -132,24 +137,45 @@ impl Instance {
         self.shutting_down.load(Ordering::Acquire)
     }
 
-    /// Reserves a connection slot, or `None` at `MAX_CONNECTIONS`.
+    /// Reserves a WebSocket session's slot, or `None` at `MAX_CONNECTIONS`.
     pub fn admit(&'static self) -> Option<Admission> {
-        let before = self.admitted.fetch_add(1, Ordering::AcqRel);
-        if before >= self.config.max_connections {
-            self.admitted.fetch_sub(1, Ordering::AcqRel);
+        self.sessions.take()
+    }
+
+    /// Reserves an HTTP connection's slot, or `None` when they are all held.
+    pub fn admit_http(&'static self) -> Option<Admission> {
+        self.http_slots.take()
+    }
+}
+
+/// A process-wide count of connections with its limit.
+struct Slots {
+    taken: AtomicUsize,
+    limit: usize,
+}
+
+impl Slots {
+    fn new(limit: usize) -> Self {
+        Self { taken: AtomicUsize::new(0), limit }
+    }
+
+    fn take(&'static self) -> Option<Admission> {
+        let before = self.taken.fetch_add(1, Ordering::AcqRel);
+        if before >= self.limit {
+            self.taken.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(Admission { instance: self })
+        Some(Admission { slots: self })
     }
 }
 
 /// A held connection slot; dropping it frees the slot.
 pub struct Admission {
-    instance: &'static Instance,
+    slots: &'static Slots,
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.instance.admitted.fetch_sub(1, Ordering::AcqRel);
+        self.slots.taken.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -1,17 +1,15 @@
 //! One port, two protocols: peek at the request head without consuming it and
 //! decide whether the socket is a WebSocket upgrade on `/ws` or plain HTTP.
-//! The peek is bounded in size ([`MAX_HEAD`]) and time ([`HEAD_TIMEOUT`]).
+//! The peek is bounded in size and time by the limits every request head has
+//! ([`MAX_HEAD`], [`HEAD_TIMEOUT`]); a longer head is HTTP's to refuse (431).
 
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
 
+use crate::api::clock::HEAD_TIMEOUT;
+use crate::api::MAX_HEAD;
 use crate::gateway::upgrade;
-
-/// Longest request head we wait for; a longer one is HTTP's to refuse (431).
-pub const MAX_HEAD: usize = 8192;
-/// A client must send its whole request head within this time.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first peek's size: most request heads (a browser's upgrade with its
 /// token included) fit, and thousands of connections arriving at once do not
 /// each hold 8 KiB while they are routed.

@@ -4,26 +4,34 @@
 //! reads its inbox, keeps its sessions alive and shuts down.
 //!
 //! - `listener`: the SO_REUSEPORT sockets, built with socket2;
+//! - `accept`: what a failed accept waits and logs;
 //! - `front_door`: peek at a request head and route it;
-//! - `keepalive`: server pings and the read timeout.
+//! - `keepalive`: server pings and the read timeout;
+//! - `memory`: freed memory handed back after many connections closed.
 
+pub mod accept;
 pub mod front_door;
 pub mod keepalive;
 pub mod listener;
+pub mod memory;
 
 use std::future::Future;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
+use futures_util::FutureExt;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Gate;
 use glommio::{
     Latency, LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles, Shares, Task, TaskQueueHandle,
 };
-use tracing::{debug, info, info_span, warn};
+use http::StatusCode;
+use tracing::{debug, error, info, info_span, warn};
 
+use crate::api;
 use crate::bus::local::ShardMsg;
 use crate::bus::redis::{self, ShardLinks};
 use crate::bus::Bus;
@@ -31,15 +39,14 @@ use crate::close::CloseReason;
 use crate::gateway::session;
 use crate::instance::{Instance, ShardParts};
 use crate::shard::{Shard, ShardId};
-use front_door::Route;
+use front_door::{HeadError, Route};
+use memory::Census;
 
 /// Memory each executor registers with io_uring. We do socket I/O only, which
 /// does not use it; glommio registers it with each of its three rings, so a
 /// shard locks 768 KiB, and the common 8 MiB memlock limit holds 10 shards
 /// (the deploy files raise it).
 const IO_MEMORY: usize = 256 * 1024;
-/// Pause after a failed accept (e.g. out of file descriptors) before retrying.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 /// Inbox messages handled per wake-up.
 const INBOX_BATCH: usize = 256;
 /// How soon taking in work preempts the sessions' writes.
@@ -110,8 +117,11 @@ async fn run(instance: &'static Instance, parts: ShardParts, listener: OwnedFd, 
     let shard = Rc::new(shard);
     let queues = Queues::create();
     let sessions = Rc::new(Gate::new());
-    let accepting = queues.ingest(accept_loop(shard.clone(), listener, sessions.clone(), queues));
+    let census = Rc::new(Census::default());
+    let accepting =
+        queues.ingest(accept_loop(shard.clone(), listener, sessions.clone(), census.clone(), queues));
     let keepalive = glommio::spawn_local(keepalive::run(shard.clone()));
+    let trimming = glommio::spawn_local(memory::run(census));
     let redis = redis_links(&shard, links, queues);
     ready();
 
@@ -123,6 +133,7 @@ async fn run(instance: &'static Instance, parts: ShardParts, listener: OwnedFd, 
     shard.close_all(CloseReason::GoingAway);
     let drained = glommio::timer::timeout(instance.config.shutdown_timeout, sessions.close()).await;
     keepalive.cancel().await;
+    trimming.cancel().await;
     // Redis goes last: sessions were drained first.
     for link in redis {
         link.cancel().await;
@@ -182,6 +193,23 @@ impl Queues {
     }
 }
 
+/// Runs one connection's task so that a panic in it ends that connection
+/// alone (its socket closes as the task's state is dropped) instead of the
+/// shard's executor, and with it every client of the process. The panic hook
+/// has logged where it happened.
+///
+/// A combinator, not an `async fn`: an `async fn` would keep room for
+/// `task` twice (as its argument and as what it awaits) in every session's
+/// task.
+fn contained(shard: Rc<Shard>, task: impl Future<Output = ()>) -> impl Future<Output = ()> {
+    AssertUnwindSafe(task).catch_unwind().map(move |outcome| {
+        if outcome.is_err() {
+            shard.instance.metrics.task_panics.inc();
+            error!("a connection's task panicked: that connection is closed, the shard goes on");
+        }
+    })
+}
+
 fn spawn_into<T: 'static>(queue: TaskQueueHandle, task: impl Future<Output = T> + 'static) -> Task<T> {
     glommio::spawn_local_into(task, queue).expect("a shard's task queues live as long as its executor")
 }
@@ -206,31 +234,54 @@ fn redis_links(shard: &Rc<Shard>, links: ShardLinks, queues: Queues) -> Vec<Task
     ]
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, sessions: Rc<Gate>, queues: Queues) {
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    sessions: Rc<Gate>,
+    census: Rc<Census>,
+    queues: Queues,
+) {
+    let mut failures = accept::Failures::default();
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                queues.sessions(connection(shard.clone(), stream, sessions.clone(), queues.ingest)).detach();
+                let held = census.enter();
+                queues
+                    .sessions(connection(shard.clone(), stream, sessions.clone(), queues.ingest, held))
+                    .detach();
             }
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                glommio::timer::sleep(ACCEPT_BACKOFF).await;
-            }
+            Err(e) => glommio::timer::sleep(failures.record(&e.into())).await,
         }
     }
 }
 
-/// Routes one accepted socket. WebSocket sessions pass through the gate so
-/// shutdown can wait for them; HTTP connections just end with the executor.
-async fn connection(shard: Rc<Shard>, stream: TcpStream, sessions: Rc<Gate>, ingest: TaskQueueHandle) {
+/// Routes one accepted socket, counted in its shard's census while it lives.
+/// WebSocket sessions pass through the gate so shutdown can wait for them;
+/// HTTP connections just end with the executor.
+async fn connection(
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    sessions: Rc<Gate>,
+    ingest: TaskQueueHandle,
+    _held: memory::Held,
+) {
     // Boxed: the routing state is large and short-lived, and would otherwise
     // stay reserved in every long-lived session's task.
     match Box::pin(front_door::route(&stream)).await {
         Ok(Route::WebSocket) => {
             let Ok(_pass) = sessions.enter() else { return };
-            session::serve(shard, stream).await;
+            contained(shard.clone(), session::serve(shard, stream)).await;
         }
-        Ok(Route::Http) => spawn_into(ingest, Box::pin(crate::api::serve(shard, stream))).await,
+        Ok(Route::Http) => {
+            spawn_into(ingest, Box::pin(contained(shard.clone(), api::serve(shard, stream)))).await
+        }
+        Err(HeadError::TimedOut) => {
+            debug!("request head not complete in time");
+            // Boxed like the routing: every session's task would otherwise
+            // keep room for this rare answer (about 400 bytes).
+            Box::pin(api::refuse(stream, StatusCode::REQUEST_TIMEOUT, "request head not complete in time"))
+                .await;
+        }
         Err(e) => debug!(error = %e, "connection dropped before routing"),
     }
 }

@@ -147,6 +147,7 @@ impl Shard {
 
     /// Subscribes the session to the room it asked for (SPEC §3).
     pub fn subscribe(&self, session: &Rc<SessionHandle>, requested: &str) -> Result<(), SubscribeError> {
+        crate::fault::panic_on(requested);
         let room = room::room_to_join(&session.identity, requested)?;
         if room != room::ALL {
             self.index.borrow_mut().join(session, &room)?;

@@ -145,6 +145,12 @@ impl HttpConn {
         self.reader.get_mut().write_all(req.as_bytes())?;
         read_response(&mut self.reader, method == "HEAD")
     }
+
+    /// The socket, for a test that goes on by hand (nothing is left unread
+    /// between answers).
+    pub fn into_stream(self) -> TcpStream {
+        self.reader.into_inner()
+    }
 }
 
 pub(super) fn read_line(r: &mut impl BufRead) -> std::io::Result<String> {

@@ -88,7 +88,7 @@ pub fn drain<R: Read + Send + 'static>(r: R, buf: Buf) -> JoinHandle<()> {
 /// Calls `probe` every `every` until `done` holds on what it returned, or
 /// `timeout` passes; `Err` then carries the last value, for the caller's
 /// message.
-pub(super) fn poll<T>(
+pub fn poll<T>(
     timeout: Duration,
     every: Duration,
     mut probe: impl FnMut() -> T,

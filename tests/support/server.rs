@@ -2,6 +2,7 @@
 //! working directory), waited for, signalled, and killed on drop with its
 //! output printed when a test fails.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub struct Builder {
     cwd: Option<PathBuf>,
     port: Option<u16>,
     set_port_env: bool,
+    nofile: Option<u64>,
 }
 
 pub fn server() -> Builder {
@@ -41,6 +43,7 @@ pub fn server() -> Builder {
         cwd: None,
         port: None,
         set_port_env: true,
+        nofile: None,
     }
 }
 
@@ -93,6 +96,12 @@ impl Builder {
         self
     }
 
+    /// Start the process with this many file descriptors (`RLIMIT_NOFILE`).
+    pub fn nofile(mut self, limit: u64) -> Self {
+        self.nofile = Some(limit);
+        self
+    }
+
     /// Spawn the process without waiting for anything.
     pub fn spawn(self) -> Server {
         let port = self.port.unwrap_or_else(free_port);
@@ -112,6 +121,17 @@ impl Builder {
         }
         for k in &self.unset {
             cmd.env_remove(k);
+        }
+        if let Some(limit) = self.nofile {
+            let limit = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs
+            // between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
         }
         cmd.args(&self.args)
             .current_dir(&cwd)
