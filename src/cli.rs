@@ -71,6 +71,9 @@ pub struct ServeArgs {
     /// `true`: share the port with another process deliberately (rolling restarts).
     #[arg(long, env = "SHARE_PORT")]
     pub share_port: Option<String>,
+    /// `true`: send `join`/`leave` events to rooms.
+    #[arg(long, env = "PRESENCE_EVENTS")]
+    pub presence_events: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

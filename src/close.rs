@@ -18,6 +18,8 @@ pub enum CloseReason {
     Flooding,
     /// An inbound message over `MAX_MESSAGE_SIZE`: 1009.
     TooBig,
+    /// The disconnect API (SPEC §10): 4003, with the caller's reason.
+    Disconnected,
 }
 
 impl CloseReason {
@@ -29,6 +31,7 @@ impl CloseReason {
             CloseReason::InvalidUtf8 => CloseCode::Invalid,
             CloseReason::SlowClient | CloseReason::Flooding => CloseCode::Policy,
             CloseReason::TooBig => CloseCode::Size,
+            CloseReason::Disconnected => CloseCode::from(4003),
         }
     }
 
@@ -42,6 +45,7 @@ impl CloseReason {
             CloseReason::SlowClient => "slow client",
             CloseReason::Flooding => "flooding",
             CloseReason::TooBig => "message too big",
+            CloseReason::Disconnected => crate::presence::DEFAULT_REASON,
         }
     }
 }

@@ -17,7 +17,7 @@
 //!    and publisher), which hand events back without knowing the shards;
 //! 7. the vocabulary, no I/O and no executor: [`config`], [`event`],
 //!    [`room`], [`origin`], [`close`], [`shard_id`], [`auth`], [`models`],
-//!    [`metrics`].
+//!    [`metrics`], [`presence`].
 
 pub mod api;
 pub mod auth;
@@ -32,6 +32,7 @@ pub mod logging;
 pub mod metrics;
 pub mod models;
 pub mod origin;
+pub mod presence;
 pub mod room;
 pub mod runtime;
 pub mod server;

@@ -15,7 +15,10 @@ const LAYERS: &[&[&str]] = &[
     &["shard"],
     &["instance"],
     &["bus"],
-    &["config", "cli", "event", "room", "origin", "close", "shard_id", "auth", "models", "metrics"],
+    &[
+        "config", "cli", "event", "room", "origin", "close", "shard_id", "auth", "models", "metrics",
+        "presence",
+    ],
 ];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;

@@ -5,10 +5,12 @@
 //! - `handshake`: token, origin and capacity checks before the upgrade;
 //! - `session`: one connection's read/write loop;
 //! - `flood`: per-connection flood control;
-//! - `protocol`: client messages in, server messages out.
+//! - `protocol`: client messages in, server messages out;
+//! - `presence`: the client's `presence` message.
 
 pub mod flood;
 pub mod handshake;
+pub mod presence;
 pub mod protocol;
 pub mod session;
 pub mod upgrade;

@@ -24,6 +24,7 @@ use tracing::{debug, info};
 
 use super::flood::{FloodGate, Verdict};
 use super::handshake::{self, Admitted, Rejection};
+use super::presence;
 use super::protocol::{self, ClientMessage, ErrorCode};
 use crate::close::CloseReason;
 use crate::config::Config;
@@ -285,16 +286,19 @@ impl Session {
                 protocol::error(ErrorCode::RateLimited, "too many messages; slow down")
             }
             Verdict::Allow => match &message {
-                Message::Text(text) => self.on_text(text),
+                Message::Text(text) => self.on_text(text).await,
                 _ => protocol::error(ErrorCode::BadRequest, "binary frames are not supported"),
             },
         };
         self.ws.send(Message::Text(reply)).await.map(|()| None)
     }
 
-    fn on_text(&self, text: &str) -> Utf8Bytes {
+    async fn on_text(&self, text: &str) -> Utf8Bytes {
         let (room, result, answer): (_, _, fn(&str) -> Utf8Bytes) = match protocol::parse(text) {
             Ok(ClientMessage::Ping) => return protocol::pong(),
+            Ok(ClientMessage::Presence { room }) => {
+                return presence::answer(self.shard(), &self.handle, &room).await
+            }
             Err(message) => return protocol::error(ErrorCode::BadRequest, &message),
             Ok(ClientMessage::Subscribe { room }) => {
                 let result = self.shard().subscribe(&self.handle, &room);
@@ -319,7 +323,11 @@ impl Session {
     /// The whole of it is bounded by [`CLOSE_LINGER`]: a client that does not
     /// read (a slow one) cannot hold the session open with a stalled write.
     async fn close(&mut self, reason: CloseReason) {
-        let frame = CloseFrame { code: reason.code(), reason: Utf8Bytes::from_static(reason.as_str()) };
+        let text = self.handle.take_close_text().map(|t| Utf8Bytes::from(t.to_string()));
+        let frame = CloseFrame {
+            code: reason.code(),
+            reason: text.unwrap_or(Utf8Bytes::from_static(reason.as_str())),
+        };
         let ws = &mut self.ws;
         let _ = glommio::timer::timeout(CLOSE_LINGER, async {
             if ws.close(Some(frame)).await.is_err() {

@@ -145,6 +145,11 @@ async fn read_inbox(shard: Rc<Shard>) {
             match msg {
                 ShardMsg::Deliver(event) => shard.deliver(&event),
                 ShardMsg::Shutdown => stopping = true,
+                ShardMsg::Presence { query, reply } => {
+                    let _ = reply.send(shard.answer(&query));
+                }
+                ShardMsg::Control(control) => shard.control(&control),
+                ShardMsg::Tally(change) => shard.tally(change),
             }
         }
     }
@@ -197,9 +202,13 @@ fn redis_links(shard: &Rc<Shard>, links: ShardLinks, queues: Queues) -> Vec<Task
         metrics: &shard.instance.metrics,
         counts: shard.id.index() == 0,
     };
-    let receiver = shard.clone();
+    let (receiver, controlled) = (shard.clone(), shard.clone());
+    let handlers = redis::Handlers {
+        deliver: move |event| receiver.deliver(&event),
+        control: move |control| controlled.control(&control),
+    };
     vec![
-        queues.ingest(redis::subscriber::run(subscriber, move |event| receiver.deliver(&event))),
+        queues.ingest(redis::subscriber::run(subscriber, handlers)),
         queues.ingest(redis::publisher::run(publisher.clone(), url.clone(), links.publisher)),
     ]
 }

@@ -5,10 +5,15 @@
 //! through its mailbox.
 //!
 //! - `handle`: the shard's side of a session (outbound queue, signals);
-//! - `index`: sessions, room → members, user → sessions.
+//! - `index`: sessions, room → members, user → sessions;
+//! - `ledger`: first and last sessions per member, for `join`/`leave`;
+//! - `presence`: presence queries over the shards, control messages, and
+//!   the `join`/`leave` tallies.
 
 pub mod handle;
 mod index;
+mod ledger;
+mod presence;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -55,6 +60,8 @@ pub struct Shard {
     backlog: BacklogWriter,
     inbox: Inbox,
     index: RefCell<Index>,
+    /// With `PRESENCE_EVENTS` only: who joined and left, for `join`/`leave`.
+    ledger: Option<RefCell<ledger::Ledger>>,
 }
 
 impl Shard {
@@ -70,6 +77,7 @@ impl Shard {
             backlog,
             inbox,
             index: RefCell::new(Index::default()),
+            ledger: instance.config.presence_events.then(RefCell::default),
         };
         (shard, redis_links)
     }
@@ -89,10 +97,18 @@ impl Shard {
     /// Removes a session. Nothing is queued to it from here on, so what it
     /// still holds will never be written: it no longer counts as owed.
     pub fn unregister(&self, key: SessionKey) {
+        let rooms = match self.ledger {
+            Some(_) => {
+                let index = self.index.borrow();
+                index.session(key).map(|session| index.rooms_of(session)).unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
         let removed = self.index.borrow_mut().remove(key);
         if let Some(session) = removed {
             self.metrics.connections.dec();
             self.backlog.remove(session.queued_bytes());
+            rooms.iter().for_each(|room| self.member_left(room, &session.identity));
         }
     }
 
@@ -120,8 +136,8 @@ impl Shard {
     /// Subscribes the session to the room it asked for (SPEC §3).
     pub fn subscribe(&self, session: &Rc<SessionHandle>, requested: &str) -> Result<(), SubscribeError> {
         let room = room::room_to_join(&session.identity, requested)?;
-        if room != room::ALL {
-            self.index.borrow_mut().join(session, &room)?;
+        if room != room::ALL && self.index.borrow_mut().join(session, &room)? {
+            self.member_joined(&room, &session.identity);
         }
         Ok(())
     }
@@ -131,7 +147,9 @@ impl Shard {
         if room == room::ALL {
             return Err(SubscribeError::LeaveAll);
         }
-        self.index.borrow_mut().leave(session, &room);
+        if self.index.borrow_mut().leave(session, &room) {
+            self.member_left(&room, &session.identity);
+        }
         Ok(())
     }
 
@@ -140,14 +158,7 @@ impl Shard {
     /// delivered, while any of the instance's Redis links is down.
     pub async fn publish(&self, event: Event) -> Result<(), Unavailable> {
         match &self.bus {
-            Bus::Local => {
-                let event = Arc::new(event);
-                let full = self.instance.mailboxes.post_to_others(self.id, &event);
-                for _ in 0..full {
-                    self.instance.metrics.dropped(DropReason::InboxFull);
-                }
-                self.deliver(&event);
-            }
+            Bus::Local => self.publish_locally(event),
             Bus::Redis { publisher, channels } => {
                 // Another shard's subscriber being down would lose the event
                 // for that shard's sessions: refuse it rather than answer 202.
@@ -160,6 +171,16 @@ impl Shard {
             }
         }
         Ok(())
+    }
+
+    /// Hands the event to every other shard's inbox and delivers it here.
+    fn publish_locally(&self, event: Event) {
+        let event = Arc::new(event);
+        let full = self.instance.mailboxes.post_to_others(self.id, &event);
+        for _ in 0..full {
+            self.instance.metrics.dropped(DropReason::InboxFull);
+        }
+        self.deliver(&event);
     }
 
     /// Queues the event to every local session in its audience. The frame is

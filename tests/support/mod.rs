@@ -58,6 +58,7 @@ pub const CONFIG_VARS: &[&str] = &[
     "SHUTDOWN_TIMEOUT",
     "LOG_FORMAT",
     "RUST_LOG",
+    "PRESENCE_EVENTS",
 ];
 
 /// The roles of SPEC §3 with the rooms `connected` must list, in table order.

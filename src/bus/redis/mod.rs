@@ -15,4 +15,4 @@ pub mod subscriber;
 pub use channels::Channels;
 pub use links::{LinkFlag, Links, ShardLinks};
 pub use publisher::{Publisher, Unavailable};
-pub use subscriber::Subscriber;
+pub use subscriber::{Handlers, Subscriber};
