@@ -123,6 +123,7 @@ async fn run(instance: &'static Instance, parts: ShardParts, listener: OwnedFd, 
     shard.close_all(CloseReason::GoingAway);
     let drained = glommio::timer::timeout(instance.config.shutdown_timeout, sessions.close()).await;
     keepalive.cancel().await;
+    shard.leave_presence().await;
     // Redis goes last: sessions were drained first.
     for link in redis {
         link.cancel().await;
@@ -210,6 +211,7 @@ fn redis_links(shard: &Rc<Shard>, links: ShardLinks, queues: Queues) -> Vec<Task
     vec![
         queues.ingest(redis::subscriber::run(subscriber, handlers)),
         queues.ingest(redis::publisher::run(publisher.clone(), url.clone(), links.publisher)),
+        queues.ingest(shard.clone().keep_presence()),
     ]
 }
 

@@ -26,9 +26,11 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Adds one to the seat's count (`up`) or takes one away; `true` when
-    /// that was its first or its last.
-    pub fn count(&mut self, count: Count, seat: Seat, up: bool) -> bool {
+    /// Adds one to the seat's count (`up`) or takes one away, and gives the
+    /// new count; `None` when there was nothing to take away. A count equal
+    /// to `u32::from(up)` is a first (1 after adding) or a last (0 after
+    /// taking away).
+    pub fn count(&mut self, count: Count, seat: Seat, up: bool) -> Option<u32> {
         let counts = match count {
             Count::Sessions => &mut self.sessions,
             Count::Shards => &mut self.shards,
@@ -36,23 +38,30 @@ impl Ledger {
         match (counts.entry(seat), up) {
             (Entry::Occupied(mut n), true) => {
                 *n.get_mut() += 1;
-                false
+                Some(*n.get())
             }
-            (Entry::Vacant(slot), true) => {
-                slot.insert(1);
-                true
-            }
+            (Entry::Vacant(slot), true) => Some(*slot.insert(1)),
             (Entry::Occupied(mut n), false) if *n.get() > 1 => {
                 *n.get_mut() -= 1;
-                false
+                Some(*n.get())
             }
             (Entry::Occupied(n), false) => {
                 n.remove();
-                true
+                Some(0)
             }
-            (Entry::Vacant(_), false) => false,
+            (Entry::Vacant(_), false) => None,
         }
     }
+
+    /// This shard's sessions per seat.
+    pub fn seats(&self) -> impl Iterator<Item = (&Seat, u32)> {
+        self.sessions.iter().map(|(seat, &n)| (seat, n))
+    }
+}
+
+/// Whether a count that [`Ledger::count`] gave is a first or a last.
+pub fn is_edge(count: u32, up: bool) -> bool {
+    count == u32::from(up)
 }
 
 #[cfg(test)]
@@ -63,11 +72,12 @@ mod tests {
     fn first_and_last_only() {
         let mut ledger = Ledger::default();
         let seat = || ("orders".to_owned(), "1".to_owned(), Role::Seller);
-        assert!(ledger.count(Count::Sessions, seat(), true));
-        assert!(!ledger.count(Count::Sessions, seat(), true));
-        assert!(ledger.count(Count::Shards, seat(), true), "the counts are apart");
-        assert!(!ledger.count(Count::Sessions, seat(), false));
-        assert!(ledger.count(Count::Sessions, seat(), false));
-        assert!(!ledger.count(Count::Sessions, seat(), false), "never below zero");
+        assert_eq!(ledger.count(Count::Sessions, seat(), true), Some(1));
+        assert_eq!(ledger.count(Count::Sessions, seat(), true), Some(2));
+        assert_eq!(ledger.count(Count::Shards, seat(), true), Some(1), "the counts are apart");
+        assert_eq!(ledger.count(Count::Sessions, seat(), false), Some(1));
+        assert_eq!(ledger.count(Count::Sessions, seat(), false), Some(0));
+        assert_eq!(ledger.count(Count::Sessions, seat(), false), None, "never below zero");
+        assert!(is_edge(1, true) && is_edge(0, false) && !is_edge(2, true) && !is_edge(1, false));
     }
 }

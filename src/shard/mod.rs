@@ -8,12 +8,14 @@
 //! - `index`: sessions, room → members, user → sessions;
 //! - `ledger`: first and last sessions per member, for `join`/`leave`;
 //! - `presence`: presence queries over the shards, control messages, and
-//!   the `join`/`leave` tallies.
+//!   the `join`/`leave` tallies;
+//! - `remote`: with Redis, this shard's presence there (every instance's).
 
 pub mod handle;
 mod index;
 mod ledger;
 mod presence;
+mod remote;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -60,8 +62,11 @@ pub struct Shard {
     backlog: BacklogWriter,
     inbox: Inbox,
     index: RefCell<Index>,
-    /// With `PRESENCE_EVENTS` only: who joined and left, for `join`/`leave`.
+    /// With `PRESENCE_EVENTS` or Redis: this shard's sessions per member of
+    /// each room, for `join`/`leave` and for the presence kept in Redis.
     ledger: Option<RefCell<ledger::Ledger>>,
+    /// With Redis: this shard as presence in Redis knows it.
+    entity: Option<crate::bus::redis::presence::Entity>,
 }
 
 impl Shard {
@@ -77,7 +82,13 @@ impl Shard {
             backlog,
             inbox,
             index: RefCell::new(Index::default()),
-            ledger: instance.config.presence_events.then(RefCell::default),
+            ledger: (instance.config.presence_events || instance.config.redis.is_some())
+                .then(RefCell::default),
+            entity: instance
+                .config
+                .redis
+                .as_ref()
+                .map(|_| crate::bus::redis::presence::Entity::new(&instance.config.redis_prefix)),
         };
         (shard, redis_links)
     }
@@ -91,6 +102,7 @@ impl Shard {
     /// Adds a session; every session is in the room `all` by being here.
     pub fn register(&self, handle: Rc<SessionHandle>) -> SessionKey {
         self.metrics.connections.inc();
+        self.member_joined(room::ALL, &handle.identity);
         self.index.borrow_mut().insert(handle)
     }
 
@@ -100,7 +112,9 @@ impl Shard {
         let rooms = match self.ledger {
             Some(_) => {
                 let index = self.index.borrow();
-                index.session(key).map(|session| index.rooms_of(session)).unwrap_or_default()
+                let mut rooms = index.session(key).map(|session| index.rooms_of(session)).unwrap_or_default();
+                rooms.push(Rc::from(room::ALL));
+                rooms
             }
             None => Vec::new(),
         };

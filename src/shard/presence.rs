@@ -17,7 +17,7 @@ use futures_channel::oneshot;
 use tracing::warn;
 
 use super::handle::SessionHandle;
-use super::ledger::Count;
+use super::ledger::{is_edge, Count};
 use super::{Shard, ShardId};
 use crate::auth::{Identity, Role};
 use crate::bus::local::{ShardMsg, TallyChange};
@@ -66,10 +66,14 @@ impl Shard {
         room == room::ALL || self.index.borrow().is_member(session, room)
     }
 
-    /// Every shard's answer: this one's, and the others' through their
-    /// inboxes (an inbox that is full or a shard that does not answer within
+    /// With Redis, every instance's answer from there; otherwise (or while
+    /// Redis cannot answer) every shard's of this instance: this one's, and
+    /// the others' through their inboxes (an inbox that is full or a shard that does not answer within
     /// [`QUERY_TIMEOUT`] is left out, and logged).
     async fn gather(&self, query: Query) -> Vec<Answer> {
+        if let Some(answer) = self.answer_from_redis(&query).await {
+            return vec![answer];
+        }
         let mailboxes = &self.instance.mailboxes;
         let mut waiting = Vec::with_capacity(mailboxes.len());
         for other in (0..mailboxes.len()).map(ShardId::new).filter(|&s| s != self.id) {
@@ -176,14 +180,21 @@ impl Shard {
 
     fn member_moved(&self, room: &str, identity: &Identity, joined: bool) {
         let Some(ledger) = &self.ledger else { return };
-        if !presence::has_presence_events(room) {
+        let events = self.instance.config.presence_events && presence::has_presence_events(room);
+        if self.entity.is_none() && !events {
             return;
         }
         let seat = (room.to_owned(), identity.user_id.clone(), identity.role);
-        let changed = ledger.borrow_mut().count(Count::Sessions, seat, joined);
-        if !changed {
-            return;
+        let Some(count) = ledger.borrow_mut().count(Count::Sessions, seat, joined) else { return };
+        let edge = is_edge(count, joined);
+        match &self.entity {
+            Some(entity) => self.write_seat(entity, room, identity, count, events && edge),
+            None if edge => self.tell_tally(room, identity, joined),
+            None => {}
         }
+    }
+
+    fn tell_tally(&self, room: &str, identity: &Identity, joined: bool) {
         let change = TallyChange {
             room: room.to_owned(),
             user_id: identity.user_id.clone(),
@@ -213,7 +224,7 @@ impl Shard {
         let TallyChange { room, user_id, role, joined } = change;
         let seat = (room.clone(), user_id.clone(), role);
         let overall = ledger.borrow_mut().count(Count::Shards, seat, joined);
-        if !overall {
+        if overall.is_none_or(|count| !is_edge(count, joined)) {
             return;
         }
         match presence::membership_event(&room, &user_id, role, joined) {
