@@ -85,6 +85,9 @@ pub enum Scenario {
         /// Stop after this many handshake attempts
         #[arg(long)]
         count: Option<u64>,
+        /// Subscribe to --room (and wait for `subscribed`) before closing
+        #[arg(long)]
+        subscribe: bool,
     },
     /// N subscribers in --room, broadcasts over HTTP: deliveries/s, loss, latency, CPU
     Fanout {

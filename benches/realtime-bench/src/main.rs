@@ -75,7 +75,9 @@ fn run(cli: &Cli) -> anyhow::Result<Outcome> {
     let settings = Settings::check(&cli.common)?;
     match &cli.scenario {
         Scenario::Idle { no_subscribe } => scenarios::idle(&settings, !no_subscribe),
-        Scenario::Storm { concurrency, count } => scenarios::storm(&settings, *concurrency, *count),
+        Scenario::Storm { concurrency, count, subscribe } => {
+            scenarios::storm(&settings, *concurrency, *count, *subscribe)
+        }
         Scenario::Fanout { publish, no_subscribe, closed_window, publishers } => {
             if *no_subscribe && settings.common.room != "all" {
                 anyhow::bail!("with --no-subscribe only room `all` reaches the connections: add --room all");

@@ -228,7 +228,12 @@ pub fn idle(s: &Settings, subscribe: bool) -> anyhow::Result<Outcome> {
     Ok(Outcome { json, summary })
 }
 
-pub fn storm(s: &Settings, concurrency: usize, count: Option<u64>) -> anyhow::Result<Outcome> {
+pub fn storm(
+    s: &Settings,
+    concurrency: usize,
+    count: Option<u64>,
+    subscribe: bool,
+) -> anyhow::Result<Outcome> {
     if concurrency == 0 || concurrency > cli::MAX_CONCURRENCY {
         bail!("--concurrency must be in 1..={}", cli::MAX_CONCURRENCY);
     }
@@ -243,6 +248,7 @@ pub fn storm(s: &Settings, concurrency: usize, count: Option<u64>) -> anyhow::Re
         duration: s.duration,
         count: count.unwrap_or(u64::MAX),
         attempt_limit: Duration::from_secs_f64(s.common.connect_timeout),
+        room: subscribe.then(|| s.common.room.clone()),
     })?;
     let cpu_after = s.cpu()?;
     let bench_cpu = round(procstat::own_cpu_s() - bench_before, 3);
