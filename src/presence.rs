@@ -3,7 +3,7 @@
 //! client or the API sees, and the control messages (`disconnect`) that
 //! travel between shards and instances. No I/O; these values cross threads.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
@@ -67,22 +67,42 @@ pub struct UserPresence {
 
 impl RoomPresence {
     /// Sums the same member's connections over the answers: a user with
-    /// sessions on two shards is one user.
+    /// sessions on two shards is one user. Sorting and counting runs (rather
+    /// than hashing every user id) is what makes a big room cheap to merge.
     pub fn merge(answers: impl IntoIterator<Item = Vec<Member>>) -> Self {
-        let mut by_member: HashMap<(String, Role), u32> = HashMap::new();
-        for member in answers.into_iter().flatten() {
-            *by_member.entry((member.user_id, member.role)).or_default() += member.connections;
+        let mut all: Vec<Member> = answers.into_iter().flatten().collect();
+        all.sort_unstable_by(|a, b| order(a).cmp(&order(b)));
+        let mut members: Vec<Member> = Vec::with_capacity(all.len());
+        for member in all {
+            match members.last_mut() {
+                Some(last) if order(last) == order(&member) => last.connections += member.connections,
+                _ => members.push(member),
+            }
         }
-        let connections = by_member.values().map(|&n| u64::from(n)).sum();
-        let users = by_member.len();
-        let mut members: Vec<Member> = by_member
-            .into_iter()
-            .map(|((user_id, role), connections)| Member { user_id, role, connections })
-            .collect();
-        members.sort_unstable_by(|a, b| (&a.user_id, a.role.as_str()).cmp(&(&b.user_id, b.role.as_str())));
+        let connections = members.iter().map(|m| u64::from(m.connections)).sum();
+        let users = members.len();
         members.truncate(MAX_MEMBERS);
         Self { users, connections, members }
     }
+}
+
+/// Members by user id, then role.
+fn order(member: &Member) -> (&str, &'static str) {
+    (&member.user_id, member.role.as_str())
+}
+
+/// One entry per member among `seats` (one per session: user id and role).
+pub fn count_seats<'a>(seats: impl Iterator<Item = (&'a str, Role)>) -> Vec<Member> {
+    let mut seats: Vec<(&str, Role)> = seats.collect();
+    seats.sort_unstable_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));
+    let mut members: Vec<Member> = Vec::new();
+    for (user_id, role) in seats {
+        match members.last_mut() {
+            Some(last) if last.user_id == user_id && last.role == role => last.connections += 1,
+            _ => members.push(Member { user_id: user_id.to_owned(), role, connections: 1 }),
+        }
+    }
+    members
 }
 
 impl UserPresence {
@@ -181,6 +201,15 @@ mod tests {
         assert_eq!((merged.users, merged.connections), (3, 5));
         assert_eq!(merged.members[0], member("1", Role::Client, 1));
         assert_eq!(merged.members[1], member("1", Role::Seller, 3));
+    }
+
+    #[test]
+    fn sessions_become_members() {
+        let seats = [("2", Role::Seller), ("1", Role::Seller), ("2", Role::Seller), ("2", Role::Client)];
+        assert_eq!(
+            count_seats(seats.into_iter()),
+            [member("1", Role::Seller, 1), member("2", Role::Client, 1), member("2", Role::Seller, 2)]
+        );
     }
 
     #[test]

@@ -7,7 +7,6 @@
 //! sessions there, and publishes `join` on 0 → 1 and `leave` on 1 → 0.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,7 +18,7 @@ use tracing::warn;
 use super::handle::SessionHandle;
 use super::ledger::{is_edge, Count};
 use super::{Shard, ShardId};
-use crate::auth::{Identity, Role};
+use crate::auth::Identity;
 use crate::bus::local::{ShardMsg, TallyChange};
 use crate::bus::redis::Unavailable;
 use crate::bus::Bus;
@@ -33,14 +32,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One entry per member, its connections summed.
 fn count_members<'a>(sessions: impl Iterator<Item = &'a Rc<SessionHandle>>) -> Vec<Member> {
-    let mut counts: HashMap<(&str, Role), u32> = HashMap::new();
-    for session in sessions {
-        *counts.entry((session.identity.user_id.as_str(), session.identity.role)).or_default() += 1;
-    }
-    counts
-        .into_iter()
-        .map(|((user_id, role), connections)| Member { user_id: user_id.to_owned(), role, connections })
-        .collect()
+    presence::count_seats(sessions.map(|s| (s.identity.user_id.as_str(), s.identity.role)))
 }
 
 impl Shard {
