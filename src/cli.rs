@@ -89,6 +89,9 @@ pub struct ServeArgs {
     /// Seconds before a live token's `exp` that the client is told.
     #[arg(long, env = "TOKEN_REFRESH_NOTICE")]
     pub token_refresh_notice: Option<String>,
+    /// `true`: send `join`/`leave` events to rooms.
+    #[arg(long, env = "PRESENCE_EVENTS")]
+    pub presence_events: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -22,6 +22,8 @@ pub enum CloseReason {
     TokenExpired,
     /// The session's task panicked: 1011.
     InternalError,
+    /// The disconnect API (SPEC §10): 4003, with the caller's reason.
+    Disconnected,
 }
 
 impl CloseReason {
@@ -35,6 +37,7 @@ impl CloseReason {
             CloseReason::TooBig => CloseCode::Size,
             CloseReason::TokenExpired => CloseCode::Library(4001),
             CloseReason::InternalError => CloseCode::Error,
+            CloseReason::Disconnected => CloseCode::from(4003),
         }
     }
 
@@ -50,6 +53,7 @@ impl CloseReason {
             CloseReason::TooBig => "message too big",
             CloseReason::TokenExpired => "token expired",
             CloseReason::InternalError => "internal error",
+            CloseReason::Disconnected => crate::presence::DEFAULT_REASON,
         }
     }
 }

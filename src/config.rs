@@ -83,6 +83,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Listen even where another process already does (SO_REUSEPORT).
     pub share_port: bool,
+    /// Send `join`/`leave` to rooms (SPEC §10).
+    pub presence_events: bool,
 }
 
 impl Config {
@@ -116,6 +118,7 @@ impl Config {
             shutdown_timeout: seconds("SHUTDOWN_TIMEOUT", present(&args.shutdown_timeout), 10)?,
             log_format: parse_log_format(present(&args.log_format))?,
             share_port: flag("SHARE_PORT", present(&args.share_port))?,
+            presence_events: flag("PRESENCE_EVENTS", present(&args.presence_events))?,
         };
         config.check_message_fits_queue()?;
         Ok(config)

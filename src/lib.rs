@@ -17,8 +17,8 @@
 //!    and publisher), which hand events back without knowing the shards;
 //! 7. the vocabulary, no I/O and no executor: [`config`], [`event`],
 //!    [`room`], [`origin`], [`close`], [`shard_id`], [`auth`], [`models`],
-//!    [`metrics`], and [`fault`] (the tests' injected panics, debug builds
-//!    only).
+//!    [`metrics`], [`presence`], and [`fault`] (the tests' injected panics,
+//!    debug builds only).
 
 pub mod api;
 pub mod auth;
@@ -34,6 +34,7 @@ pub mod logging;
 pub mod metrics;
 pub mod models;
 pub mod origin;
+pub mod presence;
 pub mod room;
 pub mod runtime;
 pub mod server;

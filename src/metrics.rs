@@ -115,6 +115,88 @@ pub struct Metrics {
     jwks_fetches_failed: Counter,
     /// Connection tasks that panicked; each closed its own connection only.
     pub task_panics: Counter,
+    /// Presence queries and control messages (SPEC §10).
+    pub presence: PresenceMetrics,
+}
+
+/// What a presence query asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceKind {
+    Room,
+    User,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+/// The presence and control series.
+pub struct PresenceMetrics {
+    /// `realtime_presence_queries_total{kind}`: `room` or `user`.
+    room_queries: Counter,
+    user_queries: Counter,
+    /// `realtime_presence_query_seconds`: from the question to the merged
+    /// answer of every shard (and, with Redis, instance).
+    pub query_seconds: Histogram,
+    /// `realtime_presence_events_total{kind}`: `join` and `leave` published.
+    joins: Counter,
+    leaves: Counter,
+    /// `realtime_control_messages_total{kind="disconnect"}`: disconnects
+    /// this instance's API sent out.
+    pub disconnects_sent: Counter,
+    /// `realtime_disconnected_sessions_total`: sessions closed with 4003.
+    pub disconnected_sessions: Counter,
+}
+
+impl PresenceMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let queries = Family::<KindLabel, Counter>::default();
+        registry.register("realtime_presence_queries", "Presence queries by kind", queries.clone());
+        // 10 µs to ~1.3 s.
+        let query_seconds = Histogram::new(exponential_buckets(1e-5, 2.0, 18));
+        registry.register(
+            "realtime_presence_query_seconds",
+            "Time to answer a presence query over every shard",
+            query_seconds.clone(),
+        );
+        let events = Family::<KindLabel, Counter>::default();
+        registry.register("realtime_presence_events", "join and leave events published", events.clone());
+        let control = Family::<KindLabel, Counter>::default();
+        registry.register("realtime_control_messages", "Control messages sent by kind", control.clone());
+        let disconnected_sessions = Counter::default();
+        registry.register(
+            "realtime_disconnected_sessions",
+            "Sessions closed with 4003 by the disconnect API",
+            disconnected_sessions.clone(),
+        );
+        let kind =
+            |family: &Family<KindLabel, Counter>, kind| family.get_or_create(&KindLabel { kind }).clone();
+        Self {
+            room_queries: kind(&queries, "room"),
+            user_queries: kind(&queries, "user"),
+            query_seconds,
+            joins: kind(&events, "join"),
+            leaves: kind(&events, "leave"),
+            disconnects_sent: kind(&control, "disconnect"),
+            disconnected_sessions,
+        }
+    }
+
+    pub fn queried(&self, kind: PresenceKind) {
+        match kind {
+            PresenceKind::Room => self.room_queries.inc(),
+            PresenceKind::User => self.user_queries.inc(),
+        };
+    }
+
+    /// A `join` (`true`) or `leave` event was published.
+    pub fn event(&self, joined: bool) {
+        match joined {
+            true => self.joins.inc(),
+            false => self.leaves.inc(),
+        };
+    }
 }
 
 impl Metrics {
@@ -187,6 +269,7 @@ impl Metrics {
             "Connection tasks that panicked (each closed its connection only)",
             task_panics.clone(),
         );
+        let presence = PresenceMetrics::register(&mut registry);
 
         let metrics = Self {
             registry,
@@ -206,6 +289,7 @@ impl Metrics {
             jwks_fetches_ok,
             jwks_fetches_failed,
             task_panics,
+            presence,
         };
         (metrics, owned)
     }

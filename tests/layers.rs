@@ -15,7 +15,10 @@ const LAYERS: &[&[&str]] = &[
     &["shard"],
     &["instance"],
     &["bus"],
-    &["config", "cli", "event", "room", "origin", "close", "shard_id", "auth", "models", "metrics", "fault"],
+    &[
+        "config", "cli", "event", "room", "origin", "close", "shard_id", "auth", "models", "metrics",
+        "presence", "fault",
+    ],
 ];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;

@@ -35,7 +35,7 @@ pub fn preflight(origin: Option<HeaderValue>) -> Response<Body> {
     *response.status_mut() = StatusCode::NO_CONTENT;
     if origin.is_some() {
         let headers = response.headers_mut();
-        headers.insert(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, OPTIONS"));
+        headers.insert(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
         headers.insert(
             ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static("Authorization, Content-Type, X-API-Key"),

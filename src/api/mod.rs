@@ -5,6 +5,7 @@
 //!
 //! - `clock`: the head and idle time limits of each connection;
 //! - `publish`: the publish API;
+//! - `presence`: presence queries and the disconnect API;
 //! - `health`: `/health` and `/ready`;
 //! - `cors`: the CORS answers for browsers that publish;
 //! - `response`: JSON bodies and errors;
@@ -13,6 +14,7 @@
 pub mod clock;
 pub mod cors;
 pub mod health;
+pub mod presence;
 pub mod publish;
 pub mod response;
 pub mod upgrade;
@@ -85,6 +87,19 @@ async fn respond(shard: &Shard, peer: SocketAddr, request: Request<Incoming>) ->
         ("/health" | "/ready" | "/metrics", _) => method_not_allowed("GET, HEAD"),
         ("/ws", &Method::GET) => upgrade::answer(shard, &request),
         ("/ws", _) => method_not_allowed("GET"),
+        (path, _) if path.starts_with("/api/rooms/") || path.starts_with("/api/users/") => {
+            match presence::Endpoint::from_path(path) {
+                Some(_) if method == Method::OPTIONS => return cors::preflight(origin),
+                Some(endpoint) if endpoint.accepts(&method) => {
+                    match publish::refuse_caller(shard, peer, request.headers()) {
+                        Some(refusal) => refusal,
+                        None => presence::handle(shard, endpoint, request).await,
+                    }
+                }
+                Some(endpoint) => method_not_allowed(endpoint.allow()),
+                None => error(StatusCode::NOT_FOUND, "not found"),
+            }
+        }
         (path, _) => match (Endpoint::from_path(path), &method) {
             (Some(_), &Method::OPTIONS) => return cors::preflight(origin),
             (Some(endpoint), &Method::POST) => publish::handle(shard, peer, endpoint, request).await,

@@ -46,12 +46,8 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Response<Body> {
     let config = &shard.instance.config;
-    if !authorized(config.api_key.as_deref(), peer, request.headers()) {
-        let message = match config.api_key {
-            Some(_) => "missing or wrong API key",
-            None => "publishing without API_KEY is allowed from loopback only",
-        };
-        return error(StatusCode::UNAUTHORIZED, message);
+    if let Some(refusal) = refuse_caller(shard, peer, request.headers()) {
+        return refusal;
     }
     let body = match read_body(request, config.max_message_size).await {
         Ok(body) => body,
@@ -81,6 +77,20 @@ pub async fn handle(
     }
 }
 
+/// 401 unless the caller may use the publisher API (SPEC §4), which the
+/// presence and control endpoints share.
+pub(super) fn refuse_caller(shard: &Shard, peer: SocketAddr, headers: &HeaderMap) -> Option<Response<Body>> {
+    let api_key = shard.instance.config.api_key.as_deref();
+    if authorized(api_key, peer, headers) {
+        return None;
+    }
+    let message = match api_key {
+        Some(_) => "missing or wrong API key",
+        None => "the API without API_KEY is open to loopback peers only",
+    };
+    Some(error(StatusCode::UNAUTHORIZED, message))
+}
+
 fn parse(body: &[u8], endpoint: Endpoint) -> Result<Event, String> {
     let draft: Draft<'_> = serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
     // The server names and dates what publishers send over HTTP.
@@ -89,7 +99,10 @@ fn parse(body: &[u8], endpoint: Endpoint) -> Result<Event, String> {
 }
 
 /// The body, at most `limit` bytes; 413 beyond, 400 when it cannot be read.
-async fn read_body(request: Request<Incoming>, limit: usize) -> Result<bytes::Bytes, Response<Body>> {
+pub(super) async fn read_body(
+    request: Request<Incoming>,
+    limit: usize,
+) -> Result<bytes::Bytes, Response<Body>> {
     let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, &format!("body over {limit} bytes"));
     let declared = request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {

@@ -13,6 +13,7 @@ use futures_util::task::AtomicWaker;
 
 use crate::auth::KeySet;
 use crate::event::Event;
+use crate::presence::{Answer, Control, Query};
 use crate::shard_id::ShardId;
 
 /// Messages are dropped (and counted by the caller) past this many waiting.
@@ -27,6 +28,22 @@ pub enum ShardMsg {
     Shutdown,
     /// A new JWKS: the shard's own copy, replacing the one it had.
     Keys(KeySet),
+    /// Answer a presence query about this shard's own sessions.
+    Presence { query: Query, reply: futures_channel::oneshot::Sender<Answer> },
+    /// Act on a control message for this shard's own sessions.
+    Control(Arc<Control>),
+    /// To a room's tally shard (`PRESENCE_EVENTS`): a member's first session
+    /// on the sending shard joined the room, or its last one left.
+    Tally(TallyChange),
+}
+
+/// One shard's change in a room's membership, as its tally shard counts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TallyChange {
+    pub room: String,
+    pub user_id: String,
+    pub role: crate::auth::Role,
+    pub joined: bool,
 }
 
 /// The sending side of one shard's inbox.
@@ -78,6 +95,15 @@ impl Mailboxes {
             .filter(|(index, _)| *index != from.index())
             .filter(|(_, mailbox)| mailbox.post(ShardMsg::Deliver(event.clone())).is_err())
             .count()
+    }
+
+    /// Posts to one shard without blocking; gives the message back when its
+    /// inbox is full.
+    pub fn post_to(&self, to: ShardId, msg: ShardMsg) -> Result<(), ShardMsg> {
+        match self.shards.get(to.index()) {
+            Some(mailbox) => mailbox.post(msg).map_err(crossbeam_channel::TrySendError::into_inner),
+            None => Err(msg),
+        }
     }
 
     /// Asks every shard to shut down, waiting for room where an inbox is

@@ -7,10 +7,12 @@
 //! - `flood`: per-connection flood control;
 //! - `protocol`: client messages in, server messages out;
 //! - `expiry`: a session's token over time (notice, close 4001).
+//! - `presence`: the client's `presence` message.
 
 pub mod expiry;
 pub mod flood;
 pub mod handshake;
+pub mod presence;
 pub mod protocol;
 pub mod session;
 pub mod upgrade;

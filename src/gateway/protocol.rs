@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{Identity, Role};
 use crate::event::timestamp;
+use crate::presence::{Member, RoomPresence};
 
 /// A message from a client.
 #[derive(Debug, Deserialize, PartialEq, Eq)]
@@ -23,6 +24,9 @@ pub enum ClientMessage {
     /// A new token for the session (SPEC §11).
     Refresh {
         token: String,
+    },
+    Presence {
+        room: String,
     },
 }
 
@@ -61,6 +65,27 @@ fn room_answer(kind: &'static str, room: &str) -> Utf8Bytes {
         room: &'a str,
     }
     encode(&Answer { kind, room })
+}
+
+/// The answer to `presence`: counts for everyone, members for admins.
+pub fn presence(room: &str, presence: &RoomPresence, with_members: bool) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct Payload<'a> {
+        users: usize,
+        connections: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        members: Option<&'a [Member]>,
+    }
+    #[derive(Serialize)]
+    struct Answer<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        room: &'a str,
+        payload: Payload<'a>,
+    }
+    let members = with_members.then_some(presence.members.as_slice());
+    let payload = Payload { users: presence.users, connections: presence.connections, members };
+    encode(&Answer { kind: "presence", room, payload })
 }
 
 pub fn pong() -> Utf8Bytes {

@@ -26,6 +26,7 @@ use tracing::{debug, info};
 use super::expiry;
 use super::flood::{FloodGate, Verdict};
 use super::handshake::{self, Admitted, Rejection};
+use super::presence;
 use super::protocol::{self, ClientMessage, ErrorCode};
 use crate::auth::jwt::now_secs;
 use crate::close::CloseReason;
@@ -318,7 +319,7 @@ impl Session {
                 Some(protocol::error(ErrorCode::RateLimited, "too many messages; slow down"))
             }
             Verdict::Allow => match &message {
-                Message::Text(text) => Some(self.on_text(text)),
+                Message::Text(text) => Some(self.on_text(text).await),
                 Message::Binary(_) => {
                     Some(protocol::error(ErrorCode::BadRequest, "binary frames are not supported"))
                 }
@@ -354,10 +355,13 @@ impl Session {
         written.map(|()| None)
     }
 
-    fn on_text(&self, text: &str) -> Utf8Bytes {
+    async fn on_text(&self, text: &str) -> Utf8Bytes {
         let (room, result, answer): (_, _, fn(&str) -> Utf8Bytes) = match protocol::parse(text) {
             Ok(ClientMessage::Ping) => return protocol::pong(),
             Ok(ClientMessage::Refresh { token }) => return self.refresh(&token),
+            Ok(ClientMessage::Presence { room }) => {
+                return presence::answer(self.shard(), &self.handle, &room).await
+            }
             Err(message) => return protocol::error(ErrorCode::BadRequest, &message),
             Ok(ClientMessage::Subscribe { room }) => {
                 let result = self.shard().subscribe(&self.handle, &room);
@@ -403,7 +407,11 @@ impl Session {
     /// The whole of it is bounded by [`CLOSE_LINGER`]: a client that does not
     /// read (a slow one) cannot hold the session open with a stalled write.
     async fn close(&mut self, reason: CloseReason) {
-        let frame = CloseFrame { code: reason.code(), reason: Utf8Bytes::from_static(reason.as_str()) };
+        let text = self.handle.take_close_text().map(|t| Utf8Bytes::from(t.to_string()));
+        let frame = CloseFrame {
+            code: reason.code(),
+            reason: text.unwrap_or(Utf8Bytes::from_static(reason.as_str())),
+        };
         let ws = &mut self.ws;
         let _ = glommio::timer::timeout(CLOSE_LINGER, async {
             if ws.close(Some(frame)).await.is_err() {

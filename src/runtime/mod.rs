@@ -134,6 +134,7 @@ async fn run(instance: &'static Instance, parts: ShardParts, listener: OwnedFd, 
     let drained = glommio::timer::timeout(instance.config.shutdown_timeout, sessions.close()).await;
     keepalive.cancel().await;
     trimming.cancel().await;
+    shard.leave_presence().await;
     // Redis goes last: sessions were drained first.
     for link in redis {
         link.cancel().await;
@@ -157,6 +158,11 @@ async fn read_inbox(shard: Rc<Shard>) {
                 ShardMsg::Deliver(event) => shard.deliver(&event),
                 ShardMsg::Shutdown => stopping = true,
                 ShardMsg::Keys(keys) => shard.replace_keys(keys),
+                ShardMsg::Presence { query, reply } => {
+                    let _ = reply.send(shard.answer(&query));
+                }
+                ShardMsg::Control(control) => shard.control(&control),
+                ShardMsg::Tally(change) => shard.tally(change),
             }
         }
     }
@@ -227,10 +233,15 @@ fn redis_links(shard: &Rc<Shard>, links: ShardLinks, queues: Queues) -> Vec<Task
         send_queue_bytes: shard.instance.config.send_queue_bytes,
         counts: shard.id.index() == 0,
     };
-    let receiver = shard.clone();
+    let (receiver, controlled) = (shard.clone(), shard.clone());
+    let handlers = redis::Handlers {
+        deliver: move |event| receiver.deliver(&event),
+        control: move |control| controlled.control(&control),
+    };
     vec![
-        queues.ingest(redis::subscriber::run(subscriber, move |event| receiver.deliver(&event))),
+        queues.ingest(redis::subscriber::run(subscriber, handlers)),
         queues.ingest(redis::publisher::run(publisher.clone(), url.clone(), links.publisher)),
+        queues.ingest(shard.clone().keep_presence()),
     ]
 }
 

@@ -13,6 +13,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -52,6 +53,8 @@ pub struct SessionHandle {
     blocked_since: Cell<Option<Instant>>,
     /// Set once; the session closes with it at its next wake-up.
     close: Cell<Option<CloseReason>>,
+    /// The close frame's text when it is not the reason's own (a disconnect's).
+    close_text: Cell<Option<Rc<str>>>,
     ping_due: Cell<bool>,
     /// Whether `token_expiring` was sent for the token's current `exp`.
     expiry_told: Cell<bool>,
@@ -131,6 +134,7 @@ impl SessionHandle {
             in_backlog: Cell::new(0),
             blocked_since: Cell::new(None),
             close: Cell::new(None),
+            close_text: Cell::new(None),
             ping_due: Cell::new(false),
             next_ping: Cell::new(first_ping),
             last_seen: Cell::new(Instant::now()),
@@ -247,6 +251,20 @@ impl SessionHandle {
         }
     }
 
+    /// Asks the session to close with 4003 and `text` (the disconnect API),
+    /// unless it is closing already.
+    pub fn disconnect(&self, text: Rc<str>) {
+        if self.close.get().is_none() {
+            self.close_text.set(Some(text));
+            self.close(CloseReason::Disconnected);
+        }
+    }
+
+    /// The close frame's text, when the close reason does not say it.
+    pub fn take_close_text(&self) -> Option<Rc<str>> {
+        self.close_text.take()
+    }
+
     pub fn ping(&self, next: Instant) {
         self.next_ping.set(next);
         self.ping_due.set(true);
@@ -290,6 +308,11 @@ impl SessionHandle {
 
     pub(super) fn membership(&self, room: RoomId) -> Option<Membership> {
         self.memberships.borrow().iter().copied().find(|m| m.room == room)
+    }
+
+    /// The rooms this session is in, besides `all`.
+    pub(super) fn room_ids(&self) -> Vec<RoomId> {
+        self.memberships.borrow().iter().map(|m| m.room).collect()
     }
 
     pub(super) fn membership_count(&self) -> usize {

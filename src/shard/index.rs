@@ -103,6 +103,20 @@ impl Index {
         self.room_id(room).map_or(&[], |id| &self.rooms[id.0 as usize].members)
     }
 
+    pub fn session(&self, key: SessionKey) -> Option<&Rc<SessionHandle>> {
+        self.sessions.get(key.0)
+    }
+
+    /// The names of the rooms `session` is in, besides `all`.
+    pub fn rooms_of(&self, session: &SessionHandle) -> Vec<Rc<str>> {
+        session
+            .room_ids()
+            .into_iter()
+            .filter_map(|id| self.rooms.get(id.0 as usize))
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
     pub fn user_sessions(&self, user: &str) -> &[Rc<SessionHandle>] {
         self.users.get(user).map_or(&[], Vec::as_slice)
     }

@@ -5,10 +5,17 @@
 //! through its mailbox.
 //!
 //! - `handle`: the shard's side of a session (outbound queue, signals);
-//! - `index`: sessions, room → members, user → sessions.
+//! - `index`: sessions, room → members, user → sessions;
+//! - `ledger`: first and last sessions per member, for `join`/`leave`;
+//! - `presence`: presence queries over the shards, control messages, and
+//!   the `join`/`leave` tallies;
+//! - `remote`: with Redis, this shard's presence there (every instance's).
 
 pub mod handle;
 mod index;
+mod ledger;
+mod presence;
+mod remote;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -58,6 +65,11 @@ pub struct Shard {
     /// This shard's copy of the JWKS keys, replaced whole from its inbox.
     /// Borrowed only for one token's check.
     keys: RefCell<KeySet>,
+    /// With `PRESENCE_EVENTS` or Redis: this shard's sessions per member of
+    /// each room, for `join`/`leave` and for the presence kept in Redis.
+    ledger: Option<RefCell<ledger::Ledger>>,
+    /// With Redis: this shard as presence in Redis knows it.
+    entity: Option<crate::bus::redis::presence::Entity>,
 }
 
 impl Shard {
@@ -74,6 +86,13 @@ impl Shard {
             inbox,
             index: RefCell::new(Index::default()),
             keys: RefCell::new(keys),
+            ledger: (instance.config.presence_events || instance.config.redis.is_some())
+                .then(RefCell::default),
+            entity: instance
+                .config
+                .redis
+                .as_ref()
+                .map(|_| crate::bus::redis::presence::Entity::new(&instance.config.redis_prefix)),
         };
         (shard, redis_links)
     }
@@ -110,16 +129,27 @@ impl Shard {
     /// Adds a session; every session is in the room `all` by being here.
     pub fn register(&self, handle: Rc<SessionHandle>) -> SessionKey {
         self.metrics.connections.inc();
+        self.member_joined(room::ALL, &handle.identity);
         self.index.borrow_mut().insert(handle)
     }
 
     /// Removes a session. Nothing is queued to it from here on, so what it
     /// still holds will never be written: it no longer counts as owed.
     pub fn unregister(&self, key: SessionKey) {
+        let rooms = match self.ledger {
+            Some(_) => {
+                let index = self.index.borrow();
+                let mut rooms = index.session(key).map(|session| index.rooms_of(session)).unwrap_or_default();
+                rooms.push(Rc::from(room::ALL));
+                rooms
+            }
+            None => Vec::new(),
+        };
         let removed = self.index.borrow_mut().remove(key);
         if let Some(session) = removed {
             self.metrics.connections.dec();
             self.backlog.remove(session.in_backlog());
+            rooms.iter().for_each(|room| self.member_left(room, &session.identity));
         }
     }
 
@@ -149,8 +179,8 @@ impl Shard {
     pub fn subscribe(&self, session: &Rc<SessionHandle>, requested: &str) -> Result<(), SubscribeError> {
         crate::fault::panic_on(requested);
         let room = room::room_to_join(&session.identity, requested)?;
-        if room != room::ALL {
-            self.index.borrow_mut().join(session, &room)?;
+        if room != room::ALL && self.index.borrow_mut().join(session, &room)? {
+            self.member_joined(&room, &session.identity);
         }
         Ok(())
     }
@@ -160,7 +190,9 @@ impl Shard {
         if room == room::ALL {
             return Err(SubscribeError::LeaveAll);
         }
-        self.index.borrow_mut().leave(session, &room);
+        if self.index.borrow_mut().leave(session, &room) {
+            self.member_left(&room, &session.identity);
+        }
         Ok(())
     }
 
@@ -169,14 +201,7 @@ impl Shard {
     /// delivered, while any of the instance's Redis links is down.
     pub async fn publish(&self, event: Event) -> Result<(), Unavailable> {
         match &self.bus {
-            Bus::Local => {
-                let event = Arc::new(event);
-                let full = self.instance.mailboxes.post_to_others(self.id, &event);
-                for _ in 0..full {
-                    self.instance.metrics.dropped(DropReason::InboxFull);
-                }
-                self.deliver(&event);
-            }
+            Bus::Local => self.publish_locally(event),
             Bus::Redis { publisher, channels } => {
                 // Another shard's subscriber being down would lose the event
                 // for that shard's sessions: refuse it rather than answer 202.
@@ -189,6 +214,16 @@ impl Shard {
             }
         }
         Ok(())
+    }
+
+    /// Hands the event to every other shard's inbox and delivers it here.
+    fn publish_locally(&self, event: Event) {
+        let event = Arc::new(event);
+        let full = self.instance.mailboxes.post_to_others(self.id, &event);
+        for _ in 0..full {
+            self.instance.metrics.dropped(DropReason::InboxFull);
+        }
+        self.deliver(&event);
     }
 
     /// Queues the event to every local session in its audience. The frame is

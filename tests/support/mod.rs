@@ -65,6 +65,7 @@ pub const CONFIG_VARS: &[&str] = &[
     "JWT_AUDIENCE",
     "TOKEN_REFRESH_NOTICE",
     "RUST_LOG",
+    "PRESENCE_EVENTS",
 ];
 
 /// The roles of SPEC §3 with the rooms `connected` must list, in table order.

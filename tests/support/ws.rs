@@ -199,3 +199,23 @@ pub fn close(mut ws: Ws) {
 pub fn close_code(code: u16) -> CloseCode {
     CloseCode::from(code)
 }
+
+/// Reads until a close frame arrives (skipping anything else) and returns
+/// its code and reason; panics on a plain EOF or when nothing closes within
+/// `timeout`.
+pub fn expect_close_frame(ws: &mut Ws, timeout: Duration) -> (u16, String) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match ws.read() {
+            Ok(Message::Close(Some(frame))) => {
+                return (u16::from(frame.code), frame.reason.as_str().to_owned())
+            }
+            Ok(Message::Close(None)) => panic!("a close frame without a code"),
+            Ok(_) => continue,
+            Err(e) if is_timeout(&e) => {
+                assert!(Instant::now() < deadline, "connection not closed within {timeout:?}");
+            }
+            Err(e) => panic!("connection ended without a close frame: {e}"),
+        }
+    }
+}

@@ -90,6 +90,9 @@ pub enum Scenario {
         /// started with the public key (JWT_PUBLIC_KEY)
         #[arg(long)]
         private_key: Option<std::path::PathBuf>,
+        /// Subscribe to --room (and wait for `subscribed`) before closing
+        #[arg(long)]
+        subscribe: bool,
     },
     /// N subscribers in --room, broadcasts over HTTP: deliveries/s, loss, latency, CPU
     Fanout {

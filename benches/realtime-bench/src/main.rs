@@ -75,8 +75,8 @@ fn run(cli: &Cli) -> anyhow::Result<Outcome> {
     let settings = Settings::check(&cli.common)?;
     match &cli.scenario {
         Scenario::Idle { no_subscribe } => scenarios::idle(&settings, !no_subscribe),
-        Scenario::Storm { concurrency, count, private_key } => {
-            scenarios::storm(&settings, *concurrency, *count, private_key.as_deref())
+        Scenario::Storm { concurrency, count, private_key, subscribe } => {
+            scenarios::storm(&settings, *concurrency, *count, private_key.as_deref(), *subscribe)
         }
         Scenario::Fanout { publish, no_subscribe, closed_window, publishers } => {
             if *no_subscribe && settings.common.room != "all" {

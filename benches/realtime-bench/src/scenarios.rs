@@ -258,6 +258,7 @@ pub fn storm(
     concurrency: usize,
     count: Option<u64>,
     private_key: Option<&Path>,
+    subscribe: bool,
 ) -> anyhow::Result<Outcome> {
     if concurrency == 0 || concurrency > cli::MAX_CONCURRENCY {
         bail!("--concurrency must be in 1..={}", cli::MAX_CONCURRENCY);
@@ -280,6 +281,7 @@ pub fn storm(
         duration: s.duration,
         count: count.unwrap_or(u64::MAX),
         attempt_limit: Duration::from_secs_f64(s.common.connect_timeout),
+        room: subscribe.then(|| s.common.room.clone()),
     })?;
     let cpu_after = s.cpu()?;
     let bench_cpu = round(procstat::own_cpu_s() - bench_before, 3);

@@ -1,5 +1,5 @@
 //! `storm`: connect → upgrade (token in `?token=`) → read `connected` →
-//! close, in a loop, from C parallel workers spread over the executors.
+//! (with a room: subscribe, read `subscribed`) → close, in a loop, from C parallel workers spread over the executors.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +28,8 @@ pub struct StormSpec {
     pub duration: Duration,
     pub count: u64,
     pub attempt_limit: Duration,
+    /// Subscribe to this room before closing.
+    pub room: Option<String>,
 }
 
 #[derive(Default)]
@@ -99,7 +101,16 @@ async fn worker(
         let started = Instant::now();
         let left = deadline.saturating_duration_since(started).max(Duration::from_millis(1));
         let limit = spec.attempt_limit.min(left + Duration::from_secs(1));
-        match client::within(limit, client::open(&spec.target, src, &token, limit)).await {
+        let attempt = async {
+            let mut ws = client::open(&spec.target, src, &token, limit).await?;
+            if let Some(room) = &spec.room {
+                if !client::subscribe(&mut ws, room).await? {
+                    return Err(client::Failure::Unexpected(format!("subscribe to {room} refused")));
+                }
+            }
+            Ok(ws)
+        };
+        match client::within(limit, attempt).await {
             Ok(ws) => {
                 report.latency.record(started.elapsed().as_micros() as u64);
                 report.handshakes += 1;

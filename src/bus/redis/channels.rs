@@ -1,4 +1,5 @@
-//! The Redis channels of SPEC §6 and which one an event travels on.
+//! The Redis channels of SPEC §6 and which one an event travels on, and the
+//! control channel (SPEC §10: disconnects) that every shard also listens to.
 
 use crate::room::RoomName;
 
@@ -9,6 +10,8 @@ pub struct Channels {
     pub orders: String,
     pub inventory: String,
     pub broadcasts: String,
+    /// `<prefix>:control`: control messages, never events.
+    pub control: String,
 }
 
 impl Channels {
@@ -18,11 +21,13 @@ impl Channels {
             orders: format!("{prefix}:orders"),
             inventory: format!("{prefix}:inventory"),
             broadcasts: format!("{prefix}:broadcasts"),
+            control: format!("{prefix}:control"),
         }
     }
 
-    pub fn all(&self) -> [&str; 4] {
-        [&self.notifications, &self.orders, &self.inventory, &self.broadcasts]
+    /// Every channel a shard subscribes to: the four of events, and control.
+    pub fn all(&self) -> [&str; 5] {
+        [&self.notifications, &self.orders, &self.inventory, &self.broadcasts, &self.control]
     }
 
     /// The channel for an event with this room (`None`: a `send` without a

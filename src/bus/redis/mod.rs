@@ -2,17 +2,20 @@
 //! subscriber (and delivers what it receives to its own sessions: no
 //! cross-shard hop) and its own publisher connection. Both reconnect with
 //! capped, jittered backoff; while any link of the instance is down, `/health`
-//! says `disconnected` and publishes answer 503.
+//! says `disconnected` and publishes answer 503. Presence state lives in
+//! Redis too (`presence`), written on the publisher connection.
 
 pub mod backoff;
 pub mod channels;
 pub mod links;
 mod outage;
+pub mod presence;
 pub mod publisher;
 pub mod resp;
 pub mod subscriber;
 
 pub use channels::Channels;
 pub use links::{LinkFlag, Links, ShardLinks};
+pub use presence::PresenceKeys;
 pub use publisher::{Publisher, Unavailable};
-pub use subscriber::Subscriber;
+pub use subscriber::{Handlers, Subscriber};

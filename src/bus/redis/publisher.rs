@@ -33,7 +33,7 @@ pub struct Unavailable;
 
 struct Pending {
     command: Vec<u8>,
-    reply: oneshot::Sender<Result<(), Unavailable>>,
+    reply: oneshot::Sender<Value>,
 }
 
 #[derive(Default)]
@@ -41,22 +41,42 @@ pub struct Publisher {
     queue: RefCell<VecDeque<Pending>>,
     writer: RefCell<Option<Waker>>,
     connected: Cell<bool>,
+    /// Connections made so far: a new one means Redis may have lost what
+    /// the last one wrote (presence rewrites its state then).
+    connections: Cell<u64>,
 }
 
 impl Publisher {
     /// Publishes `message` on `channel`; `Ok` once Redis has taken it.
     pub async fn publish(&self, channel: &str, message: &str) -> Result<(), Unavailable> {
+        match self.command(redis::cmd("PUBLISH").arg(channel).arg(message).get_packed_command()).await? {
+            Value::Int(_) => Ok(()),
+            other => {
+                warn!(reply = ?other, "redis refused a publish");
+                Err(Unavailable)
+            }
+        }
+    }
+
+    /// Sends one packed command in the next pipeline and hands back Redis's
+    /// reply (a refusal is a `Value::ServerError`, for the caller to judge).
+    /// Commands are sent in the order they are asked for.
+    pub async fn command(&self, command: Vec<u8>) -> Result<Value, Unavailable> {
         if !self.connected.get() {
             return Err(Unavailable);
         }
         let (reply, answer) = oneshot::channel();
-        let command = redis::cmd("PUBLISH").arg(channel).arg(message).get_packed_command();
         self.queue.borrow_mut().push_back(Pending { command, reply });
         let writer = self.writer.borrow_mut().take();
         if let Some(writer) = writer {
             writer.wake();
         }
-        answer.await.unwrap_or(Err(Unavailable))
+        answer.await.map_err(|_| Unavailable)
+    }
+
+    /// How many connections to Redis this publisher has made.
+    pub fn connections(&self) -> u64 {
+        self.connections.get()
     }
 
     /// Waits for at least one queued publish and takes them all.
@@ -89,6 +109,7 @@ pub async fn run(publisher: Rc<Publisher>, url: RedisUrl, link: LinkFlag) {
             Ok(conn) => {
                 backoff.reset();
                 publisher.connected.set(true);
+                publisher.connections.set(publisher.connections.get() + 1);
                 link.set(true);
                 outage.connected();
                 let error = serve(&publisher, conn).await;
@@ -129,21 +150,14 @@ async fn serve(publisher: &Publisher, mut conn: RespConn) -> RespError {
     }
 }
 
-/// Writes the batch in one pipeline and answers each publish with Redis's
+/// Writes the batch in one pipeline and answers each command with Redis's
 /// reply. On an error the publishes not yet answered are dropped, which their
 /// callers read as [`Unavailable`].
 async fn answer(conn: &mut RespConn, batch: Vec<Pending>) -> Result<(), RespError> {
     let pipeline: Vec<u8> = batch.iter().flat_map(|p| p.command.iter().copied()).collect();
     conn.send(&pipeline).await?;
     for pending in batch {
-        let reply = match conn.next_value().await? {
-            Value::Int(_) => Ok(()),
-            other => {
-                warn!(reply = ?other, "redis refused a publish");
-                Err(Unavailable)
-            }
-        };
-        let _ = pending.reply.send(reply);
+        let _ = pending.reply.send(conn.next_value().await?);
     }
     Ok(())
 }

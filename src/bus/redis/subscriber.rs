@@ -1,6 +1,7 @@
 //! A shard's subscriber: subscribes to the four channels and hands every
 //! envelope it receives to its shard (through a callback: this code never
-//! sees the shard). Anything on a channel that is not an envelope is counted
+//! sees the shard), and every control message of the control channel to
+//! another. Anything on a channel that is not an envelope is counted
 //! and logged without its body.
 
 use std::rc::Rc;
@@ -16,6 +17,7 @@ use super::resp::{RespConn, RespError};
 use crate::config::RedisUrl;
 use crate::event::{content_id, Draft, Event, EventError, Required};
 use crate::metrics::{DropReason, Metrics, Source};
+use crate::presence::Control;
 
 /// What one shard's subscriber needs.
 pub struct Subscriber {
@@ -31,9 +33,15 @@ pub struct Subscriber {
     pub counts: bool,
 }
 
-/// Keeps the shard subscribed for as long as it runs, handing each event to
-/// `deliver`.
-pub async fn run(subscriber: Subscriber, deliver: impl Fn(Event)) {
+/// What a shard does with what its subscriber receives.
+pub struct Handlers<D, C> {
+    pub deliver: D,
+    pub control: C,
+}
+
+/// Keeps the shard subscribed for as long as it runs, handing each event and
+/// control message to `handlers`.
+pub async fn run(subscriber: Subscriber, handlers: Handlers<impl Fn(Event), impl Fn(Control)>) {
     let Subscriber { url, channels, link, metrics, send_queue_bytes, counts } = subscriber;
     let mut backoff = Backoff::default();
     let mut outage = Outage::new("subscriber");
@@ -48,9 +56,11 @@ pub async fn run(subscriber: Subscriber, deliver: impl Fn(Event)) {
                 first = false;
                 link.set(true);
                 outage.connected();
-                let error =
-                    listen(conn, |message| on_message(message, metrics, send_queue_bytes, counts, &deliver))
-                        .await;
+                let error = listen(conn, |message| match message.get_channel_name() == channels.control {
+                    true => on_control(message, &handlers.control),
+                    false => on_message(message, metrics, send_queue_bytes, counts, &handlers.deliver),
+                })
+                .await;
                 link.set(false);
                 outage.failed(&error);
             }
@@ -116,6 +126,13 @@ fn on_message(
         metrics.published(Source::Redis);
     }
     deliver(event);
+}
+
+fn on_control(message: &Msg, control: impl Fn(Control)) {
+    match serde_json::from_slice::<Control>(message.get_payload_bytes()) {
+        Ok(message) => control(message),
+        Err(e) => warn!(line = e.line(), column = e.column(), "ignored a control message that is not one"),
+    }
 }
 
 /// Why a message was ignored. Its text never quotes the message: serde's

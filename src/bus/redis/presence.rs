@@ -1,0 +1,241 @@
+//! Presence in Redis, so that a query sees every instance (SPEC §10). Each
+//! shard of each instance is an *entity* (a random id) that writes only its
+//! own fields:
+//!
+//! - `<prefix>:presence:live`, a sorted set: entity → the time (Unix ms) it
+//!   is live until; refreshed every [`REFRESH_EVERY`], so an instance that
+//!   dies without saying so drops out after [`ENTITY_TTL`];
+//! - `<prefix>:presence:room:<room>`, a hash: `<entity> <role> <userId>` →
+//!   that member's sessions in the room on that entity;
+//! - `<prefix>:presence:user:<userId>`, a hash: `<entity> <role> <room>` →
+//!   the same count, seen from the user (room `all`: all its sessions).
+//!
+//! Readers keep only the fields of live entities. Each key expires
+//! [`KEY_TTL`] after the last refresh of any entity with fields in it.
+//! Writing a field and deciding whether a member's first (last) session
+//! anywhere joined (left) is one script, atomic in Redis, which also
+//! publishes the `join`/`leave` envelope: exactly once over all instances.
+
+use std::time::Duration;
+
+use redis::Value;
+
+use crate::auth::Role;
+use crate::presence::Member;
+
+/// An entity not refreshed for this long is no longer live.
+pub const ENTITY_TTL: Duration = Duration::from_secs(45);
+/// How often each entity says it is live.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(15);
+/// A presence key no live entity refreshes expires after this.
+pub const KEY_TTL: Duration = Duration::from_secs(120);
+
+/// Says the entity is live (a writer is, before its first refresh), sets
+/// (count > 0) or removes (0) its field in a room and its user,
+/// and when the member thereby appears in (vanishes from) the room on every
+/// live entity, publishes ARGV[7] on ARGV[6] (when given). Returns 1 when it
+/// published.
+const SEAT_SCRIPT: &str = r"
+local room, user, live = KEYS[1], KEYS[2], KEYS[3]
+local entity, member, userfield, count, now, channel, event, ttl, expiry =
+  ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+redis.call('ZADD', live, expiry, entity)
+local field = entity .. member
+local had = redis.call('HEXISTS', room, field) == 1
+if count > 0 then
+  redis.call('HSET', room, field, count)
+  redis.call('HSET', user, userfield, count)
+else
+  redis.call('HDEL', room, field)
+  redis.call('HDEL', user, userfield)
+end
+redis.call('EXPIRE', room, ttl)
+redis.call('EXPIRE', user, ttl)
+if event == '' or had == (count > 0) then return 0 end
+for _, other in ipairs(redis.call('ZRANGEBYSCORE', live, now, '+inf')) do
+  if other ~= entity and redis.call('HEXISTS', room, other .. member) == 1 then return 0 end
+end
+redis.call('PUBLISH', channel, event)
+return 1
+";
+
+/// One shard of one instance, as presence in Redis knows it.
+pub struct Entity {
+    /// Random, new at every start.
+    pub id: String,
+    pub keys: PresenceKeys,
+}
+
+impl Entity {
+    pub fn new(prefix: &str) -> Self {
+        Self { id: ulid::Ulid::new().to_string(), keys: PresenceKeys::new(prefix) }
+    }
+}
+
+/// The presence keys under a prefix.
+#[derive(Debug, Clone)]
+pub struct PresenceKeys {
+    prefix: String,
+    live: String,
+}
+
+/// One entity's count of a member's sessions in a room.
+pub struct SeatWrite<'a> {
+    pub entity: &'a str,
+    pub room: &'a str,
+    pub user_id: &'a str,
+    pub role: Role,
+    pub count: u32,
+    /// `(channel, envelope)` of the `join`/`leave` to publish if this is the
+    /// member's first (last) session in the room anywhere.
+    pub event: Option<(&'a str, &'a str)>,
+}
+
+impl PresenceKeys {
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_owned(), live: format!("{prefix}:presence:live") }
+    }
+
+    pub fn room(&self, room: &str) -> String {
+        format!("{}:presence:room:{room}", self.prefix)
+    }
+
+    pub fn user(&self, user_id: &str) -> String {
+        format!("{}:presence:user:{user_id}", self.prefix)
+    }
+
+    /// The script that writes one seat (see [`SEAT_SCRIPT`]).
+    pub fn write_seat(&self, seat: &SeatWrite<'_>, now_ms: u64) -> Vec<u8> {
+        let (channel, event) = seat.event.unwrap_or(("", ""));
+        redis::cmd("EVAL")
+            .arg(SEAT_SCRIPT)
+            .arg(3)
+            .arg(self.room(seat.room))
+            .arg(self.user(seat.user_id))
+            .arg(&self.live)
+            .arg(seat.entity)
+            .arg(format!(" {} {}", seat.role.as_str(), seat.user_id))
+            .arg(format!("{} {} {}", seat.entity, seat.role.as_str(), seat.room))
+            .arg(seat.count)
+            .arg(now_ms)
+            .arg(channel)
+            .arg(event)
+            .arg(KEY_TTL.as_secs())
+            .arg(now_ms + ENTITY_TTL.as_millis() as u64)
+            .get_packed_command()
+    }
+
+    /// Says `entity` is live for [`ENTITY_TTL`] more, and forgets the
+    /// entities that are not.
+    pub fn refresh_entity(&self, entity: &str, now_ms: u64) -> [Vec<u8>; 2] {
+        let until = now_ms + ENTITY_TTL.as_millis() as u64;
+        [
+            redis::cmd("ZADD").arg(&self.live).arg(until).arg(entity).get_packed_command(),
+            redis::cmd("ZREMRANGEBYSCORE").arg(&self.live).arg("-inf").arg(now_ms).get_packed_command(),
+        ]
+    }
+
+    /// An entity that stops (shutdown) is no longer live at once.
+    pub fn leave_entity(&self, entity: &str) -> Vec<u8> {
+        redis::cmd("ZREM").arg(&self.live).arg(entity).get_packed_command()
+    }
+
+    /// Keeps a key with this entity's fields from expiring.
+    pub fn keep(&self, key: &str) -> Vec<u8> {
+        redis::cmd("EXPIRE").arg(key).arg(KEY_TTL.as_secs()).get_packed_command()
+    }
+
+    pub fn live_entities(&self, now_ms: u64) -> Vec<u8> {
+        redis::cmd("ZRANGEBYSCORE").arg(&self.live).arg(now_ms).arg("+inf").get_packed_command()
+    }
+
+    pub fn read(&self, key: &str) -> Vec<u8> {
+        redis::cmd("HGETALL").arg(key).get_packed_command()
+    }
+}
+
+/// The live entities of a `ZRANGEBYSCORE` reply.
+pub fn entities(reply: &Value) -> Vec<String> {
+    match reply {
+        Value::Array(items) => items.iter().filter_map(text).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The fields of live entities in an `HGETALL` reply: (the field after its
+/// entity, split at spaces into two parts, and the count).
+fn live_fields<'a>(reply: &'a Value, live: &'a [String]) -> impl Iterator<Item = (Role, String, u32)> + 'a {
+    let pairs: Vec<(String, u32)> = match reply {
+        Value::Map(pairs) => {
+            pairs.iter().filter_map(|(k, v)| Some((text(k)?, text(v)?.parse().ok()?))).collect()
+        }
+        Value::Array(items) => items
+            .chunks_exact(2)
+            .filter_map(|pair| Some((text(&pair[0])?, text(&pair[1])?.parse().ok()?)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    pairs.into_iter().filter_map(move |(field, count)| {
+        let mut parts = field.splitn(3, ' ');
+        let (entity, role, rest) = (parts.next()?, parts.next()?, parts.next()?);
+        live.iter().any(|e| e == entity).then_some(())?;
+        Some((role.parse().ok()?, rest.to_owned(), count))
+    })
+}
+
+/// A room's members on the live entities (one entry per entity; merged later).
+pub fn room_members(reply: &Value, live: &[String]) -> Vec<Member> {
+    live_fields(reply, live)
+        .map(|(role, user_id, connections)| Member { user_id, role, connections })
+        .collect()
+}
+
+/// A user's connections (its fields for `all`) and rooms on the live entities.
+pub fn user_sessions(reply: &Value, live: &[String]) -> (u32, Vec<String>) {
+    let mut connections = 0;
+    let mut rooms = Vec::new();
+    for (_, room, count) in live_fields(reply, live) {
+        if room == crate::room::ALL {
+            connections += count;
+        }
+        rooms.push(room);
+    }
+    (connections, rooms)
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn only_live_entities_count() {
+        let hash = Value::Array(vec![
+            bulk("e1 seller 7"),
+            bulk("2"),
+            bulk("dead seller 7"),
+            bulk("5"),
+            bulk("e2 client 8"),
+            bulk("1"),
+        ]);
+        let live = ["e1".to_owned(), "e2".to_owned()];
+        let members = room_members(&hash, &live);
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[0], Member { user_id: "7".into(), role: Role::Seller, connections: 2 });
+        let user =
+            Value::Array(vec![bulk("e1 seller all"), bulk("2"), bulk("e1 seller orders:1"), bulk("1")]);
+        assert_eq!(user_sessions(&user, &live), (2, vec!["all".into(), "orders:1".into()]));
+    }
+}

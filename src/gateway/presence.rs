@@ -1,0 +1,29 @@
+//! The client's `presence` message (SPEC §10): a member of a room asks who
+//! else is in it; everyone gets the counts, admins the members too. A room
+//! the client is not in is `forbidden`.
+
+use async_tungstenite::tungstenite::Utf8Bytes;
+
+use super::protocol::{self, ErrorCode};
+use crate::auth::Role;
+use crate::room::{self, JoinError};
+use crate::shard::handle::SessionHandle;
+use crate::shard::Shard;
+
+/// The answer to `{"type":"presence","room":...}` from `session`.
+pub async fn answer(shard: &Shard, session: &SessionHandle, requested: &str) -> Utf8Bytes {
+    let room = match room::room_to_join(&session.identity, requested) {
+        Ok(room) => room,
+        Err(JoinError::Invalid(e)) => return protocol::error(ErrorCode::BadRequest, &e.to_string()),
+        Err(JoinError::Forbidden(_)) => return not_a_member(requested),
+    };
+    if !shard.is_member(session, &room) {
+        return not_a_member(requested);
+    }
+    let presence = shard.room_presence(&room).await;
+    protocol::presence(requested, &presence, session.identity.role == Role::Admin)
+}
+
+fn not_a_member(room: &str) -> Utf8Bytes {
+    protocol::error(ErrorCode::Forbidden, &format!("not in room {room:?}: presence is for its members"))
+}

@@ -1,0 +1,230 @@
+//! Presence on the shards (SPEC §10): a shard answers for its own sessions
+//! from its room index (a room's answer costs its members, never every
+//! connection), asks the other shards through their inboxes and merges the
+//! answers; control messages (disconnect) reach every shard the same way, or
+//! through Redis. With `PRESENCE_EVENTS`, each room has a tally shard (by a
+//! hash of its name) that counts, per member, the shards holding one of its
+//! sessions there, and publishes `join` on 0 → 1 and `leave` on 1 → 0.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use tracing::warn;
+
+use super::handle::SessionHandle;
+use super::ledger::{is_edge, Count};
+use super::{Shard, ShardId};
+use crate::auth::Identity;
+use crate::bus::local::{ShardMsg, TallyChange};
+use crate::bus::redis::Unavailable;
+use crate::bus::Bus;
+use crate::metrics::{DropReason, PresenceKind};
+use crate::presence::{self, Answer, Control, Member, Query, RoomPresence, UserPresence};
+use crate::room;
+
+/// How long a query waits for the other shards (each answers from memory,
+/// in microseconds, unless its executor is stuck).
+const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One entry per member, its connections summed.
+fn count_members<'a>(sessions: impl Iterator<Item = &'a Rc<SessionHandle>>) -> Vec<Member> {
+    presence::count_seats(sessions.map(|s| (s.identity.user_id.as_str(), s.identity.role)))
+}
+
+impl Shard {
+    /// This shard's own answer, from its index.
+    pub fn answer(&self, query: &Query) -> Answer {
+        let index = self.index.borrow();
+        match query {
+            Query::Room(room) if room == room::ALL => Answer::Room(count_members(index.sessions())),
+            Query::Room(room) => Answer::Room(count_members(index.members(room).iter())),
+            Query::User(user) => {
+                let sessions = index.user_sessions(user);
+                let mut rooms: Vec<String> =
+                    sessions.iter().flat_map(|s| index.rooms_of(s)).map(|name| name.to_string()).collect();
+                rooms.sort_unstable();
+                rooms.dedup();
+                Answer::User { connections: sessions.len() as u32, rooms }
+            }
+        }
+    }
+
+    /// Whether `session` is in `room` (every session is in `all`).
+    pub fn is_member(&self, session: &SessionHandle, room: &str) -> bool {
+        room == room::ALL || self.index.borrow().is_member(session, room)
+    }
+
+    /// With Redis, every instance's answer from there; otherwise (or while
+    /// Redis cannot answer) every shard's of this instance: this one's, and
+    /// the others' through their inboxes (an inbox that is full or a shard that does not answer within
+    /// [`QUERY_TIMEOUT`] is left out, and logged).
+    async fn gather(&self, query: Query) -> Vec<Answer> {
+        if let Some(answer) = self.answer_from_redis(&query).await {
+            return vec![answer];
+        }
+        let mailboxes = &self.instance.mailboxes;
+        let mut waiting = Vec::with_capacity(mailboxes.len());
+        for other in (0..mailboxes.len()).map(ShardId::new).filter(|&s| s != self.id) {
+            let (reply, answer) = oneshot::channel();
+            match mailboxes.post_to(other, ShardMsg::Presence { query: query.clone(), reply }) {
+                Ok(()) => waiting.push(answer),
+                Err(_) => self.instance.metrics.dropped(DropReason::InboxFull),
+            }
+        }
+        let mut answers = vec![self.answer(&query)];
+        let asked = waiting.len();
+        let collect = async {
+            for answer in waiting {
+                if let Ok(answer) = answer.await {
+                    answers.push(answer);
+                }
+            }
+            Ok(())
+        };
+        if glommio::timer::timeout(QUERY_TIMEOUT, collect).await.is_err() || answers.len() <= asked {
+            warn!(asked = asked + 1, answered = answers.len(), "a presence query went without some shards");
+        }
+        answers
+    }
+
+    /// Who is in `room` (already resolved: `cart:V`), on every shard.
+    pub async fn room_presence(&self, room: &str) -> RoomPresence {
+        let started = Instant::now();
+        let answers = self.gather(Query::Room(room.to_owned())).await;
+        let merged = RoomPresence::merge(answers.into_iter().filter_map(|answer| match answer {
+            Answer::Room(members) => Some(members),
+            Answer::User { .. } => None,
+        }));
+        self.observe_query(PresenceKind::Room, started);
+        merged
+    }
+
+    /// Where `user` is connected, on every shard.
+    pub async fn user_presence(&self, user: &str) -> UserPresence {
+        let started = Instant::now();
+        let answers = self.gather(Query::User(user.to_owned())).await;
+        let merged = UserPresence::merge(
+            user,
+            answers.into_iter().filter_map(|answer| match answer {
+                Answer::User { connections, rooms } => Some((connections, rooms)),
+                Answer::Room(_) => None,
+            }),
+        );
+        self.observe_query(PresenceKind::User, started);
+        merged
+    }
+
+    fn observe_query(&self, kind: PresenceKind, started: Instant) {
+        let metrics = &self.instance.metrics.presence;
+        metrics.queried(kind);
+        metrics.query_seconds.observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Acts on a control message for this shard's own sessions.
+    pub fn control(&self, control: &Control) {
+        match control {
+            Control::Disconnect { user_id, reason } => {
+                let text: Rc<str> = Rc::from(reason.as_str());
+                let index = self.index.borrow();
+                let sessions = index.user_sessions(user_id);
+                sessions.iter().for_each(|s| s.disconnect(text.clone()));
+                self.instance.metrics.presence.disconnected_sessions.inc_by(sessions.len() as u64);
+            }
+        }
+    }
+
+    /// Sends a control message to every shard of this instance, and with
+    /// Redis of every instance (through the control channel, which every
+    /// shard's subscriber receives).
+    pub async fn send_control(&self, control: Control) -> Result<(), Unavailable> {
+        match &self.bus {
+            Bus::Local => {
+                let control = Arc::new(control);
+                let mailboxes = &self.instance.mailboxes;
+                for other in (0..mailboxes.len()).map(ShardId::new).filter(|&s| s != self.id) {
+                    if mailboxes.post_to(other, ShardMsg::Control(control.clone())).is_err() {
+                        self.instance.metrics.dropped(DropReason::InboxFull);
+                    }
+                }
+                self.control(&control);
+            }
+            Bus::Redis { publisher, channels } => {
+                publisher.publish(&channels.control, &control.encode()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A session joined `room`: with `PRESENCE_EVENTS`, a member's first
+    /// session here is told to the room's tally shard.
+    pub(super) fn member_joined(&self, room: &str, identity: &Identity) {
+        self.member_moved(room, identity, true);
+    }
+
+    /// A session left `room` (or closed): a member's last one here is told.
+    pub(super) fn member_left(&self, room: &str, identity: &Identity) {
+        self.member_moved(room, identity, false);
+    }
+
+    fn member_moved(&self, room: &str, identity: &Identity, joined: bool) {
+        let Some(ledger) = &self.ledger else { return };
+        let events = self.instance.config.presence_events && presence::has_presence_events(room);
+        if self.entity.is_none() && !events {
+            return;
+        }
+        let seat = (room.to_owned(), identity.user_id.clone(), identity.role);
+        let Some(count) = ledger.borrow_mut().count(Count::Sessions, seat, joined) else { return };
+        let edge = is_edge(count, joined);
+        match &self.entity {
+            Some(entity) => self.write_seat(entity, room, identity, count, events && edge),
+            None if edge => self.tell_tally(room, identity, joined),
+            None => {}
+        }
+    }
+
+    fn tell_tally(&self, room: &str, identity: &Identity, joined: bool) {
+        let change = TallyChange {
+            room: room.to_owned(),
+            user_id: identity.user_id.clone(),
+            role: identity.role,
+            joined,
+        };
+        let tally = self.tally_shard(room);
+        if tally == self.id {
+            self.tally(change);
+        } else if self.instance.mailboxes.post_to(tally, ShardMsg::Tally(change)).is_err() {
+            self.instance.metrics.dropped(DropReason::InboxFull);
+        }
+    }
+
+    /// The shard that counts `room`'s members over the shards.
+    fn tally_shard(&self, room: &str) -> ShardId {
+        // SipHash with fixed keys: every shard of the process agrees.
+        let mut hasher = DefaultHasher::new();
+        room.hash(&mut hasher);
+        ShardId::new((hasher.finish() % self.instance.shard_count() as u64) as usize)
+    }
+
+    /// Counts a shard's first or last session of a member in a room this
+    /// shard tallies; the room's first or last one overall is published.
+    pub fn tally(&self, change: TallyChange) {
+        let Some(ledger) = &self.ledger else { return };
+        let TallyChange { room, user_id, role, joined } = change;
+        let seat = (room.clone(), user_id.clone(), role);
+        let overall = ledger.borrow_mut().count(Count::Shards, seat, joined);
+        if overall.is_none_or(|count| !is_edge(count, joined)) {
+            return;
+        }
+        match presence::membership_event(&room, &user_id, role, joined) {
+            Ok(event) => {
+                self.instance.metrics.presence.event(joined);
+                self.publish_locally(event);
+            }
+            Err(e) => warn!(error = %e, "cannot encode a presence event"),
+        }
+    }
+}

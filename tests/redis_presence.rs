@@ -1,0 +1,147 @@
+//! Presence and control over several instances (SPEC §10): two `realtime`
+//! instances (SHARDS=2 each, sessions on both shards) on one real
+//! `redis-server`. Counts and members, user presence, `join`/`leave` once
+//! over both instances, an instance killed with SIGKILL dropping out within
+//! 60 s, and the disconnect API closing the user's sessions on both.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+/// Time for an instance to connect every shard's links.
+const REDIS_DEADLINE: Duration = Duration::from_secs(30);
+
+fn instance(url: &str, events: bool) -> Server {
+    let s = server().env("REDIS_URL", url).env("PRESENCE_EVENTS", &events.to_string()).start();
+    s.wait_health("redis", &json!("connected"), REDIS_DEADLINE);
+    s
+}
+
+/// Polls `path` on `s` until `done` holds (bounded by `timeout`).
+fn wait_get(s: &Server, path: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let r = s.get(path);
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        let v = r.json();
+        if done(&v) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} stayed {v} for {timeout:?}\n{}",
+            s.output_dump()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn room_and_user_presence_cover_both_instances() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (a, b) = (instance(&redis.url(), false), instance(&redis.url(), false));
+    let on_a = a.connect_on_both_shards(2, |i| a.subscriber(&format!("a{i}"), "seller", &["orders"]));
+    let on_b = b.connect_on_both_shards(2, |i| b.subscriber(&format!("b{i}"), "delivery", &["orders"]));
+    let _seven_a = a.subscriber("7", "seller", &["orders"]);
+    let _seven_b = b.subscriber("7", "seller", &["inventory"]);
+    let users = (on_a.len() + on_b.len() + 1) as u64;
+    let connections = users + 1;
+
+    for s in [&a, &b] {
+        let room =
+            wait_get(s, "/api/rooms/orders/presence", DEFAULT_DEADLINE, |v| v["users"] == json!(users));
+        assert_eq!(room["connections"], json!(users), "{room}");
+        let members = room["members"].as_array().expect("members");
+        assert!(members.iter().any(|m| m["userId"] == "b0" && m["role"] == "delivery"), "{room}");
+        let all = wait_get(s, "/api/rooms/all/presence", DEFAULT_DEADLINE, |v| {
+            v["connections"] == json!(connections)
+        });
+        assert_eq!(all["users"], json!(users), "{all}");
+        let seven = wait_get(s, "/api/users/7/presence", DEFAULT_DEADLINE, |v| v["connections"] == json!(2));
+        assert_eq!(seven["rooms"], json!(["all", "inventory", "orders"]), "{seven}");
+    }
+    let mut admin = b.subscriber("x", "admin", &["orders"]);
+    send_json(&mut admin, &json!({"type": "presence", "room": "orders"}));
+    let answer = next_json(&mut admin, DEFAULT_DEADLINE);
+    assert_eq!(answer["payload"]["users"], json!(users + 1), "{answer}");
+    assert!(answer["payload"]["members"].as_array().is_some_and(|m| m.iter().any(|m| m["userId"] == "a0")));
+}
+
+#[test]
+fn an_instance_killed_with_sigkill_drops_out_within_60_s() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (a, b) = (instance(&redis.url(), false), instance(&redis.url(), false));
+    let _on_a = a.subscriber("a", "seller", &["orders"]);
+    let _on_b = b.connect_on_both_shards(2, |i| b.subscriber(&format!("b{i}"), "seller", &["orders"]));
+    let both = (1 + _on_b.len()) as u64;
+    wait_get(&a, "/api/rooms/orders/presence", DEFAULT_DEADLINE, |v| v["users"] == json!(both));
+
+    b.signal(libc::SIGKILL);
+    let left =
+        wait_get(&a, "/api/rooms/orders/presence", Duration::from_secs(60), |v| v["users"] == json!(1));
+    assert_eq!(left["members"], json!([{"userId": "a", "role": "seller", "connections": 1}]));
+    let gone = a.get("/api/users/b0/presence").json();
+    assert_eq!(gone["online"], json!(false), "{gone}");
+}
+
+#[test]
+fn join_and_leave_once_over_both_instances() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (a, b) = (instance(&redis.url(), true), instance(&redis.url(), true));
+    let mut watcher = b.subscriber("w", "admin", &["orders"]);
+    let first = |ws: &mut Ws| loop {
+        let v = next_json(ws, DEFAULT_DEADLINE);
+        if v["type"] == "join" || v["type"] == "leave" {
+            return v;
+        }
+    };
+    assert_eq!(first(&mut watcher)["payload"]["userId"], "w");
+
+    let mut sessions = a.connect_on_both_shards(2, |_| a.subscriber("1", "seller", &["orders"]));
+    sessions.push(b.subscriber("1", "seller", &["orders"]));
+    let join = first(&mut watcher);
+    assert_eq!(
+        (join["type"].clone(), join["payload"].clone()),
+        (json!("join"), json!({"userId": "1", "role": "seller"}))
+    );
+    let last = sessions.pop().expect("the session on b");
+    for ws in sessions {
+        close(ws);
+    }
+    a.wait_connections(0);
+    let marker = a.marker();
+    let before = read_until_marker(&mut watcher, &marker);
+    assert!(before.is_empty(), "one join for three sessions, no leave while one is left: {before:?}");
+    assert_no_message_within(&mut watcher, Duration::from_millis(300));
+
+    close(last);
+    let leave = first(&mut watcher);
+    assert_eq!((leave["type"].clone(), leave["payload"]["userId"].clone()), (json!("leave"), json!("1")));
+    let marker = b.marker();
+    let after = read_until_marker(&mut watcher, &marker);
+    assert!(after.is_empty(), "one leave: {after:?}");
+}
+
+#[test]
+fn disconnect_reaches_the_users_sessions_on_both_instances() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (a, b) = (instance(&redis.url(), false), instance(&redis.url(), false));
+    let mut target = a.connect_on_both_shards(2, |_| a.subscriber("42", "client", &["cart"]));
+    target.extend(b.connect_on_both_shards(2, |_| b.subscriber("42", "client", &["cart"])));
+    let mut others = [a.subscriber("43", "client", &["cart"]), b.subscriber("43", "client", &["cart"])];
+
+    let r = b.publish("/api/users/42/disconnect", &json!({"reason": "password changed"}));
+    assert_eq!(r.status, 202, "{r:?}");
+    // SPEC: within a second; the bound leaves room for a loaded machine.
+    for ws in &mut target {
+        assert_eq!(expect_close_frame(ws, Duration::from_secs(3)), (4003, "password changed".to_owned()));
+    }
+    for ws in &mut others {
+        assert_ping_pong(ws);
+    }
+    a.wait_connections(1);
+    b.wait_connections(1);
+}
