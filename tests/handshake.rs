@@ -369,3 +369,31 @@ fn malformed_upgrades_are_answered() {
     let (mut ws, _) = s.connect("u2", "seller");
     assert_ping_pong(&mut ws);
 }
+
+/// A WebSocket upgrade on a connection that already carried HTTP requests is
+/// answered as an upgrade (it used to get 426: only a connection's first
+/// request was routed to the WebSocket side), with the same checks.
+#[test]
+fn an_upgrade_on_a_kept_alive_connection_becomes_a_session() {
+    let s = server().start();
+    let mut conn = HttpConn::open(s.port);
+    assert_eq!(conn.request("GET", "/health", &[], None).status, 200);
+    let upgrade = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+    ];
+    let refused = conn.request("GET", "/ws?token=not-a-token", &upgrade, None);
+    assert_eq!(refused.status, 401, "a bad token, after a request: {refused:?}");
+
+    let url = s.ws_url(&token(SECRET, "kept", "seller"));
+    let mut ws = ws_connect_over(&url, conn.into_stream()).expect("an upgrade after two HTTP requests");
+    let hello = next_json(&mut ws, DEFAULT_DEADLINE);
+    assert_eq!(hello["type"], "connected", "{hello}");
+    assert_eq!(hello["payload"]["userId"], "kept", "{hello}");
+    assert_ping_pong(&mut ws);
+    s.wait_connections(1);
+    let id = s.broadcast(json!({"room": "all", "type": "t", "payload": {}}));
+    expect_event(&mut ws, &id);
+}

@@ -19,17 +19,20 @@ pub mod publish;
 pub mod response;
 pub mod upgrade;
 
+use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use http::header::{ACCEPT, ALLOW, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use smol_hyper::rt::FuturesIo;
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use tracing::debug;
 
+use crate::gateway::handshake::Admitted;
 use crate::metrics::Exposition;
 use crate::shard::Shard;
 use clock::{Clock, Clocked, Phase};
@@ -43,39 +46,70 @@ pub const MAX_HEAD: usize = 8192;
 
 /// Serves HTTP/1.1 requests on `stream` until the client leaves or a time
 /// limit of [`clock`] ends the connection.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let Ok(peer) = stream.peer_addr() else { return };
+/// A connection HTTP upgraded to a WebSocket (on a kept-alive connection,
+/// where the front door saw only the first request): the session's to run.
+pub struct Upgraded {
+    pub stream: TcpStream,
+    pub client: Admitted,
+}
+
+/// Serves HTTP/1.1 requests on `stream` until the client leaves, or until a
+/// request upgrades it to a WebSocket: then the connection is handed back.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) -> Option<Upgraded> {
+    let Ok(peer) = stream.peer_addr() else { return None };
     let Some(_slot) = shard.instance.admit_http() else {
         debug!("http connection refused: limit reached");
-        return refuse(stream, StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").await;
+        refuse(stream, StatusCode::SERVICE_UNAVAILABLE, "connection limit reached").await;
+        return None;
     };
     let clock = Clock::new();
+    let upgraded_client = Cell::new(None);
     let mut io = Clocked::new(stream, clock.clone());
     let service = service_fn(|request| {
         clock.head_complete();
         let shard = shard.clone();
         let clock = clock.clone();
-        async move {
-            let response = respond(&shard, peer, request).await;
+        let upgraded_client = &upgraded_client;
+        // Boxed: hyper gives the connection back (for an upgrade) only to a
+        // service whose futures are Unpin.
+        Box::pin(async move {
+            let response = respond(&shard, peer, request, upgraded_client).await;
             clock.answered();
             Ok::<_, Infallible>(response)
-        }
+        })
     });
     let served = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .header_read_timeout(None)
         .max_buf_size(MAX_HEAD)
         .serve_connection(FuturesIo::new(&mut io), service)
+        .without_shutdown()
         .await;
-    if let Err(e) = served {
-        debug!(error = %e, "http connection ended with an error");
+    match served {
+        // A client may not send frames before it reads the 101 (RFC 6455 §4.1).
+        Ok(parts) if parts.read_buf.is_empty() => {
+            drop(parts);
+            if let Some(client) = upgraded_client.take() {
+                return Some(Upgraded { stream: io.into_inner(), client });
+            }
+        }
+        Ok(_) => debug!("bytes before the 101 on an upgraded http connection"),
+        Err(e) => debug!(error = %e, "http connection ended with an error"),
     }
     if clock.expired() == Some(Phase::Head) {
         refuse(io.into_inner(), StatusCode::REQUEST_TIMEOUT, "request head not complete in time").await;
+    } else {
+        let _ = io.close().await;
     }
+    None
 }
 
-async fn respond(shard: &Shard, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
+async fn respond(
+    shard: &Shard,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+    upgraded_client: &Cell<Option<Admitted>>,
+) -> Response<Body> {
     let instance = shard.instance;
     crate::fault::panic_on(request.uri().path().trim_start_matches('/'));
     let origin = cors::allowed_origin(&instance.config.allowed_origins, request.headers());
@@ -85,7 +119,7 @@ async fn respond(shard: &Shard, peer: SocketAddr, request: Request<Incoming>) ->
         ("/ready", &Method::GET | &Method::HEAD) => health::ready(instance),
         ("/metrics", &Method::GET | &Method::HEAD) => metrics(shard, &request),
         ("/health" | "/ready" | "/metrics", _) => method_not_allowed("GET, HEAD"),
-        ("/ws", &Method::GET) => upgrade::answer(shard, &request),
+        ("/ws", &Method::GET) => upgrade::answer(shard, &request, upgraded_client),
         ("/ws", _) => method_not_allowed("GET"),
         (path, _) if path.starts_with("/api/rooms/") || path.starts_with("/api/users/") => {
             match presence::Endpoint::from_path(path) {

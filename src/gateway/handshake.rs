@@ -5,6 +5,7 @@
 use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request};
 use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN};
 use http::{HeaderMap, StatusCode, Uri};
+use tracing::info;
 
 use crate::auth::{AuthError, Verified};
 use crate::instance::Admission;
@@ -44,6 +45,17 @@ impl Rejection {
                 | AuthError::UnknownRole),
             ) => e.message(),
             Rejection::Unauthorized(_) => "invalid token",
+        }
+    }
+
+    /// Counted (a refused token) and logged, never with the token or the URI.
+    pub fn record(self, shard: &Shard) {
+        match self {
+            Rejection::Unauthorized(reason) => {
+                shard.instance.metrics.auth_failed(reason);
+                info!(reason = reason.reason(), "websocket auth failed");
+            }
+            other => info!(status = other.status().as_u16(), reason = other.message(), "websocket refused"),
         }
     }
 

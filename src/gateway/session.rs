@@ -14,7 +14,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
-use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 use async_tungstenite::WebSocketStream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -25,7 +25,7 @@ use tracing::{debug, info};
 
 use super::expiry;
 use super::flood::{FloodGate, Verdict};
-use super::handshake::{self, Admitted, Rejection};
+use super::handshake::{self, Admitted};
 use super::presence;
 use super::protocol::{self, ClientMessage, ErrorCode};
 use crate::auth::jwt::now_secs;
@@ -105,18 +105,39 @@ async fn upgrade(shard: Rc<Shard>, stream: TcpStream) -> Option<Pin<Box<impl Fut
     let upgraded =
         async_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config(config))).await;
     if let Some(rejection) = rejected {
-        log_rejection(&shard, rejection);
+        rejection.record(&shard);
         return None;
     }
-    let (upgraded, Some(Admitted { verified, admission })) = (upgraded, admitted) else { return None };
-    let ws = match upgraded {
-        Ok(ws) => ws,
+    let (upgraded, Some(admitted)) = (upgraded, admitted) else { return None };
+    match upgraded {
+        Ok(ws) => Some(start(shard, ws, admitted)),
         Err(e) => {
             debug!(error = %e, "websocket handshake failed");
-            return None;
+            None
         }
-    };
-    instance.metrics.handshakes.inc();
+    }
+}
+
+/// A session on a connection HTTP has already upgraded: a WebSocket asked
+/// for on a kept-alive HTTP connection, its checks passed and its 101 written.
+pub async fn serve_upgraded(shard: Rc<Shard>, stream: TcpStream, admitted: Admitted) {
+    if let Err(e) = stream.set_write_timeout(Some(shard.instance.config.ws_write_timeout)) {
+        debug!(error = %e, "cannot set write timeout");
+        return;
+    }
+    let config = Some(ws_config(&shard.instance.config));
+    let ws = WebSocketStream::from_raw_socket(stream, Role::Server, config).await;
+    start(shard, ws, admitted).await;
+}
+
+/// The session of an admitted client, from its first message to its close.
+fn start(
+    shard: Rc<Shard>,
+    ws: WebSocketStream<TcpStream>,
+    Admitted { verified, admission }: Admitted,
+) -> Pin<Box<impl Future<Output = ()>>> {
+    let config = &shard.instance.config;
+    shard.instance.metrics.handshakes.inc();
     let handle = Rc::new(SessionHandle::new(
         verified.identity,
         verified.exp,
@@ -125,7 +146,7 @@ async fn upgrade(shard: Rc<Shard>, stream: TcpStream) -> Option<Pin<Box<impl Fut
     ));
     debug!(user = %handle.identity.user_id, role = %handle.identity.role, "connection opened");
     let registration = Registration::new(shard, handle.clone());
-    Some(Box::pin(
+    Box::pin(
         Session {
             ws,
             handle,
@@ -135,7 +156,7 @@ async fn upgrade(shard: Rc<Shard>, stream: TcpStream) -> Option<Pin<Box<impl Fut
             batch: VecDeque::new(),
         }
         .run(),
-    ))
+    )
 }
 
 fn ws_config(config: &Config) -> WebSocketConfig {
@@ -148,18 +169,6 @@ fn ws_config(config: &Config) -> WebSocketConfig {
         .max_write_buffer_size(WRITE_BATCH + FRAME_HEADER_MAX + config.send_queue_bytes)
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_message_size))
-}
-
-fn log_rejection(shard: &Shard, rejection: Rejection) {
-    match rejection {
-        Rejection::Unauthorized(reason) => {
-            shard.instance.metrics.auth_failed(reason);
-            info!(reason = reason.reason(), "websocket auth failed");
-        }
-        other => {
-            info!(status = other.status().as_u16(), reason = other.message(), "websocket refused")
-        }
-    }
 }
 
 /// Keeps a session in its shard's registry for exactly as long as it lives.

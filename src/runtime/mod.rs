@@ -204,15 +204,18 @@ impl Queues {
 /// shard's executor, and with it every client of the process. The panic hook
 /// has logged where it happened.
 ///
+/// `None` when it panicked.
+///
 /// A combinator, not an `async fn`: an `async fn` would keep room for
 /// `task` twice (as its argument and as what it awaits) in every session's
 /// task.
-fn contained(shard: Rc<Shard>, task: impl Future<Output = ()>) -> impl Future<Output = ()> {
+fn contained<T>(shard: Rc<Shard>, task: impl Future<Output = T>) -> impl Future<Output = Option<T>> {
     AssertUnwindSafe(task).catch_unwind().map(move |outcome| {
         if outcome.is_err() {
             shard.instance.metrics.task_panics.inc();
             error!("a connection's task panicked: that connection is closed, the shard goes on");
         }
+        outcome.ok()
     })
 }
 
@@ -284,7 +287,13 @@ async fn connection(
             contained(shard.clone(), session::serve(shard, stream)).await;
         }
         Ok(Route::Http) => {
-            spawn_into(ingest, Box::pin(contained(shard.clone(), api::serve(shard, stream)))).await
+            let served =
+                spawn_into(ingest, Box::pin(contained(shard.clone(), api::serve(shard.clone(), stream))));
+            if let Some(Some(upgraded)) = served.await {
+                let Ok(_pass) = sessions.enter() else { return };
+                let session = session::serve_upgraded(shard.clone(), upgraded.stream, upgraded.client);
+                contained(shard, Box::pin(session)).await;
+            }
         }
         Err(HeadError::TimedOut) => {
             debug!("request head not complete in time");

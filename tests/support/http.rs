@@ -133,6 +133,13 @@ impl HttpConn {
             .unwrap_or_else(|e| panic!("HTTP {method} {path} on a kept-alive connection failed: {e}"))
     }
 
+    /// The socket, for a test that goes on by hand (a WebSocket upgrade)
+    /// once every response has been read.
+    pub fn into_stream(self) -> TcpStream {
+        assert!(self.reader.buffer().is_empty(), "bytes left unread on the kept-alive connection");
+        self.reader.into_inner()
+    }
+
     /// [`HttpConn::request`], with the server free to have closed the connection.
     pub fn try_request(
         &mut self,
@@ -144,12 +151,6 @@ impl HttpConn {
         let req = build_request(self.port, method, path, headers, body, false);
         self.reader.get_mut().write_all(req.as_bytes())?;
         read_response(&mut self.reader, method == "HEAD")
-    }
-
-    /// The socket, for a test that goes on by hand (nothing is left unread
-    /// between answers).
-    pub fn into_stream(self) -> TcpStream {
-        self.reader.into_inner()
     }
 }
 
