@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Presence costs (SPEC §10), each against a fresh server (SHARDS=2) on a free
+# Presence costs (README, Presence and control), each against a fresh server (SHARDS=2) on a free
 # loopback port, CPU read from /proc (the machine may be shared: CPU time,
 # not wall time, is the figure to trust):
 #   query   a room of MEMBERS (10,000) members held idle over both shards;

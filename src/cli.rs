@@ -1,5 +1,5 @@
 //! The command line: `realtime [serve]` and `realtime token`, each flag backed by
-//! the environment variable of SPEC §1 (flag wins over environment, environment
+//! the environment variable of README's Configuration section (flag wins over environment, environment
 //! over `.env`, which `main` loads before parsing).
 //!
 //! Values stay strings here: [`crate::config`] validates them so that every error
@@ -32,7 +32,7 @@ pub enum Command {
     Token(TokenArgs),
 }
 
-/// Server settings, one per variable of SPEC §1.
+/// Server settings, one per variable of README's Configuration section.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]

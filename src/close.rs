@@ -1,4 +1,4 @@
-//! Why a session ends, and the close code each reason sends (SPEC §8).
+//! Why a session ends, and the close code each reason sends (README, Client protocol).
 
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -18,11 +18,11 @@ pub enum CloseReason {
     Flooding,
     /// An inbound message over `MAX_MESSAGE_SIZE`: 1009.
     TooBig,
-    /// The token's `exp` passed without a refresh (SPEC §11): 4001.
+    /// The token's `exp` passed without a refresh (README, Tokens during a session): 4001.
     TokenExpired,
     /// The session's task panicked: 1011.
     InternalError,
-    /// The disconnect API (SPEC §10): 4003, with the caller's reason.
+    /// The disconnect API (README, Presence and control): 4003, with the caller's reason.
     Disconnected,
 }
 

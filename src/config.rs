@@ -1,4 +1,4 @@
-//! Validated settings (SPEC §1, §8). Built once in `main` from [`ServeArgs`] and
+//! Validated settings (README, Configuration and Client protocol). Built once in `main` from [`ServeArgs`] and
 //! then shared read-only by every shard.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -55,7 +55,7 @@ pub struct RedisUrl {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// HS256 secret. Without it, `jwt_public_key` and `jwks_url` the server
-    /// is in development mode (SPEC §1): a random secret, loopback only.
+    /// is in development mode (README, Configuration): a random secret, loopback only.
     pub jwt_secret: Option<String>,
     /// Path of a PEM public key; read and checked by `main` before start.
     pub jwt_public_key: Option<PathBuf>,
@@ -64,7 +64,7 @@ pub struct Config {
     pub jwks_refresh: Duration,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
-    /// How long before a live token's `exp` its client is told (SPEC §11).
+    /// How long before a live token's `exp` its client is told (README, Tokens during a session).
     pub token_refresh_notice: Duration,
     pub redis: Option<RedisUrl>,
     pub redis_prefix: String,
@@ -83,7 +83,7 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Listen even where another process already does (SO_REUSEPORT).
     pub share_port: bool,
-    /// Send `join`/`leave` to rooms (SPEC §10).
+    /// Send `join`/`leave` to rooms (README, Presence and control).
     pub presence_events: bool,
 }
 
@@ -125,7 +125,7 @@ impl Config {
     }
 
     /// A message the server accepts must fit in a client's send queue
-    /// (SPEC §8): an event bigger than the queue could only be delivered by
+    /// (README, Client protocol): an event bigger than the queue could only be delivered by
     /// closing its readers.
     fn check_message_fits_queue(&self) -> Result<(), ConfigError> {
         if self.max_message_size > self.send_queue_bytes {

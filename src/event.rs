@@ -1,6 +1,6 @@
-//! Events: the envelope of SPEC §2, encoded once per event, and who receives
-//! it ([`Audience`], SPEC §8's targeting rules). Also the typed checks of the
-//! known event types (SPEC §4).
+//! Events: the envelope of README's Client protocol section, encoded once per event, and who receives
+//! it ([`Audience`], README's Client protocol targeting rules). Also the typed checks of the
+//! known event types (README, Publish API).
 
 use std::time::SystemTime;
 
@@ -85,7 +85,7 @@ pub enum EventError {
 }
 
 /// An event no client could receive: its frame is larger than a client's
-/// whole send queue (SPEC §8). Refused where it enters, so that it is never
+/// whole send queue (README, Client protocol). Refused where it enters, so that it is never
 /// delivered by closing its readers as slow.
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error(
@@ -191,7 +191,7 @@ pub fn timestamp(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
-/// SPEC §8's targeting rules.
+/// README's Client protocol targeting rules.
 fn audience(room: Option<&str>, user: Option<&str>) -> Result<Audience, EventError> {
     let Some(room) = room else {
         return user.map(|u| Audience::User(u.to_owned())).ok_or(EventError::MissingUser);

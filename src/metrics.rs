@@ -1,4 +1,4 @@
-//! The Prometheus metrics of SPEC §5, registered at start-up so `/metrics`
+//! The Prometheus metrics of README's Health and metrics section, registered at start-up so `/metrics`
 //! shows every family from the first scrape, plus per-shard detail for
 //! operators. Handles are atomics: each shard owns the writer of its own
 //! series ([`ShardMetrics`], made once and moved to it) and adds to the
@@ -115,7 +115,7 @@ pub struct Metrics {
     jwks_fetches_failed: Counter,
     /// Connection tasks that panicked; each closed its own connection only.
     pub task_panics: Counter,
-    /// Presence queries and control messages (SPEC §10).
+    /// Presence queries and control messages (README, Presence and control).
     pub presence: PresenceMetrics,
 }
 

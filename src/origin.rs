@@ -1,4 +1,4 @@
-//! The Origin rules of SPEC §2 and §8: no `Origin` (not a browser) is allowed;
+//! The Origin rules of README's Client protocol section and §8: no `Origin` (not a browser) is allowed;
 //! with `ALLOWED_ORIGINS` unset the Origin's host and port must equal the
 //! `Host` header's; otherwise only the listed origins (or `*`).
 

@@ -1,4 +1,4 @@
-//! Presence and control (SPEC §10), as values: what one shard answers about
+//! Presence and control (README, Presence and control), as values: what one shard answers about
 //! a room or a user, how the answers of every shard are merged into what a
 //! client or the API sees, and the control messages (`disconnect`) that
 //! travel between shards and instances. No I/O; these values cross threads.

@@ -1,4 +1,4 @@
-//! Room names and who may join them (SPEC §3): the name rules, personal rooms
+//! Room names and who may join them (README, Client protocol): the name rules, personal rooms
 //! (`cart`, `myOrders`), and the room a subscription really joins. The role
 //! table itself is [`crate::auth::policy`].
 

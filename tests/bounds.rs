@@ -1,4 +1,4 @@
-//! What no client can do to the others (SPEC §8): grow the server's memory
+//! What no client can do to the others (README, Client protocol): grow the server's memory
 //! past its own queue with control frames, get its neighbours closed with one
 //! oversized event, or hold every publisher back by never reading — while
 //! clients that do read, however slowly, still hold publishers back.

@@ -1,4 +1,4 @@
-//! A real browser against the real server (SPEC §2, §4, the Origin rules of
+//! A real browser against the real server (README, Client protocol and Publish API, the Origin rules of
 //! §8): headless Chromium loads a page that connects with `new WebSocket()`
 //! and a token and subscribes; a Node script publishes with axios, as the
 //! seed's REST service does; the page must show the events. The same page

@@ -122,6 +122,6 @@ fn shards_above_cpu_count_is_allowed() {
     let shards = cpus + 1;
     let s = server().env("SHARDS", &shards.to_string()).start();
     assert_eq!(s.health()["shards"], shards as u64);
-    // SPEC §8: allowed, with a warning.
+    // README's Client protocol section: allowed, with a warning.
     s.wait_stderr(DEFAULT_DEADLINE, |e| e.lines().any(|l| l.to_ascii_lowercase().contains("shard")));
 }

@@ -1,4 +1,4 @@
-//! `GET /ws` before the upgrade: tokens (SPEC §2, §8), origins, connection
+//! `GET /ws` before the upgrade: tokens (README, Client protocol), origins, connection
 //! limit, and tokens never appearing in logs.
 
 mod support;
@@ -57,7 +57,7 @@ fn sub_claim_and_numeric_user_id() {
     close(ws);
 }
 
-/// Every kind of bad token of SPEC §2/§8 gets 401 with a JSON error body.
+/// Every kind of bad token of README's Client protocol section/§8 gets 401 with a JSON error body.
 #[test]
 fn bad_tokens_get_401_with_json_error() {
     let s = server().start();

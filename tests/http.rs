@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use support::*;
 
-/// Go-style duration as SPEC §5: `45s`, `5m0s`, `2h30m15s`.
+/// Go-style duration as README's Health and metrics section: `45s`, `5m0s`, `2h30m15s`.
 fn is_go_duration(s: &str) -> bool {
     let mut rest = s;
     let mut units = Vec::new();

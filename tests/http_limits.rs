@@ -1,4 +1,4 @@
-//! The limits every HTTP connection lives under (SPEC §8): each request
+//! The limits every HTTP connection lives under (README, Client protocol): each request
 //! head, not only the first, completes within 10 s and 8 KiB (else 408 /
 //! 431 and close), an idle kept-alive connection is not cut at the head
 //! limit, and HTTP connections have a bounded share of their own that never

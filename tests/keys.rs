@@ -1,6 +1,6 @@
-//! Asymmetric tokens (SPEC §11): `JWT_PUBLIC_KEY` of each type, a JWKS
+//! Asymmetric tokens (README, Tokens during a session): `JWT_PUBLIC_KEY` of each type, a JWKS
 //! served by a test server (keys by `kid`, rotation, failed fetches), the
-//! algorithm always taken from the key, and the claims of SPEC §8 and §11
+//! algorithm always taken from the key, and the claims of README's Client protocol section and §11
 //! (`nbf`, `exp` = now, `iss`, `aud`), each refusal counted by its reason.
 
 mod support;
@@ -159,7 +159,7 @@ fn nbf_in_the_future_and_exp_now_are_refused() {
         &mint(SECRET, &json!({"userId": "n", "role": "seller", "exp": now + 3600, "nbf": now + 60})),
         "not_yet_valid",
     );
-    // A token whose exp is now is expired (SPEC §8); one second later would pass.
+    // A token whose exp is now is expired (README, Client protocol); one second later would pass.
     s.expect_refused(&mint(SECRET, &json!({"userId": "n", "role": "seller", "exp": now_secs()})), "expired");
     let (ws, _) = s.connect_token(&mint(
         SECRET,

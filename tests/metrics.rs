@@ -1,6 +1,6 @@
 //! What an operator watches: `/metrics` parsed by a real OpenMetrics parser
 //! while clients connect and events are delivered, and the log lines a
-//! connection leaves (SPEC §5; README "Operations").
+//! connection leaves (README, Health and metrics; README "Operations").
 
 mod support;
 

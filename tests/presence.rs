@@ -1,4 +1,4 @@
-//! Presence and control on one instance (SPEC §10), SHARDS=2 with sessions on
+//! Presence and control on one instance (README, Presence and control), SHARDS=2 with sessions on
 //! both shards (checked with the per-shard gauges): room counts and members
 //! merged over the shards, the client's `presence` message (counts for
 //! members, members for admins, `forbidden` for the others), user presence,
@@ -129,7 +129,7 @@ fn disconnect_closes_every_session_of_the_user_with_4003() {
     let r = s.publish("/api/users/42/disconnect", &json!({"reason": "account blocked"}));
     assert_eq!(r.status, 202, "{r:?}");
     assert_eq!(r.json(), json!({"userId": "42", "status": "accepted"}));
-    // SPEC: within a second; the bound here leaves room for a loaded machine.
+    // README: within a second; the bound here leaves room for a loaded machine.
     for ws in target.iter_mut().chain([&mut seller_42]) {
         assert_eq!(expect_close_frame(ws, Duration::from_secs(3)), (4003, "account blocked".to_owned()));
     }

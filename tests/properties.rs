@@ -1,6 +1,6 @@
-//! Properties of the pure vocabulary, on generated input: room names (SPEC §3)
+//! Properties of the pure vocabulary, on generated input: room names (README, Client protocol)
 //! against an independent model of the rule, the room a subscription joins
-//! and the room an event reaches, publish drafts and envelopes (SPEC §2, §4,
+//! and the room an event reaches, publish drafts and envelopes (README, Client protocol and Publish API,
 //! §8) and the REST service's types. Case counts are proptest's
 //! (`PROPTEST_CASES`, 256 by default); `tests/fuzz.sh` runs them longer.
 
@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-/// SPEC §3 read literally, without the code's helpers.
+/// README's Client protocol section read literally, without the code's helpers.
 fn is_valid_room(name: &str) -> bool {
     let part_ok = |part: &str, extra: &[u8]| {
         (1..=64).contains(&part.len())
@@ -208,7 +208,7 @@ fn user_text(v: &Value) -> Option<String> {
 
 proptest! {
     /// Whatever a publisher sends: no panic, and an accepted draft becomes an
-    /// envelope that says what the draft said, to the audience SPEC §8 names.
+    /// envelope that says what the draft said, to the audience README's Client protocol section names.
     #[test]
     fn a_draft_becomes_the_envelope_it_describes(body in draft(), required in required()) {
         let text = body.to_string();

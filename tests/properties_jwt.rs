@@ -1,6 +1,6 @@
-//! Properties of the token check (SPEC §2, §8) through its public entry
+//! Properties of the token check (README, Client protocol) through its public entry
 //! point, `TokenVerifier::verify`: a mutated token is refused or means the
-//! same, claims of every shape are judged as the SPEC says, other algorithms
+//! same, claims of every shape are judged as README says, other algorithms
 //! and any string are refused, and nothing panics. Case counts are
 //! proptest's (`PROPTEST_CASES`); `tests/fuzz.sh jwt` runs them longer.
 
@@ -100,7 +100,7 @@ fn claims() -> impl Strategy<Value = Value> {
     })
 }
 
-/// SPEC §2 and §8 on claims: who the token names, or `None` when it must be refused.
+/// README's Client protocol section and §8 on claims: who the token names, or `None` when it must be refused.
 fn expected_identity(claims: &Value) -> Option<Identity> {
     let exp = claims.get("exp")?.as_u64()?;
     if exp <= now_secs() {

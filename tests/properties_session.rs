@@ -1,4 +1,4 @@
-//! The WebSocket session against random frame sequences (SPEC §2, §8), on a
+//! The WebSocket session against random frame sequences (README, Client protocol), on a
 //! real server over a real socket: messages whole or in fragments with
 //! control frames between them, pings, pongs, bad UTF-8, oversize messages,
 //! the protocol's violations and client closes. A model of RFC 6455 and of

@@ -1,6 +1,6 @@
-//! The publish API (SPEC §4): validation, the API key and the loopback
+//! The publish API (README, Publish API): validation, the API key and the loopback
 //! rule, 404/405/413, CORS; and a slow client cut off while its neighbours
-//! keep receiving (SPEC §7).
+//! keep receiving (README, Running in production).
 
 mod support;
 

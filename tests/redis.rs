@@ -1,4 +1,4 @@
-//! Several instances through Redis (SPEC §6): real `redis-server` processes
+//! Several instances through Redis (README, Several instances): real `redis-server` processes
 //! on free ports, two `realtime` instances (SHARDS=2 each) on one Redis,
 //! real clients on both.
 //!

@@ -1,4 +1,4 @@
-//! Presence and control over several instances (SPEC §10): two `realtime`
+//! Presence and control over several instances (README, Presence and control): two `realtime`
 //! instances (SHARDS=2 each, sessions on both shards) on one real
 //! `redis-server`. Counts and members, user presence, `join`/`leave` once
 //! over both instances, an instance killed with SIGKILL dropping out within
@@ -135,7 +135,7 @@ fn disconnect_reaches_the_users_sessions_on_both_instances() {
 
     let r = b.publish("/api/users/42/disconnect", &json!({"reason": "password changed"}));
     assert_eq!(r.status, 202, "{r:?}");
-    // SPEC: within a second; the bound leaves room for a loaded machine.
+    // README: within a second; the bound leaves room for a loaded machine.
     for ws in &mut target {
         assert_eq!(expect_close_frame(ws, Duration::from_secs(3)), (4003, "password changed".to_owned()));
     }

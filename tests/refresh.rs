@@ -1,4 +1,4 @@
-//! Tokens during a session (SPEC §11): `exp` in `connected`,
+//! Tokens during a session (README, Tokens during a session): `exp` in `connected`,
 //! `token_expiring` before it, `refresh` → `refreshed`, refusals that leave
 //! the session as it was, and close 4001 at `exp`. Tokens live 2–4 s and the
 //! notice is 1–2 s, so every wait is a few seconds, bounded.

@@ -1,7 +1,7 @@
-//! Rooms and roles (SPEC §3, §8) seen by real clients: the role × room
+//! Rooms and roles (README, Client protocol) seen by real clients: the role × room
 //! matrix, scoped and personal rooms, invalid names, the room limit, and how
 //! published events reach sessions on both shards (`send`, `broadcast`,
-//! `all`, the `userId` filter). Also flood control (SPEC §2, §8).
+//! `all`, the `userId` filter). Also flood control (README, Client protocol).
 //!
 //! "Nothing else arrived" is always proven with a marker: an event published
 //! afterwards to `all`, which every connection receives. Events from one
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::*;
 
-/// The base rooms of the SPEC §3 table, and one room it does not list.
+/// The base rooms of the README's Client protocol section table, and one room it does not list.
 const BASE_ROOMS: &[&str] =
     &["orders", "inventory", "products", "notifications", "cart", "myOrders", "deliveries"];
 const UNLISTED: &str = "promotions";

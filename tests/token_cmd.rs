@@ -1,4 +1,4 @@
-//! `realtime token`: mints an HS256 token with JWT_SECRET (SPEC §1, §8), or
+//! `realtime token`: mints an HS256 token with JWT_SECRET (README, Configuration and Client protocol), or
 //! an RS256/ES256/EdDSA one with `--private-key`.
 
 mod support;

@@ -1,4 +1,4 @@
-//! The time limits of one HTTP connection (SPEC §8), kept around the socket
+//! The time limits of one HTTP connection (README, Client protocol), kept around the socket
 //! hyper reads: a request head must be complete within [`HEAD_TIMEOUT`] of
 //! its first byte, every request on the connection alike, and a connection
 //! that makes no progress for [`IDLE_TIMEOUT`] (no request, a stalled body,

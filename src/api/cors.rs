@@ -1,4 +1,4 @@
-//! CORS for the HTTP API (SPEC §4, §8): `ALLOWED_ORIGINS` decides which
+//! CORS for the HTTP API (README, Publish API and Client protocol): `ALLOWED_ORIGINS` decides which
 //! origins get CORS headers; an unlisted origin gets none and its request is
 //! otherwise handled as usual.
 

@@ -1,4 +1,4 @@
-//! `/health` and `/ready` (SPEC §5).
+//! `/health` and `/ready` (README, Health and metrics).
 
 use std::time::Duration;
 

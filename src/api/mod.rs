@@ -40,7 +40,7 @@ use publish::Endpoint;
 pub use response::refuse;
 use response::{error, json, Body};
 
-/// Longest request head (SPEC §8); hyper answers 431 to a longer one. Also
+/// Longest request head (README, Client protocol); hyper answers 431 to a longer one. Also
 /// what hyper may buffer of a connection: its smallest allowed buffer.
 pub const MAX_HEAD: usize = 8192;
 

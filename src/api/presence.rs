@@ -1,4 +1,4 @@
-//! Presence and control over HTTP (SPEC §10), with the publisher API's
+//! Presence and control over HTTP (README, Presence and control), with the publisher API's
 //! authentication: `GET /api/rooms/{room}/presence`,
 //! `GET /api/users/{userId}/presence` and
 //! `POST /api/users/{userId}/disconnect` (202 at once; the sessions close

@@ -1,4 +1,4 @@
-//! The publish API (SPEC §4): `POST /api/notifications/send` and
+//! The publish API (README, Publish API): `POST /api/notifications/send` and
 //! `/broadcast`. Checks the caller (API key, or a loopback peer without one),
 //! reads a bounded body, validates it into an [`Event`] and hands the event to
 //! the bus.
@@ -77,7 +77,7 @@ pub async fn handle(
     }
 }
 
-/// 401 unless the caller may use the publisher API (SPEC §4), which the
+/// 401 unless the caller may use the publisher API (README, Publish API), which the
 /// presence and control endpoints share.
 pub(super) fn refuse_caller(shard: &Shard, peer: SocketAddr, headers: &HeaderMap) -> Option<Response<Body>> {
     let api_key = shard.instance.config.api_key.as_deref();

@@ -1,4 +1,4 @@
-//! The JWT check of SPEC §2, §8 and §11: `exp`, `userId` (or `sub`) and
+//! The JWT check of README's Client protocol section and §11: `exp`, `userId` (or `sub`) and
 //! `role` required; `nbf`, `iss` and `aud` checked; the key chosen by the
 //! token's `kid` (a JWKS) or its algorithm (`JWT_SECRET`, `JWT_PUBLIC_KEY`),
 //! and only ever used with the algorithms the key itself accepts. Also mints
@@ -114,7 +114,7 @@ impl AuthError {
     }
 }
 
-/// `userId` may be a string or a number (SPEC §8); a number becomes its decimal string.
+/// `userId` may be a string or a number (README, Client protocol); a number becomes its decimal string.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum UserIdClaim {
@@ -209,7 +209,7 @@ impl TokenVerifier {
         let claims = jsonwebtoken::decode::<Claims>(token, key.decoding_key(), validation)
             .map_err(|e| classify(e.kind()))?
             .claims;
-        // SPEC §8: a token whose `exp` is now is expired already.
+        // README's Client protocol section: a token whose `exp` is now is expired already.
         if claims.exp <= now_secs() {
             return Err(AuthError::Expired);
         }

@@ -1,4 +1,4 @@
-//! Keys that check and sign tokens (SPEC §11). Each key carries the
+//! Keys that check and sign tokens (README, Tokens during a session). Each key carries the
 //! algorithms it accepts, decided by the key itself (RSA → RS256/RS384/RS512,
 //! EC P-256 → ES256, P-384 → ES384, Ed25519 → EdDSA, a secret → HS256) and
 //! never by a token's header: an RSA key cannot be made to check an HS256

@@ -1,4 +1,4 @@
-//! The role table of SPEC §3, kept here as data and nowhere else.
+//! The role table of README's Client protocol section, kept here as data and nowhere else.
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,4 +1,4 @@
-//! A session's token over time (SPEC §11): `token_expiring` once within
+//! A session's token over time (README, Tokens during a session): `token_expiring` once within
 //! `TOKEN_REFRESH_NOTICE` of its `exp`, close 4001 at it. Checked by the
 //! shard's once-a-second sweep and by the session when its token starts or
 //! changes, so no session holds a timer of its own.

@@ -1,4 +1,4 @@
-//! Per-connection flood control (SPEC §8): a bucket of 200 messages refilled
+//! Per-connection flood control (README, Client protocol): a bucket of 200 messages refilled
 //! at 100 a second; a message beyond it is refused with `rate_limited`, and
 //! after 100 refusals the connection is closed with 1008.
 

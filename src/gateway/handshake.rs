@@ -1,4 +1,4 @@
-//! The checks before a WebSocket upgrade (SPEC §2): shutting down → 503, a
+//! The checks before a WebSocket upgrade (README, Client protocol): shutting down → 503, a
 //! foreign `Origin` → 403, a bad token → 401, `MAX_CONNECTIONS` → 503. Runs
 //! inside tungstenite's handshake callback, which writes our refusal.
 

@@ -1,4 +1,4 @@
-//! The client's `presence` message (SPEC §10): a member of a room asks who
+//! The client's `presence` message (README, Presence and control): a member of a room asks who
 //! else is in it; everyone gets the counts, admins the members too. A room
 //! the client is not in is `forbidden`.
 

@@ -1,4 +1,4 @@
-//! The client protocol of SPEC §2: what a client may send, and the server's
+//! The client protocol (README, Client protocol): what a client may send, and the server's
 //! own messages (events are encoded elsewhere, once per event).
 
 use std::time::SystemTime;
@@ -21,7 +21,7 @@ pub enum ClientMessage {
         room: String,
     },
     Ping,
-    /// A new token for the session (SPEC §11).
+    /// A new token for the session (README, Tokens during a session).
     Refresh {
         token: String,
     },
@@ -101,7 +101,7 @@ pub fn error(code: ErrorCode, message: &str) -> Utf8Bytes {
     encode(&Tagged { kind: "error", payload: Payload { code, message } })
 }
 
-/// `exp` seconds before the session's token expires (SPEC §11).
+/// `exp` seconds before the session's token expires (README, Tokens during a session).
 pub fn token_expiring(expires_in: u64) -> Utf8Bytes {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]

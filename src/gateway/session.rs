@@ -307,7 +307,7 @@ impl Session {
 
     /// Answers one client message; `Some(reason)` when the session must close.
     /// Every frame but a close counts against flood control, control frames
-    /// included (SPEC §8).
+    /// included (README, Client protocol).
     async fn on_message(&mut self, message: Message) -> Result<Option<CloseReason>, WsError> {
         self.handle.saw_frame();
         let pong = match &message {
@@ -390,7 +390,7 @@ impl Session {
         }
     }
 
-    /// SPEC §11: a valid token of the same user and role moves the session's
+    /// README's Tokens during a session section: a valid token of the same user and role moves the session's
     /// expiry; any other leaves the session as it was.
     fn refresh(&self, token: &str) -> Utf8Bytes {
         let shard = self.shard();

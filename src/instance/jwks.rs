@@ -1,4 +1,4 @@
-//! The JSON Web Key Set of `JWKS_URL` (SPEC §11): fetched once before the
+//! The JSON Web Key Set of `JWKS_URL` (README, Tokens during a session): fetched once before the
 //! shards start, then on a thread of its own (the blocking HTTP client never
 //! runs on an executor) every `JWKS_REFRESH` and when a shard meets an
 //! unknown `kid`, at most once every [`MIN_GAP`]. A new set is handed to

@@ -1,4 +1,4 @@
-//! Administrators of the marketplace: the `admin` role of SPEC §3.
+//! Administrators of the marketplace: the `admin` role of README's Client protocol section.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,5 @@
 //! Shopping carts: a client's `Cart` and its `CartItem`s (the personal
-//! `cart` room of SPEC §3 carries their changes).
+//! `cart` room of README's Client protocol section carries their changes).
 
 use serde::{Deserialize, Serialize};
 

@@ -22,7 +22,7 @@ pub struct Address {
     pub country: Option<String>,
 }
 
-/// A client account: the `client` role of SPEC §3.
+/// A client account: the `client` role of README's Client protocol section.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Client {

@@ -1,5 +1,5 @@
 //! Deliveries: getting an order to its client, with the courier assigned
-//! (the `delivery` role of SPEC §3) and the delivery's status.
+//! (the `delivery` role of README's Client protocol section) and the delivery's status.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,5 @@
 //! Inventory: a product's stock level and alert threshold, and the payload
-//! of the `inventory_alert` event type (SPEC §4).
+//! of the `inventory_alert` event type (README, Publish API).
 
 use std::fmt;
 

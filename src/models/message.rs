@@ -1,5 +1,5 @@
 //! Messages: a chat message between marketplace users, and the payload of
-//! the `broadcast` event type (SPEC §4).
+//! the `broadcast` event type (README, Publish API).
 
 use serde::{Deserialize, Serialize};
 

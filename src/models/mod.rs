@@ -1,6 +1,6 @@
 //! Serde types mirroring the JSON of the marketplace's REST service: its
 //! entities (orders, products, carts, users…) and the payloads of the event
-//! types that SPEC §4 checks (`notification`, `order_update`,
+//! types that README's Publish API section checks (`notification`, `order_update`,
 //! `inventory_alert`, `broadcast`).
 //!
 //! Conventions, shared by every file here:

@@ -1,4 +1,4 @@
-//! Notifications: the payload of the `notification` event type (SPEC §4)
+//! Notifications: the payload of the `notification` event type (README, Publish API)
 //! and the `Notification` the REST service stores for a user.
 
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,5 @@
 //! Orders: the `Order` entity with its items and status, and the payload of
-//! the `order_update` event type (SPEC §4).
+//! the `order_update` event type (README, Publish API).
 
 use serde::{Deserialize, Serialize};
 

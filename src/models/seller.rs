@@ -1,4 +1,4 @@
-//! Sellers: merchants who list products, the `seller` role of SPEC §3.
+//! Sellers: merchants who list products, the `seller` role of README's Client protocol section.
 
 use serde::{Deserialize, Serialize};
 

@@ -58,7 +58,7 @@ pub struct SessionHandle {
     ping_due: Cell<bool>,
     /// Whether `token_expiring` was sent for the token's current `exp`.
     expiry_told: Cell<bool>,
-    /// The token's `exp` (Unix seconds); a refresh moves it (SPEC §11).
+    /// The token's `exp` (Unix seconds); a refresh moves it (README, Tokens during a session).
     token_exp: Cell<u64>,
     next_ping: Cell<Instant>,
     /// When the client last sent a frame (any frame, pongs included).
@@ -112,7 +112,7 @@ pub enum Signal {
     Ping,
 }
 
-/// Where a session's token stands at a given second (SPEC §11).
+/// Where a session's token stands at a given second (README, Tokens during a session).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenTime {
     Valid,

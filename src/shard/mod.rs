@@ -175,7 +175,7 @@ impl Shard {
         self.for_each_session(|s| s.close(reason));
     }
 
-    /// Subscribes the session to the room it asked for (SPEC §3).
+    /// Subscribes the session to the room it asked for (README, Client protocol).
     pub fn subscribe(&self, session: &Rc<SessionHandle>, requested: &str) -> Result<(), SubscribeError> {
         crate::fault::panic_on(requested);
         let room = room::room_to_join(&session.identity, requested)?;

@@ -1,4 +1,4 @@
-//! Presence on the shards (SPEC §10): a shard answers for its own sessions
+//! Presence on the shards (README, Presence and control): a shard answers for its own sessions
 //! from its room index (a room's answer costs its members, never every
 //! connection), asks the other shards through their inboxes and merges the
 //! answers; control messages (disconnect) reach every shard the same way, or

@@ -39,7 +39,7 @@ pub const READY_DEADLINE: Duration = Duration::from_secs(15);
 /// Generic bound for "something should happen soon".
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Every variable of SPEC §1; removed from the inherited environment so the
+/// Every variable of README's Configuration section; removed from the inherited environment so the
 /// machine running the tests cannot influence them.
 pub const CONFIG_VARS: &[&str] = &[
     "JWT_SECRET",
@@ -68,7 +68,7 @@ pub const CONFIG_VARS: &[&str] = &[
     "PRESENCE_EVENTS",
 ];
 
-/// The roles of SPEC §3 with the rooms `connected` must list, in table order.
+/// The roles of README's Client protocol section with the rooms `connected` must list, in table order.
 pub const ROLES: &[(&str, &[&str])] = &[
     ("admin", &["*"]),
     ("seller", &["orders", "inventory", "products", "notifications"]),

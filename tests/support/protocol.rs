@@ -1,4 +1,4 @@
-//! The service's message protocol on the WebSocket side (SPEC §2-§4):
+//! The service's message protocol on the WebSocket side (README, Client protocol-§4):
 //! connecting as a user, `connected`, subscribing to rooms, errors, and
 //! proving with a marker event what arrived and what did not.
 
@@ -69,7 +69,7 @@ pub fn assert_ping_pong(ws: &mut Ws) {
     assert_eq!(v, json!({"type": "pong"}), "answer to ping");
 }
 
-/// Checks `connected` per SPEC §2 for `user_id`/`role`.
+/// Checks `connected` per README's Client protocol section for `user_id`/`role`.
 pub fn assert_connected(v: &Value, user_id: &str, role: &str) {
     assert_eq!(v["type"], "connected", "{v}");
     assert_eq!(v["payload"]["userId"], json!(user_id), "userId in {v}");

@@ -12,7 +12,7 @@ pub const MAX_THREADS: usize = 64;
 /// Sockets one process may hold (open-files limit 20000, less pipes and spare).
 pub const PROCESS_SOCKETS: usize = 18_000;
 /// Messages a second one client may send before the server refuses them
-/// (its flood control, SPEC §8).
+/// (its flood control, README's Client protocol section).
 pub const CLIENT_MESSAGES_PER_S: f64 = 100.0;
 
 #[derive(Parser)]

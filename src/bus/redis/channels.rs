@@ -1,5 +1,5 @@
-//! The Redis channels of SPEC §6 and which one an event travels on, and the
-//! control channel (SPEC §10: disconnects) that every shard also listens to.
+//! The Redis channels of README's Several instances section and which one an event travels on, and the
+//! control channel (README, Presence and control: disconnects) that every shard also listens to.
 
 use crate::room::RoomName;
 

@@ -1,4 +1,4 @@
-//! Several instances through Redis Pub/Sub (SPEC §6). Each shard runs its own
+//! Several instances through Redis Pub/Sub (README, Several instances). Each shard runs its own
 //! subscriber (and delivers what it receives to its own sessions: no
 //! cross-shard hop) and its own publisher connection. Both reconnect with
 //! capped, jittered backoff; while any link of the instance is down, `/health`

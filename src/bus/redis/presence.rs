@@ -1,4 +1,4 @@
-//! Presence in Redis, so that a query sees every instance (SPEC §10). Each
+//! Presence in Redis, so that a query sees every instance (README, Presence and control). Each
 //! shard of each instance is an *entity* (a random id) that writes only its
 //! own fields:
 //!

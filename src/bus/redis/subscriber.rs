@@ -164,7 +164,7 @@ fn parse(payload: &[u8]) -> Result<Event, NotAnEnvelope> {
     Ok(draft.into_event(Required::Either)?)
 }
 
-/// Envelopes `PUBLISH`ed by other programs (SPEC §6): any bytes are an event
+/// Envelopes `PUBLISH`ed by other programs (README, Several instances): any bytes are an event
 /// or an error, never a panic, and an envelope without an `id` is named from
 /// its bytes alone, so every shard and instance names it alike
 /// (`PROPTEST_CASES` for longer runs).
@@ -211,7 +211,7 @@ mod properties {
                 return Ok(());
             };
             prop_assert_eq!(&first.id, &again.id);
-            // A missing timestamp is each receiver's own (SPEC §6); the rest is the same.
+            // A missing timestamp is each receiver's own (README, Several instances); the rest is the same.
             if envelope["timestamp"].as_str().is_some_and(|t| !t.is_empty()) {
                 prop_assert_eq!(first.frame.as_str(), again.frame.as_str());
             }
