@@ -269,6 +269,17 @@ async fn accept_loop(
     }
 }
 
+/// Plain HTTP, in the ingest queue; a connection it upgrades to a WebSocket
+/// (a kept-alive one, which the front door routed on its first request)
+/// becomes a session here, through the gate like any other.
+async fn http(shard: Rc<Shard>, stream: TcpStream, sessions: Rc<Gate>, ingest: TaskQueueHandle) {
+    let served = spawn_into(ingest, Box::pin(contained(shard.clone(), api::serve(shard.clone(), stream))));
+    if let Some(Some(upgraded)) = served.await {
+        let Ok(_pass) = sessions.enter() else { return };
+        contained(shard.clone(), session::serve_upgraded(shard, upgraded.stream, upgraded.client)).await;
+    }
+}
+
 /// Routes one accepted socket, counted in its shard's census while it lives.
 /// WebSocket sessions pass through the gate so shutdown can wait for them;
 /// HTTP connections just end with the executor.
@@ -286,15 +297,9 @@ async fn connection(
             let Ok(_pass) = sessions.enter() else { return };
             contained(shard.clone(), session::serve(shard, stream)).await;
         }
-        Ok(Route::Http) => {
-            let served =
-                spawn_into(ingest, Box::pin(contained(shard.clone(), api::serve(shard.clone(), stream))));
-            if let Some(Some(upgraded)) = served.await {
-                let Ok(_pass) = sessions.enter() else { return };
-                let session = session::serve_upgraded(shard.clone(), upgraded.stream, upgraded.client);
-                contained(shard, Box::pin(session)).await;
-            }
-        }
+        // Boxed too: what HTTP hands back for an upgrade would otherwise be
+        // room reserved in every session's task (about 200 bytes each).
+        Ok(Route::Http) => Box::pin(http(shard, stream, sessions, ingest)).await,
         Err(HeadError::TimedOut) => {
             debug!("request head not complete in time");
             // Boxed like the routing: every session's task would otherwise
