@@ -11,12 +11,12 @@
 
 use std::cell::Cell;
 
-use async_tungstenite::tungstenite::handshake::derive_accept_key;
-use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE};
+use async_tungstenite::tungstenite::handshake::server::create_response_with_body;
+use http::header::SEC_WEBSOCKET_VERSION;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 
 use super::response::{error, Body};
-use crate::gateway::handshake::{self, Admitted};
+use crate::gateway::handshake::{self, Admitted, Rejection};
 use crate::gateway::upgrade;
 use crate::shard::Shard;
 
@@ -26,10 +26,10 @@ pub fn answer<B>(shard: &Shard, request: &Request<B>, admitted: &Cell<Option<Adm
     if !upgrade::asks(pairs(headers)) {
         return error(StatusCode::UPGRADE_REQUIRED, "WebSocket upgrade required");
     }
-    if let Err(rejection) = handshake::authenticate(shard, request.uri(), headers) {
-        rejection.record(shard);
-        return error(rejection.status(), rejection.message());
-    }
+    let verified = match handshake::authenticate(shard, request.uri(), headers) {
+        Ok(verified) => verified,
+        Err(rejection) => return refused(shard, rejection),
+    };
     let http_1_1 = request.version() >= Version::HTTP_11;
     if let Err(invalid) = upgrade::check(http_1_1, pairs(headers)) {
         let mut response = error(invalid.status(), &invalid.to_string());
@@ -38,41 +38,23 @@ pub fn answer<B>(shard: &Shard, request: &Request<B>, admitted: &Cell<Option<Adm
         }
         return response;
     }
-    match handshake::check(shard, &head_of(request)) {
-        Ok(client) => {
-            admitted.set(Some(client));
-            switching_protocols(headers)
-        }
-        Err(rejection) => {
-            rejection.record(shard);
-            error(rejection.status(), rejection.message())
-        }
+    let admitted_client = handshake::welcome(shard, headers).and_then(|()| handshake::admit(shard, verified));
+    match admitted_client {
+        // The request passed the checks above, which are tungstenite's own.
+        Ok(client) => match create_response_with_body(request, Body::default) {
+            Ok(switching) => {
+                admitted.set(Some(client));
+                switching
+            }
+            Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        },
+        Err(rejection) => refused(shard, rejection),
     }
 }
 
-/// The request without its body, as the handshake checks take it.
-fn head_of<B>(request: &Request<B>) -> Request<()> {
-    let mut head = Request::new(());
-    *head.method_mut() = request.method().clone();
-    *head.uri_mut() = request.uri().clone();
-    *head.version_mut() = request.version();
-    *head.headers_mut() = request.headers().clone();
-    head
-}
-
-/// RFC 6455 §4.2.2's answer to a valid opening handshake.
-fn switching_protocols(headers: &HeaderMap) -> Response<Body> {
-    let key = headers.get(SEC_WEBSOCKET_KEY).map_or(&[][..], HeaderValue::as_bytes);
-    let mut response = Response::new(Body::default());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let fields = response.headers_mut();
-    fields.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    fields.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    // Base64 of a SHA-1: always a valid header value.
-    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key)) {
-        fields.insert(SEC_WEBSOCKET_ACCEPT, accept);
-    }
-    response
+fn refused(shard: &Shard, rejection: Rejection) -> Response<Body> {
+    rejection.record(shard);
+    error(rejection.status(), rejection.message())
 }
 
 fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &[u8])> {

@@ -1,8 +1,9 @@
 //! The checks before a WebSocket upgrade (README, Client protocol): shutting down → 503, a
 //! foreign `Origin` → 403, a bad token → 401, `MAX_CONNECTIONS` → 503. Runs
-//! inside tungstenite's handshake callback, which writes our refusal.
+//! inside tungstenite's handshake callback, which writes our refusal, and on
+//! HTTP for an upgrade that comes on a kept-alive connection.
 
-use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request};
+use async_tungstenite::tungstenite::handshake::server::ErrorResponse;
 use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN};
 use http::{HeaderMap, StatusCode, Uri};
 use tracing::info;
@@ -78,17 +79,26 @@ pub struct Admitted {
     pub admission: Admission,
 }
 
-pub fn check(shard: &Shard, request: &Request) -> Result<Admitted, Rejection> {
+pub fn check<B>(shard: &Shard, request: &http::Request<B>) -> Result<Admitted, Rejection> {
+    welcome(shard, request.headers())?;
+    admit(shard, authenticate(shard, request.uri(), request.headers())?)
+}
+
+/// The checks before the token's: shutting down → 503, a foreign `Origin` → 403.
+pub fn welcome(shard: &Shard, headers: &HeaderMap) -> Result<(), Rejection> {
     let instance = shard.instance;
     if instance.is_shutting_down() {
         return Err(Rejection::ShuttingDown);
     }
-    let headers = request.headers();
     if !origin::allowed(&instance.config.allowed_origins, header(headers, ORIGIN), header(headers, HOST)) {
         return Err(Rejection::Origin);
     }
-    let verified = authenticate(shard, request.uri(), headers)?;
-    let admission = instance.admit().ok_or(Rejection::Full)?;
+    Ok(())
+}
+
+/// The last check, for a client whose token has passed: a connection slot.
+pub fn admit(shard: &Shard, verified: Verified) -> Result<Admitted, Rejection> {
+    let admission = shard.instance.admit().ok_or(Rejection::Full)?;
     Ok(Admitted { verified, admission })
 }
 
