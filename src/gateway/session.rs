@@ -81,9 +81,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 async fn upgrade(shard: Rc<Shard>, stream: TcpStream) -> Option<Pin<Box<impl Future<Output = ()>>>> {
     let instance = shard.instance;
     let config = &instance.config;
-    // glommio fails a write that makes no progress for this long.
-    if let Err(e) = stream.set_write_timeout(Some(config.ws_write_timeout)) {
-        debug!(error = %e, "cannot set write timeout");
+    if !bound_writes(&stream, config) {
         return None;
     }
     // The 101 answer and the `connected` message leave in one segment.
@@ -121,13 +119,24 @@ async fn upgrade(shard: Rc<Shard>, stream: TcpStream) -> Option<Pin<Box<impl Fut
 /// A session on a connection HTTP has already upgraded: a WebSocket asked
 /// for on a kept-alive HTTP connection, its checks passed and its 101 written.
 pub async fn serve_upgraded(shard: Rc<Shard>, stream: TcpStream, admitted: Admitted) {
-    if let Err(e) = stream.set_write_timeout(Some(shard.instance.config.ws_write_timeout)) {
-        debug!(error = %e, "cannot set write timeout");
+    if !bound_writes(&stream, &shard.instance.config) {
         return;
     }
     let config = Some(ws_config(&shard.instance.config));
     let ws = WebSocketStream::from_raw_socket(stream, Role::Server, config).await;
     start(shard, ws, admitted).await;
+}
+
+/// glommio fails a write that makes no progress for `WS_WRITE_TIMEOUT`;
+/// `false` when the socket refuses the setting.
+fn bound_writes(stream: &TcpStream, config: &Config) -> bool {
+    match stream.set_write_timeout(Some(config.ws_write_timeout)) {
+        Ok(()) => true,
+        Err(e) => {
+            debug!(error = %e, "cannot set write timeout");
+            false
+        }
+    }
 }
 
 /// The session of an admitted client, from its first message to its close.
