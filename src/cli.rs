@@ -92,6 +92,12 @@ pub struct ServeArgs {
     /// `true`: send `join`/`leave` events to rooms.
     #[arg(long, env = "PRESENCE_EVENTS")]
     pub presence_events: Option<String>,
+    /// Events kept per room for recovery; 0 turns history off.
+    #[arg(long, env = "HISTORY_SIZE")]
+    pub history_size: Option<String>,
+    /// Seconds a room's history is kept after its last event.
+    #[arg(long, env = "HISTORY_TTL")]
+    pub history_ttl: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -85,6 +85,11 @@ pub struct Config {
     pub share_port: bool,
     /// Send `join`/`leave` to rooms (README, Presence and control).
     pub presence_events: bool,
+    /// Events kept per room (README, History and recovery); 0: no history,
+    /// no offsets.
+    pub history_size: usize,
+    /// How long a room's history outlives its last event.
+    pub history_ttl: Duration,
 }
 
 impl Config {
@@ -119,6 +124,8 @@ impl Config {
             log_format: parse_log_format(present(&args.log_format))?,
             share_port: flag("SHARE_PORT", present(&args.share_port))?,
             presence_events: flag("PRESENCE_EVENTS", present(&args.presence_events))?,
+            history_size: count("HISTORY_SIZE", present(&args.history_size), 100)?,
+            history_ttl: seconds("HISTORY_TTL", present(&args.history_ttl), 300)?,
         };
         config.check_message_fits_queue()?;
         Ok(config)
@@ -203,6 +210,12 @@ fn positive(var: &'static str, value: Option<&str>, default: usize) -> Result<us
         Ok(n) if n > 0 => Ok(n),
         _ => Err(ConfigError::new(var, format!("{v:?} is not a positive integer"))),
     }
+}
+
+/// A count where 0 means "off".
+fn count(var: &'static str, value: Option<&str>, default: usize) -> Result<usize, ConfigError> {
+    let Some(v) = value else { return Ok(default) };
+    v.parse::<usize>().map_err(|_| ConfigError::new(var, format!("{v:?} is not a whole number")))
 }
 
 fn seconds(var: &'static str, value: Option<&str>, default: u64) -> Result<Duration, ConfigError> {

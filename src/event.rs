@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use thiserror::Error;
 
 use crate::auth::{Role, UnknownRole};
+use crate::history::Position;
 use crate::models::inventory::InventoryAlertPayload;
 use crate::models::message::BroadcastPayload;
 use crate::models::notification::NotificationPayload;
@@ -27,6 +28,30 @@ pub enum Audience {
     User(String),
     /// The user's connections that are in the room.
     UserInRoom { user: String, room: String },
+    /// The user's personal room `user:U`: every connection of the user, and
+    /// whoever watches the room (admins).
+    Personal(String),
+}
+
+impl Audience {
+    /// The stream the event belongs to (README, History and recovery): its
+    /// room, `user:U` for a `send` without a room.
+    pub fn stream(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Audience::Everyone | Audience::User(_) => room::ALL.into(),
+            Audience::Room(room) | Audience::UserInRoom { room, .. } => room.as_str().into(),
+            Audience::Personal(user) => room::personal_user_room(user).into(),
+        }
+    }
+
+    /// The one user a shared room's event is for, whom alone a replay may
+    /// reach, like its delivery.
+    pub fn only_user(&self) -> Option<&str> {
+        match self {
+            Audience::User(user) | Audience::UserInRoom { user, .. } => Some(user),
+            _ => None,
+        }
+    }
 }
 
 /// An event ready for delivery: its audience and its encoded envelope.
@@ -39,11 +64,14 @@ pub struct Event {
     /// Only sessions of this role receive it (where each role numbers its
     /// users separately, seller 5 is not client 5).
     pub role: Option<Role>,
+    /// Its place in its room's stream, with history on (the frame says so
+    /// too); `None` for an event that is not kept.
+    pub position: Option<Position>,
     pub frame: Utf8Bytes,
 }
 
 /// What a publisher asks for, before validation.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct Draft<'a> {
     #[serde(default)]
     pub id: Option<String>,
@@ -59,6 +87,11 @@ pub struct Draft<'a> {
     pub payload: Option<&'a RawValue>,
     #[serde(default)]
     pub timestamp: Option<String>,
+    /// Set by the server that kept the event (an envelope from Redis).
+    #[serde(default)]
+    pub offset: Option<u64>,
+    #[serde(default)]
+    pub epoch: Option<String>,
 }
 
 /// Why a draft cannot become an event; the message is the API's 400 body.
@@ -74,6 +107,8 @@ pub enum EventError {
     Room(#[from] InvalidRoom),
     #[error("an event for room {0:?} needs a userId")]
     PersonalWithoutUser(String),
+    #[error("room {0:?} is another user's than userId")]
+    NotTheOwner(String),
     #[error(transparent)]
     Role(#[from] UnknownRole),
     #[error("missing payload: it must be a JSON object")]
@@ -100,13 +135,31 @@ impl Event {
     /// Whether a client's send queue of `send_queue_bytes` can hold this
     /// event's frame at all.
     pub fn fits(&self, send_queue_bytes: usize) -> Result<(), TooLarge> {
-        let bytes = self.frame.len();
+        let bytes = self.frame.len() + POSITION_MAX;
         if bytes > send_queue_bytes {
             return Err(TooLarge { bytes, limit: send_queue_bytes });
         }
         Ok(())
     }
+
+    /// The event as its room's stream keeps it: at `position`, which its
+    /// envelope carries as `offset` and `epoch` after the other fields.
+    pub fn at(self, position: Position) -> Event {
+        let frame = self.frame.as_str();
+        let body = frame.strip_suffix('}').unwrap_or(frame);
+        let epoch = serde_json::to_string(&position.epoch).unwrap_or_default();
+        let frame = format!("{body},\"offset\":{},\"epoch\":{epoch}}}", position.offset);
+        Event { frame: Utf8Bytes::from(frame), position: Some(position), ..self }
+    }
+
+    pub fn stream(&self) -> std::borrow::Cow<'_, str> {
+        self.audience.stream()
+    }
 }
+
+/// The most bytes `offset` and `epoch` add to an envelope (an epoch is a
+/// short token of the server's).
+const POSITION_MAX: usize = 96;
 
 #[derive(Serialize)]
 struct Envelope<'a> {
@@ -121,6 +174,10 @@ struct Envelope<'a> {
     role: Option<&'a str>,
     payload: &'a RawValue,
     timestamp: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
 }
 
 /// `send` needs a user, `broadcast` a room; an envelope from Redis either.
@@ -144,6 +201,12 @@ impl Draft<'_> {
             _ => {}
         }
         let audience = audience(room.as_deref(), user.as_deref())?;
+        // A `send` without a room is an event of the user's personal room,
+        // and its envelope says so.
+        let room = match &audience {
+            Audience::Personal(_) => Some(audience.stream().into_owned()),
+            _ => room,
+        };
         let role = match self.role.filter(|r| !r.is_empty()) {
             None => None,
             Some(r) => Some(r.parse::<Role>()?),
@@ -153,6 +216,10 @@ impl Draft<'_> {
         let id = self.id.filter(|id| !id.is_empty()).unwrap_or_else(|| ulid::Ulid::new().to_string());
         let timestamp =
             self.timestamp.filter(|t| !t.is_empty()).unwrap_or_else(|| timestamp(SystemTime::now()));
+        let position = match (self.offset, self.epoch) {
+            (Some(offset), Some(epoch)) if !epoch.is_empty() => Some(Position { epoch, offset }),
+            _ => None,
+        };
         let envelope = Envelope {
             id: &id,
             kind: &kind,
@@ -161,10 +228,12 @@ impl Draft<'_> {
             role: role.map(Role::as_str),
             payload,
             timestamp: &timestamp,
+            offset: position.as_ref().map(|p| p.offset),
+            epoch: position.as_ref().map(|p| p.epoch.as_str()),
         };
         // Strings and an already-valid raw value: serialisation cannot fail.
         let frame = Utf8Bytes::from(serde_json::to_string(&envelope).unwrap_or_default());
-        Ok(Event { id, room, audience, role, frame })
+        Ok(Event { id, room, audience, role, position, frame })
     }
 }
 
@@ -194,9 +263,16 @@ pub fn timestamp(at: SystemTime) -> String {
 /// README's Client protocol targeting rules.
 fn audience(room: Option<&str>, user: Option<&str>) -> Result<Audience, EventError> {
     let Some(room) = room else {
-        return user.map(|u| Audience::User(u.to_owned())).ok_or(EventError::MissingUser);
+        return user.map(|u| Audience::Personal(u.to_owned())).ok_or(EventError::MissingUser);
     };
     let name = RoomName::parse(room)?;
+    if name.is_user_room() {
+        return match (name.scope, user) {
+            (Some(owner), Some(user)) if owner != user => Err(EventError::NotTheOwner(room.to_owned())),
+            (Some(owner), _) | (None, Some(owner)) => Ok(Audience::Personal(owner.to_owned())),
+            (None, None) => Err(EventError::PersonalWithoutUser(room.to_owned())),
+        };
+    }
     if name.is_all() {
         return Ok(user.map_or(Audience::Everyone, |u| Audience::User(u.to_owned())));
     }
@@ -250,7 +326,10 @@ mod tests {
     #[test]
     fn targeting_follows_the_spec() {
         assert_eq!(audience(Some("all"), None), Ok(Audience::Everyone));
-        assert_eq!(audience(None, Some("5")), Ok(Audience::User("5".into())));
+        assert_eq!(audience(None, Some("5")), Ok(Audience::Personal("5".into())));
+        assert_eq!(audience(Some("user:5"), None), Ok(Audience::Personal("5".into())));
+        assert_eq!(audience(Some("user"), Some("5")), Ok(Audience::Personal("5".into())));
+        assert!(matches!(audience(Some("user:5"), Some("6")), Err(EventError::NotTheOwner(_))));
         assert_eq!(audience(Some("all"), Some("5")), Ok(Audience::User("5".into())));
         assert_eq!(audience(Some("cart"), Some("5")), Ok(Audience::Room("cart:5".into())));
         assert!(matches!(audience(Some("myOrders"), None), Err(EventError::PersonalWithoutUser(_))));

@@ -17,7 +17,8 @@
 //!    and publisher), which hand events back without knowing the shards;
 //! 7. the vocabulary, no I/O and no executor: [`config`], [`event`],
 //!    [`room`], [`origin`], [`close`], [`shard_id`], [`auth`], [`models`],
-//!    [`metrics`], [`presence`], and [`fault`] (the tests' injected panics,
+//!    [`metrics`], [`presence`], [`history`], [`protocol`] (the client
+//!    protocol's messages), and [`fault`] (the tests' injected panics,
 //!    debug builds only).
 
 pub mod api;
@@ -29,12 +30,14 @@ pub mod config;
 pub mod event;
 pub mod fault;
 pub mod gateway;
+pub mod history;
 pub mod instance;
 pub mod logging;
 pub mod metrics;
 pub mod models;
 pub mod origin;
 pub mod presence;
+pub mod protocol;
 pub mod room;
 pub mod runtime;
 pub mod server;

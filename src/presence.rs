@@ -144,7 +144,7 @@ pub fn membership_event(room: &str, user_id: &str, role: Role, joined: bool) -> 
         user_id: None,
         role: None,
         payload: Some(&payload),
-        timestamp: None,
+        ..Draft::default()
     };
     draft.into_event(Required::Room)
 }

@@ -8,6 +8,8 @@ use crate::auth::Identity;
 
 /// The room every connection is in.
 pub const ALL: &str = "all";
+/// The base of the personal room every connection is in: `user:U`.
+const USER: &str = "user";
 /// Rooms whose events belong to one user: U's `cart` is `cart:U`.
 const PERSONAL: [&str; 2] = ["cart", "myOrders"];
 const MAX_PART: usize = 64;
@@ -46,6 +48,11 @@ impl<'a> RoomName<'a> {
     pub fn is_all(self) -> bool {
         self.base == ALL && self.scope.is_none()
     }
+
+    /// `user` or `user:U`, a user's personal room.
+    pub fn is_user_room(self) -> bool {
+        self.base == USER
+    }
 }
 
 fn valid_part(part: &str, allowed: impl Fn(char) -> bool) -> bool {
@@ -68,6 +75,15 @@ pub fn room_to_join(identity: &Identity, requested: &str) -> Result<String, Join
         return Ok(ALL.to_owned());
     }
     let forbidden = || JoinError::Forbidden(requested.to_owned());
+    if name.is_user_room() {
+        return match name.scope {
+            None => Ok(personal_user_room(&identity.user_id)),
+            Some(owner) if owner == identity.user_id || identity.role.sees_every_room() => {
+                Ok(requested.to_owned())
+            }
+            Some(_) => Err(forbidden()),
+        };
+    }
     if !identity.role.may_join(name.base) {
         return Err(forbidden());
     }
@@ -100,6 +116,17 @@ fn personal_room(base: &str, user: &str) -> String {
     format!("{base}:{user}")
 }
 
+/// `user:U`, the room every connection of user U is in.
+pub fn personal_user_room(user: &str) -> String {
+    personal_room(USER, user)
+}
+
+/// Whether `room` (a name as [`room_to_join`] gives it) is one a connection
+/// of `identity` is always in: `all` and its own `user:U`.
+pub fn is_implicit(identity: &Identity, room: &str) -> bool {
+    room == ALL || room.strip_prefix("user:") == Some(identity.user_id.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +154,13 @@ mod tests {
         assert!(matches!(room_to_join(&client, "cart:8"), Err(JoinError::Forbidden(_))));
         assert_eq!(room_to_join(&who("1", Role::Admin), "myOrders:8"), Ok("myOrders:8".into()));
         assert!(matches!(room_to_join(&client, "orders"), Err(JoinError::Forbidden(_))));
+        assert_eq!(room_to_join(&client, "user"), Ok("user:7".into()));
+        assert_eq!(room_to_join(&client, "user:7"), Ok("user:7".into()));
+        assert!(matches!(room_to_join(&client, "user:8"), Err(JoinError::Forbidden(_))));
+        assert_eq!(room_to_join(&who("1", Role::Admin), "user:8"), Ok("user:8".into()));
+        assert!(
+            is_implicit(&client, "user:7") && is_implicit(&client, "all") && !is_implicit(&client, "user:8")
+        );
     }
 
     #[test]

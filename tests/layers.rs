@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["bus"],
     &[
         "config", "cli", "event", "room", "origin", "close", "shard_id", "auth", "models", "metrics",
-        "presence", "fault",
+        "presence", "fault", "history", "protocol",
     ],
 ];
 

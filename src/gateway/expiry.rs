@@ -3,8 +3,8 @@
 //! shard's once-a-second sweep and by the session when its token starts or
 //! changes, so no session holds a timer of its own.
 
-use super::protocol;
 use crate::close::CloseReason;
+use crate::protocol;
 use crate::shard::handle::{SessionHandle, TokenTime};
 use crate::shard::Shard;
 

@@ -5,7 +5,6 @@
 //! - `handshake`: token, origin and capacity checks before the upgrade;
 //! - `session`: one connection's read/write loop;
 //! - `flood`: per-connection flood control;
-//! - `protocol`: client messages in, server messages out;
 //! - `expiry`: a session's token over time (notice, close 4001).
 //! - `presence`: the client's `presence` message.
 
@@ -13,6 +12,5 @@ pub mod expiry;
 pub mod flood;
 pub mod handshake;
 pub mod presence;
-pub mod protocol;
 pub mod session;
 pub mod upgrade;

@@ -4,8 +4,8 @@
 
 use async_tungstenite::tungstenite::Utf8Bytes;
 
-use super::protocol::{self, ErrorCode};
 use crate::auth::Role;
+use crate::protocol::{self, ErrorCode};
 use crate::room::{self, JoinError};
 use crate::shard::handle::SessionHandle;
 use crate::shard::Shard;

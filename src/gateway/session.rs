@@ -27,11 +27,11 @@ use super::expiry;
 use super::flood::{FloodGate, Verdict};
 use super::handshake::{self, Admitted};
 use super::presence;
-use super::protocol::{self, ClientMessage, ErrorCode};
 use crate::auth::jwt::now_secs;
 use crate::close::CloseReason;
 use crate::config::Config;
 use crate::instance::Admission;
+use crate::protocol::{self, ClientMessage, ErrorCode};
 use crate::room::JoinError;
 use crate::shard::handle::{SessionHandle, Signal};
 use crate::shard::{SessionKey, Shard, SubscribeError};
@@ -245,7 +245,9 @@ impl Session {
     }
 
     async fn live(&mut self) -> End {
-        let connected = protocol::connected(&self.handle.identity, self.handle.token_exp());
+        let identity = &self.handle.identity;
+        let joined = [crate::room::ALL.to_owned(), crate::room::personal_user_room(&identity.user_id)];
+        let connected = protocol::connected(identity, self.handle.token_exp(), &joined);
         if let Err(e) = self.ws.send(Message::Text(connected)).await {
             return End::Failed(e);
         }
@@ -381,9 +383,9 @@ impl Session {
                 return presence::answer(self.shard(), &self.handle, &room).await
             }
             Err(message) => return protocol::error(ErrorCode::BadRequest, &message),
-            Ok(ClientMessage::Subscribe { room }) => {
+            Ok(ClientMessage::Subscribe { room, .. }) => {
                 let result = self.shard().subscribe(&self.handle, &room);
-                (room, result, protocol::subscribed)
+                (room, result, |room| protocol::subscribed(room, None, None))
             }
             Ok(ClientMessage::Unsubscribe { room }) => {
                 let result = self.shard().unsubscribe(&self.handle, &room);

@@ -237,6 +237,12 @@ impl Shard {
             Audience::Everyone => index.sessions().for_each(|s| fanout.offer(s)),
             Audience::Room(room) => index.members(room).iter().for_each(|s| fanout.offer(s)),
             Audience::User(user) => index.user_sessions(user).iter().for_each(|s| fanout.offer(s)),
+            Audience::Personal(user) => {
+                index.user_sessions(user).iter().for_each(|s| fanout.offer(s));
+                // Admins watching the room; the user's own sessions are in it
+                // without joining.
+                index.members(&room::personal_user_room(user)).iter().for_each(|s| fanout.offer(s));
+            }
             Audience::UserInRoom { user, room } => index
                 .user_sessions(user)
                 .iter()

@@ -30,12 +30,12 @@ impl Channels {
         [&self.notifications, &self.orders, &self.inventory, &self.broadcasts, &self.control]
     }
 
-    /// The channel for an event with this room (`None`: a `send` without a
-    /// room). A scoped room uses its base's channel.
+    /// The channel for an event with this room (`None` or `user:U`: a `send`
+    /// without a room). A scoped room uses its base's channel.
     pub fn for_room(&self, room: Option<&str>) -> &str {
         let base = room.map(|r| RoomName::parse(r).map_or(r, |name| name.base));
         match base {
-            None | Some("notifications") => &self.notifications,
+            None | Some("notifications" | "user") => &self.notifications,
             Some("orders" | "myOrders" | "deliveries") => &self.orders,
             Some("inventory" | "products") => &self.inventory,
             Some(_) => &self.broadcasts,
@@ -52,6 +52,7 @@ mod tests {
         let c = Channels::new("realtime");
         assert_eq!(c.for_room(None), "realtime:notifications");
         assert_eq!(c.for_room(Some("notifications")), "realtime:notifications");
+        assert_eq!(c.for_room(Some("user:5")), "realtime:notifications");
         for room in ["orders", "myOrders", "deliveries", "orders:123"] {
             assert_eq!(c.for_room(Some(room)), "realtime:orders", "{room}");
         }

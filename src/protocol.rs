@@ -1,5 +1,6 @@
 //! The client protocol (README, Client protocol): what a client may send, and the server's
-//! own messages (events are encoded elsewhere, once per event).
+//! own messages (events are encoded elsewhere, once per event). No I/O: the
+//! gateway and the shard both speak it.
 
 use std::time::SystemTime;
 
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{Identity, Role};
 use crate::event::timestamp;
+use crate::history::{Position, Since};
 use crate::presence::{Member, RoomPresence};
 
 /// A message from a client.
@@ -16,6 +18,9 @@ use crate::presence::{Member, RoomPresence};
 pub enum ClientMessage {
     Subscribe {
         room: String,
+        /// The last event the client saw of the room (README, History and recovery).
+        #[serde(default)]
+        since: Option<Since>,
     },
     Unsubscribe {
         room: String,
@@ -39,6 +44,8 @@ pub enum ErrorCode {
     RateLimited,
     /// A `refresh` with a token that is not valid.
     Unauthorized,
+    /// The room's history could not be reached (Redis is down): try again.
+    Unavailable,
 }
 
 /// Parses a text frame; the error is the `bad_request` message to send back.
@@ -49,8 +56,33 @@ pub fn parse(text: &str) -> Result<ClientMessage, String> {
     })
 }
 
-pub fn subscribed(room: &str) -> Utf8Bytes {
-    room_answer("subscribed", room)
+/// `subscribed`, with the room's position when history is on, and
+/// `recovered` when the client asked to recover.
+pub fn subscribed(room: &str, position: Option<&Position>, recovered: Option<bool>) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct Answer<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        room: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+    }
+    encode(&Answer {
+        kind: "subscribed",
+        room,
+        offset: position.map(|p| p.offset),
+        epoch: position.map(|p| p.epoch.as_str()),
+        recovered,
+    })
+}
+
+/// The room's history no longer covers what the client missed: reload it.
+pub fn resync(room: &str) -> Utf8Bytes {
+    room_answer("resync", room)
 }
 
 pub fn unsubscribed(room: &str) -> Utf8Bytes {
@@ -120,14 +152,16 @@ pub fn refreshed(exp: u64) -> Utf8Bytes {
     encode(&Tagged { kind: "refreshed", payload: Payload { exp } })
 }
 
-/// The first message of every session; `exp` is its token's.
-pub fn connected(identity: &Identity, exp: u64) -> Utf8Bytes {
+/// The first message of every session: `joined` the rooms it is in, `exp`
+/// its token's expiry.
+pub fn connected(identity: &Identity, exp: u64, joined: &[String]) -> Utf8Bytes {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Payload<'a> {
         user_id: &'a str,
         role: Role,
         rooms: &'static [&'static str],
+        joined: &'a [String],
         exp: u64,
     }
     #[derive(Serialize)]
@@ -143,6 +177,7 @@ pub fn connected(identity: &Identity, exp: u64) -> Utf8Bytes {
             user_id: &identity.user_id,
             role: identity.role,
             rooms: identity.role.rooms().unwrap_or(&["*"]),
+            joined,
             exp,
         },
         timestamp: timestamp(SystemTime::now()),
@@ -170,8 +205,16 @@ mod tests {
         assert_eq!(parse(r#"{"type":"ping"}"#), Ok(ClientMessage::Ping));
         assert_eq!(
             parse(r#"{"type":"subscribe","room":"orders"}"#),
-            Ok(ClientMessage::Subscribe { room: "orders".into() })
+            Ok(ClientMessage::Subscribe { room: "orders".into(), since: None })
         );
+        assert_eq!(
+            parse(r#"{"type":"subscribe","room":"orders","since":{"offset":41,"epoch":"e1"}}"#),
+            Ok(ClientMessage::Subscribe {
+                room: "orders".into(),
+                since: Some(Since { offset: 41, epoch: "e1".into() })
+            })
+        );
+        assert!(parse(r#"{"type":"subscribe","room":"orders","since":{"offset":-1,"epoch":"e1"}}"#).is_err());
         assert!(parse(r#"{"type":"dance"}"#).is_err());
         assert_eq!(
             parse(r#"{"type":"refresh","token":"t"}"#),
@@ -185,7 +228,9 @@ mod tests {
     fn connected_lists_the_role_rooms() {
         let id = Identity { user_id: "7".into(), role: Role::Delivery };
         let v: serde_json::Value =
-            serde_json::from_str(connected(&id, 1_796_000_000).as_str()).expect("json");
+            serde_json::from_str(connected(&id, 1_796_000_000, &["all".into(), "user:7".into()]).as_str())
+                .expect("json");
+        assert_eq!(v["payload"]["joined"], serde_json::json!(["all", "user:7"]));
         assert_eq!(v["payload"]["rooms"], serde_json::json!(["deliveries", "orders"]));
         assert_eq!(v["payload"]["exp"], 1_796_000_000);
         assert_eq!(v["payload"]["userId"], "7");

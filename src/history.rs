@@ -1,0 +1,206 @@
+//! History and recovery (README, History and recovery): a room's stream —
+//! its `epoch` and `offset`s —, what a client asks to recover (`since`),
+//! the answer, and [`Store`], the in-memory history a single instance keeps
+//! on the shard that orders each room's events.
+//!
+//! With Redis the same answers come from Redis (`bus::redis::history`); the
+//! rules of [`Window::answer`] are shared.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+
+/// Where a stream stands: its epoch and latest offset (0: no event yet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub epoch: String,
+    pub offset: u64,
+}
+
+/// What a client says it has seen of a room.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Since {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// A stream's answer to `since`: where it stands, whether every event after
+/// `since` could be given, and those events (none when not recovered).
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    pub position: Position,
+    pub recovered: bool,
+    pub events: Vec<Arc<Event>>,
+}
+
+/// What a stream holds, seen from one request: its position and the offset
+/// of its oldest kept event.
+#[derive(Debug, Clone, Copy)]
+pub struct Window<'a> {
+    pub epoch: &'a str,
+    pub offset: u64,
+    /// The oldest offset still kept (`offset + 1` when none is).
+    pub first: u64,
+}
+
+impl Window<'_> {
+    /// Whether every event after `since` is still kept: same epoch, and
+    /// nothing between `since` and the oldest kept event is gone. A `since`
+    /// ahead of the stream is not recovered either (it is not this stream's).
+    pub fn covers(&self, since: &Since) -> bool {
+        since.epoch == self.epoch && since.offset <= self.offset && since.offset + 1 >= self.first
+    }
+
+    pub fn position(&self) -> Position {
+        Position { epoch: self.epoch.to_owned(), offset: self.offset }
+    }
+}
+
+/// One room's kept events, oldest first, and its sequence.
+struct Stream {
+    epoch: Arc<str>,
+    offset: u64,
+    events: VecDeque<Arc<Event>>,
+    bytes: usize,
+    /// When the stream has gone `ttl` without an event.
+    expires: Instant,
+}
+
+impl Stream {
+    fn window(&self) -> Window<'_> {
+        let first = self.offset + 1 - self.events.len() as u64;
+        Window { epoch: &self.epoch, offset: self.offset, first }
+    }
+}
+
+/// The history of the rooms one shard orders. Not `Sync`: each shard owns
+/// its own, for the rooms that hash to it.
+pub struct Store {
+    size: usize,
+    ttl: Duration,
+    /// Names this store's epochs: unique to this instance's start and shard.
+    epoch_prefix: String,
+    created: u64,
+    streams: HashMap<Arc<str>, Stream>,
+    /// Each stream once, in the order it may expire: a stream written since
+    /// its entry was queued is queued again when the entry comes up, so
+    /// expiring costs O(1) per stream, whatever the number of events.
+    expiry: VecDeque<(Instant, Arc<str>)>,
+    events: usize,
+    bytes: usize,
+}
+
+impl Store {
+    pub fn new(size: usize, ttl: Duration, epoch_prefix: String) -> Self {
+        Self {
+            size,
+            ttl,
+            epoch_prefix,
+            created: 0,
+            streams: HashMap::new(),
+            expiry: VecDeque::new(),
+            events: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Keeps `event` as the next one of `stream`, trimming the oldest past
+    /// the size, and gives its position.
+    pub fn append(
+        &mut self,
+        stream: &str,
+        event: impl FnOnce(&Position) -> Arc<Event>,
+        now: Instant,
+    ) -> Arc<Event> {
+        let (ttl, size) = (self.ttl, self.size);
+        let stream = self.stream(stream, now);
+        stream.expires = now + ttl;
+        stream.offset += 1;
+        let position = Position { epoch: stream.epoch.to_string(), offset: stream.offset };
+        let event = event(&position);
+        stream.bytes += event.frame.len();
+        stream.events.push_back(event.clone());
+        let (mut removed, mut removed_bytes) = (0, 0);
+        while stream.events.len() > size {
+            if let Some(old) = stream.events.pop_front() {
+                removed += 1;
+                removed_bytes += old.frame.len();
+            }
+        }
+        stream.bytes -= removed_bytes;
+        self.events = self.events + 1 - removed;
+        self.bytes = self.bytes + event.frame.len() - removed_bytes;
+        event
+    }
+
+    /// The answer to a reader that has seen `since` of `stream`: the events
+    /// after it, oldest first, at most `limit`. Without `since`, the newest
+    /// `limit` events (a client asks for none: it only wants the position).
+    pub fn recover(&mut self, stream: &str, since: Option<&Since>, limit: usize, now: Instant) -> Recovery {
+        let stream = self.stream(stream, now);
+        let window = stream.window();
+        let position = window.position();
+        let (recovered, events) = match since {
+            None => {
+                let skip = stream.events.len().saturating_sub(limit);
+                (true, stream.events.iter().skip(skip).cloned().collect())
+            }
+            Some(since) if window.covers(since) => {
+                let skip = stream.events.len() - (stream.offset - since.offset) as usize;
+                (true, stream.events.iter().skip(skip).take(limit).cloned().collect())
+            }
+            Some(_) => (false, Vec::new()),
+        };
+        Recovery { position, recovered, events }
+    }
+
+    /// The stream, made with a new epoch when there is none or its time is
+    /// up: a position given out must stay true, so asking for it makes the
+    /// stream too (it lives `ttl` unless an event comes).
+    fn stream(&mut self, name: &str, now: Instant) -> &mut Stream {
+        if self.streams.get(name).is_some_and(|s| s.expires <= now) {
+            self.forget(name);
+        }
+        let expires = now + self.ttl;
+        if !self.streams.contains_key(name) {
+            self.created += 1;
+            let name: Arc<str> = Arc::from(name);
+            let epoch = Arc::from(format!("{}{}", self.epoch_prefix, self.created));
+            let stream = Stream { epoch, offset: 0, events: VecDeque::new(), bytes: 0, expires };
+            self.streams.insert(name.clone(), stream);
+            self.expiry.push_back((expires, name));
+        }
+        self.streams.get_mut(name).expect("made above when missing")
+    }
+
+    fn forget(&mut self, name: &str) {
+        if let Some(stream) = self.streams.remove(name) {
+            self.events -= stream.events.len();
+            self.bytes -= stream.bytes;
+        }
+    }
+
+    /// Forgets the streams that have gone `ttl` without an event (a stream
+    /// past its time is new to any reader already; this frees its memory).
+    /// Entries are queued in roughly the order they come due, so a stream
+    /// is freed at most two `ttl`s after its last event.
+    pub fn expire(&mut self, now: Instant) {
+        while self.expiry.front().is_some_and(|(at, _)| *at <= now) {
+            let Some((_, name)) = self.expiry.pop_front() else { return };
+            match self.streams.get(&name).map(|s| s.expires) {
+                Some(expires) if expires > now => self.expiry.push_back((expires, name)),
+                Some(_) => self.forget(&name),
+                None => {}
+            }
+        }
+    }
+
+    /// Events and bytes of frames kept.
+    pub fn size(&self) -> (usize, usize) {
+        (self.events, self.bytes)
+    }
+}
