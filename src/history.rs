@@ -204,3 +204,8 @@ impl Store {
         (self.events, self.bytes)
     }
 }
+
+/// A subscribe waiting for its room's answer, as the shard that asked
+/// numbers it; carried through the bus and back unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(pub usize);
