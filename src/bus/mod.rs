@@ -18,7 +18,16 @@ pub enum Bus {
     Local,
     /// To Redis; every shard, this one included, delivers what its subscriber
     /// receives.
-    Redis { publisher: Rc<redis::Publisher>, channels: Rc<redis::Channels> },
+    Redis {
+        publisher: Rc<redis::Publisher>,
+        channels: Rc<redis::Channels>,
+        /// With `HISTORY_SIZE` > 0: events are kept in Redis as they are
+        /// published, and subscribes ask it for their answer.
+        history: Option<Rc<redis::History>>,
+        /// The answers subscribes wait for, fetched on the subscriber
+        /// connection.
+        recoveries: Rc<redis::Recoveries>,
+    },
 }
 
 impl Bus {
@@ -28,6 +37,8 @@ impl Bus {
             Some(_) => Bus::Redis {
                 publisher: Rc::default(),
                 channels: Rc::new(redis::Channels::new(&config.redis_prefix)),
+                history: redis::History::new(config).map(Rc::new),
+                recoveries: Rc::default(),
             },
         }
     }

@@ -103,6 +103,11 @@ impl Index {
         self.room_id(room).map_or(&[], |id| &self.rooms[id.0 as usize].members)
     }
 
+    /// Every room with members here, and its members.
+    pub fn rooms(&self) -> impl Iterator<Item = (&str, &[Rc<SessionHandle>])> {
+        self.rooms.iter().map(|(_, room)| (&*room.name, room.members.as_slice()))
+    }
+
     pub fn session(&self, key: SessionKey) -> Option<&Rc<SessionHandle>> {
         self.sessions.get(key.0)
     }

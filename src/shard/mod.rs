@@ -9,13 +9,15 @@
 //! - `ledger`: first and last sessions per member, for `join`/`leave`;
 //! - `presence`: presence queries over the shards, control messages, and
 //!   the `join`/`leave` tallies;
-//! - `remote`: with Redis, this shard's presence there (every instance's).
+//! - `remote`: with Redis, this shard's presence there (every instance's);
+//! - `resync`: with Redis, the rooms told to resync after an outage.
 
 pub mod handle;
 mod index;
 mod ledger;
 mod presence;
 mod remote;
+mod resync;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -202,14 +204,23 @@ impl Shard {
     pub async fn publish(&self, event: Event) -> Result<(), Unavailable> {
         match &self.bus {
             Bus::Local => self.publish_locally(event),
-            Bus::Redis { publisher, channels } => {
+            Bus::Redis { publisher, channels, history, .. } => {
                 // Another shard's subscriber being down would lose the event
                 // for that shard's sessions: refuse it rather than answer 202.
                 if self.instance.redis_connected() == Some(false) {
                     return Err(Unavailable);
                 }
                 let started = Instant::now();
-                publisher.publish(channels.for_room(event.room.as_deref()), event.frame.as_str()).await?;
+                let channel = channels.for_room(event.room.as_deref());
+                match history {
+                    Some(history) => {
+                        let metrics = &self.instance.metrics;
+                        history
+                            .publish(publisher, metrics, &event.stream(), channel, event.frame.as_str())
+                            .await?;
+                    }
+                    None => publisher.publish(channel, event.frame.as_str()).await?,
+                }
                 self.metrics.redis_publish.observe(started.elapsed().as_secs_f64());
             }
         }
@@ -295,5 +306,16 @@ impl Fanout {
             Push::Overflow => self.slow += 1,
             Push::Closing => {}
         }
+    }
+}
+
+/// Placeholder until main's "Local history" commit brings the shard's side
+/// of recovery (the merge replaces it): an answer is dropped.
+impl Shard {
+    pub fn recovered(
+        &self,
+        _ticket: crate::history::Ticket,
+        _answer: Result<crate::history::Recovery, Unavailable>,
+    ) {
     }
 }

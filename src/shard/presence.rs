@@ -152,7 +152,7 @@ impl Shard {
                 }
                 self.control(&control);
             }
-            Bus::Redis { publisher, channels } => {
+            Bus::Redis { publisher, channels, .. } => {
                 publisher.publish(&channels.control, &control.encode()).await?;
             }
         }
