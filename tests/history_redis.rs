@@ -1,0 +1,188 @@
+//! History and recovery with Redis (README, History and recovery): real
+//! `redis-server` processes on free ports, `realtime` instances (SHARDS=2
+//! each) on them, real clients.
+//!
+//! An instance that must be cut off alone connects as its own Redis user,
+//! so `CLIENT KILL ... USER` and `ACL SETUSER ... off` reach it and no other.
+//! "Nothing else arrived" is proven with a marker published afterwards to
+//! `all`, as in the other Redis tests.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+/// Time for an instance to (re)connect every shard's links; the backoff is
+/// capped at 5 s.
+const REDIS_DEADLINE: Duration = Duration::from_secs(30);
+
+/// An instance on `url` with `HISTORY_SIZE=size`, once Redis is connected.
+fn instance(url: &str, size: usize) -> Server {
+    let s = server().env("REDIS_URL", url).env("HISTORY_SIZE", &size.to_string()).start();
+    s.wait_health("redis", &json!("connected"), REDIS_DEADLINE);
+    s
+}
+
+/// Instance A on a Redis user of its own (to be cut off alone) and B, both
+/// with `HISTORY_SIZE=size`, and sellers in `orders` on both shards of A.
+fn cut_off_pair(redis: &RedisServer, user: &str, size: usize) -> (Server, Server, Vec<Ws>) {
+    let a = instance(&redis.add_user(user, &format!("{user}-pw-7")), size);
+    let b = instance(&redis.url(), size);
+    let on_a = a.connect_on_both_shards(2, |i| a.subscriber(&format!("s{i}"), "seller", &["orders"]));
+    (a, b, on_a)
+}
+
+/// Each event's offset; all must share one epoch, which is returned.
+fn offsets(events: &[Value]) -> (Vec<u64>, String) {
+    let epoch = events.first().map(|e| e["epoch"].as_str().unwrap_or("").to_owned()).unwrap_or_default();
+    for e in events {
+        assert_eq!(e["epoch"].as_str(), Some(epoch.as_str()), "one epoch for the stream: {e}");
+    }
+    (events.iter().map(|e| e["offset"].as_u64().unwrap_or(0)).collect(), epoch)
+}
+
+/// `realtime_redis_catch_ups_total{result}` of an instance.
+fn catch_ups(s: &Server, result: &str) -> f64 {
+    let key = format!("realtime_redis_catch_ups_total{{result=\"{result}\"}}");
+    s.metric_samples().get(&key).copied().unwrap_or(0.0)
+}
+
+#[test]
+fn two_instances_share_offsets() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (a, b) = (instance(&redis.url(), 100), instance(&redis.url(), 100));
+    let mut clients = a.connect_on_both_shards(2, |i| a.subscriber(&format!("a{i}"), "seller", &["orders"]));
+    clients.extend(b.connect_on_both_shards(2, |i| b.subscriber(&format!("b{i}"), "seller", &["orders"])));
+
+    let published: Vec<String> =
+        (1..=10).map(|n| if n % 2 == 0 { &a } else { &b }.broadcast(room_event("orders", n))).collect();
+    let marker = a.marker();
+    let mut epochs = Vec::new();
+    for (i, ws) in clients.iter_mut().enumerate() {
+        let got = read_until_marker(ws, &marker);
+        assert_eq!(ids(&got), published, "client {i}: {got:?}");
+        let (offsets, epoch) = offsets(&got);
+        assert_eq!(offsets, (1..=10).collect::<Vec<u64>>(), "client {i}: {got:?}");
+        epochs.push(epoch);
+    }
+    assert!(!epochs[0].is_empty(), "events carry an epoch");
+    assert!(epochs.iter().all(|e| *e == epochs[0]), "one epoch on every instance: {epochs:?}");
+}
+
+#[test]
+fn history_in_redis_is_capped_and_expires() {
+    let Some(redis) = RedisServer::start() else { return };
+    let a = server().env("REDIS_URL", &redis.url()).env("HISTORY_SIZE", "3").env("HISTORY_TTL", "60").start();
+    a.wait_health("redis", &json!("connected"), REDIS_DEADLINE);
+    let mut sub = redis.subscriber(&["realtime:orders"]);
+    for n in 1..=5 {
+        a.broadcast(room_event("orders", n));
+    }
+    let kept: Vec<String> = redis.query(redis::cmd("LRANGE").arg("realtime:history:orders").arg(0).arg(-1));
+    let kept: Vec<Value> = kept.iter().map(|e| serde_json::from_str(e).expect("JSON")).collect();
+    assert_eq!(offsets(&kept).0, [3, 4, 5], "the last HISTORY_SIZE events: {kept:?}");
+    assert!(kept.iter().all(|e| e.get("seq").is_none()), "the stream keeps envelopes: {kept:?}");
+    for key in ["realtime:history:orders", "realtime:history-meta:orders", "realtime:orders:log"] {
+        let ttl: i64 = redis.query(redis::cmd("TTL").arg(key));
+        assert!((1..=60).contains(&ttl), "{key} expires within HISTORY_TTL: {ttl}");
+    }
+    // What the channel carries: the envelope with its offset, epoch and the
+    // channel's sequence (which clients never see).
+    let first: Value = serde_json::from_str(&sub.expect_message().payload).expect("JSON");
+    assert_eq!((first["offset"].as_u64(), first["seq"].as_u64()), (Some(1), Some(1)), "{first}");
+    assert_eq!(first["epoch"], kept[0]["epoch"], "{first}");
+}
+
+#[test]
+fn no_history_with_redis_is_plain_publish() {
+    let Some(redis) = RedisServer::start() else { return };
+    let a = instance(&redis.url(), 0);
+    let mut ws = a.subscriber("s1", "seller", &["orders"]);
+    let mut sub = redis.subscriber(&["realtime:orders"]);
+    let id = a.broadcast(room_event("orders", 1));
+    let got = expect_event(&mut ws, &id);
+    assert!(got.get("offset").is_none() && got.get("epoch").is_none(), "no position: {got}");
+    let raw: Value = serde_json::from_str(&sub.expect_message().payload).expect("JSON");
+    assert_eq!(raw, got, "the channel carries the envelope as it is");
+    let keys: Vec<String> = redis.query(redis::cmd("KEYS").arg("*"));
+    assert!(keys.iter().all(|k| k.starts_with("realtime:presence:")), "no history in Redis: {keys:?}");
+}
+
+#[test]
+fn a_subscriber_blip_loses_nothing_and_repeats_nothing() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (a, b, mut clients) = cut_off_pair(&redis, "blip", 100);
+    let on_b = b.subscriber("sb", "seller", &["orders"]);
+
+    // B publishes steadily until told to stop; what it took (202) must reach
+    // every client once, in order.
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let (stop, port) = (stop.clone(), b.port);
+        thread::spawn(move || {
+            let mut taken = Vec::new();
+            for n in 1.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let r = publish(port, BROADCAST, &room_event("orders", n).to_string(), &[]);
+                assert_eq!(r.status, 202, "B's links are never cut: {r:?}");
+                taken.push(accepted_id(&r, "publish on B"));
+            }
+            taken
+        })
+    };
+    for blip in 1..=3 {
+        let before = catch_ups(&a, "complete");
+        // Both shards' subscribers, and nothing else.
+        assert_eq!(redis.kill_subscribers_of("blip"), 2, "blip {blip}");
+        // Each shard catches up on its four channels.
+        poll(REDIS_DEADLINE, Duration::from_millis(20), || catch_ups(&a, "complete"), |n| *n >= before + 8.0)
+            .unwrap_or_else(|n| panic!("blip {blip}: caught up {n} channels\n{}", a.output_dump()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let taken = publisher.join().expect("the publishing thread");
+    assert!(taken.len() > 30, "events flowed during the blips: {}", taken.len());
+    assert_eq!(catch_ups(&a, "resync"), 0.0);
+
+    let marker = b.marker();
+    clients.push(on_b);
+    for (i, ws) in clients.iter_mut().enumerate() {
+        let got = read_until_marker(ws, &marker);
+        assert_eq!(ids(&got), taken, "client {i}: every event once, in order");
+        let expected: Vec<u64> = (1..=taken.len() as u64).collect();
+        assert_eq!(offsets(&got).0, expected, "client {i}");
+    }
+}
+
+#[test]
+fn a_log_trimmed_during_an_outage_means_resync() {
+    let Some(redis) = RedisServer::start() else { return };
+    // HISTORY_SIZE=1: each channel's catch-up log holds 100 messages.
+    let (a, b, mut orders) = cut_off_pair(&redis, "cut", 1);
+    let mut stock = a.subscriber("w1", "seller", &["inventory"]);
+
+    redis.lock_out("cut");
+    a.wait_health("redis", &json!("disconnected"), DEFAULT_DEADLINE);
+    for n in 1..=101 {
+        b.broadcast(room_event("orders", n));
+    }
+    let missed = b.broadcast(json!({"room": "inventory", "type": "t", "payload": {}}));
+    redis.let_in("cut");
+    a.wait_health("redis", &json!("connected"), REDIS_DEADLINE);
+
+    let marker = b.marker();
+    for (i, ws) in orders.iter_mut().enumerate() {
+        let got = read_until_marker(ws, &marker);
+        assert_eq!(got, [json!({"type": "resync", "room": "orders"})], "client {i}");
+    }
+    // The inventory channel's log still held its one missed event.
+    let got = read_until_marker(&mut stock, &marker);
+    assert_eq!(ids(&got), [missed], "{got:?}");
+    assert_eq!(catch_ups(&a, "resync"), 2.0, "the orders channel on each shard");
+}
