@@ -68,6 +68,7 @@ fn two_instances_share_offsets() {
         assert_eq!(ids(&got), published, "client {i}: {got:?}");
         let (offsets, epoch) = offsets(&got);
         assert_eq!(offsets, (1..=10).collect::<Vec<u64>>(), "client {i}: {got:?}");
+        assert!(got.iter().all(|e| e.get("seq").is_none()), "clients never see seq: {got:?}");
         epochs.push(epoch);
     }
     assert!(!epochs[0].is_empty(), "events carry an epoch");

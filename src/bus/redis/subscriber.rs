@@ -33,6 +33,8 @@ use crate::presence::Control;
 
 /// Subscribing, loading the scripts and catching up must finish within this.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long Redis may take to answer a fetch, as for a publish.
+const FETCH_TIMEOUT: Duration = super::publisher::PUBLISH_TIMEOUT;
 
 /// What one shard's subscriber needs.
 pub struct Subscriber {
@@ -198,16 +200,22 @@ async fn listen(
     mut on: impl FnMut(Pushed),
 ) -> RespError {
     loop {
+        // While a fetch waits, Redis owes us a reply: a Redis that says
+        // nothing for that long is frozen, and the subscribes must not wait
+        // on it forever.
+        let read = async {
+            match in_flight.is_empty() {
+                true => Wake::Read(conn.next_value().await),
+                false => Wake::Read(within(FETCH_TIMEOUT, conn.next_value()).await),
+            }
+        };
         // Dropping a pending read loses nothing: a read that got bytes has
         // parsed them before it returns.
         let wake = match recoveries {
             Some(recoveries) => {
-                futures_lite::future::or(async { Wake::Read(conn.next_value().await) }, async {
-                    Wake::Fetches(recoveries.next_batch().await)
-                })
-                .await
+                futures_lite::future::or(read, async { Wake::Fetches(recoveries.next_batch().await) }).await
             }
-            None => Wake::Read(conn.next_value().await),
+            None => read.await,
         };
         let value = match wake {
             Wake::Read(Ok(value)) => value,
