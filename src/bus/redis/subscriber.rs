@@ -257,7 +257,9 @@ async fn send(
     let Some(history) = history else { return Ok(()) };
     let mut pipeline = Vec::new();
     for fetch in fetches {
-        pipeline.extend(history.ask(&fetch.stream, fetch.since.as_ref(), history.size(), fetch.by_text));
+        // Without `since` a subscribe wants only the position.
+        let limit = if fetch.since.is_some() { history.size() } else { 0 };
+        pipeline.extend(history.ask(&fetch.stream, fetch.since.as_ref(), limit, fetch.by_text));
         in_flight.push_back(fetch);
     }
     conn.send(&pipeline).await
