@@ -10,16 +10,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::event::Event;
-
-/// Where a stream stands: its epoch and latest offset (0: no event yet).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Position {
-    pub epoch: String,
-    pub offset: u64,
-}
+pub use crate::event::Position;
 
 /// What a client says it has seen of a room.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

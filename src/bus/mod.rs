@@ -18,7 +18,12 @@ pub enum Bus {
     Local,
     /// To Redis; every shard, this one included, delivers what its subscriber
     /// receives.
-    Redis { publisher: Rc<redis::Publisher>, channels: Rc<redis::Channels> },
+    Redis {
+        publisher: Rc<redis::Publisher>,
+        channels: Rc<redis::Channels>,
+        /// Questions to the rooms' history, on the subscriber connection.
+        recoveries: Rc<redis::Recoveries>,
+    },
 }
 
 impl Bus {
@@ -28,6 +33,7 @@ impl Bus {
             Some(_) => Bus::Redis {
                 publisher: Rc::default(),
                 channels: Rc::new(redis::Channels::new(&config.redis_prefix)),
+                recoveries: Rc::default(),
             },
         }
     }

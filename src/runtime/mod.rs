@@ -163,6 +163,9 @@ async fn read_inbox(shard: Rc<Shard>) {
                 }
                 ShardMsg::Control(control) => shard.control(&control),
                 ShardMsg::Tally(change) => shard.tally(change),
+                ShardMsg::Sequence(event) => shard.sequence(*event),
+                ShardMsg::History(query) => shard.answer_history(query),
+                ShardMsg::Recovered { ticket, recovery } => shard.recovered(ticket, Ok(recovery)),
             }
         }
     }
@@ -225,7 +228,8 @@ fn spawn_into<T: 'static>(queue: TaskQueueHandle, task: impl Future<Output = T> 
 
 /// With Redis, this shard's subscriber and publisher tasks.
 fn redis_links(shard: &Rc<Shard>, links: ShardLinks, queues: Queues) -> Vec<Task<()>> {
-    let (Bus::Redis { publisher, channels }, Some(url)) = (&shard.bus, &shard.instance.config.redis) else {
+    let (Bus::Redis { publisher, channels, .. }, Some(url)) = (&shard.bus, &shard.instance.config.redis)
+    else {
         return Vec::new();
     };
     let subscriber = redis::Subscriber {

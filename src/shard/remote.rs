@@ -38,7 +38,7 @@ impl Shard {
         count: u32,
         edge_event: bool,
     ) {
-        let Bus::Redis { publisher, channels } = &self.bus else { return };
+        let Bus::Redis { publisher, channels, .. } = &self.bus else { return };
         let joined = count > 0;
         let event = match edge_event.then(|| membership_event(room, &identity.user_id, identity.role, joined))
         {

@@ -102,10 +102,27 @@ pub fn subscribe_answer(ws: &mut Ws, room: &str) -> Value {
     next_json(ws, DEFAULT_DEADLINE)
 }
 
-/// Subscribes and asserts `{"type":"subscribed","room":<room>}`.
-pub fn subscribe(ws: &mut Ws, room: &str) {
+/// Subscribes and asserts `{"type":"subscribed","room":<room>}`, with the
+/// room's `offset` and `epoch` when history is on.
+pub fn subscribe(ws: &mut Ws, room: &str) -> Value {
     let v = subscribe_answer(ws, room);
-    assert_eq!(v, json!({"type": "subscribed", "room": room}), "answer to subscribe {room:?}");
+    assert_subscribed(&v, room);
+    v
+}
+
+/// Asserts `v` is `subscribed` for `room`: with history on, with its
+/// position (an integer offset, a non-empty epoch) and nothing else.
+pub fn assert_subscribed(v: &Value, room: &str) {
+    let mut plain = v.clone();
+    let position = plain.as_object_mut().map(|o| (o.remove("offset"), o.remove("epoch")));
+    assert_eq!(plain, json!({"type": "subscribed", "room": room}), "answer to subscribe {room:?}");
+    match position {
+        Some((Some(offset), Some(epoch))) => {
+            assert!(offset.is_u64() && epoch.as_str().is_some_and(|e| !e.is_empty()), "position in {v}")
+        }
+        Some((None, None)) => {}
+        _ => panic!("offset and epoch come together: {v}"),
+    }
 }
 
 /// Sends `unsubscribe` for `room` and returns the answer.

@@ -11,6 +11,7 @@ pub mod links;
 mod outage;
 pub mod presence;
 pub mod publisher;
+pub mod recoveries;
 pub mod resp;
 pub mod subscriber;
 
@@ -18,4 +19,5 @@ pub use channels::Channels;
 pub use links::{LinkFlag, Links, ShardLinks};
 pub use presence::PresenceKeys;
 pub use publisher::{Publisher, Unavailable};
+pub use recoveries::Recoveries;
 pub use subscriber::{Handlers, Subscriber};
