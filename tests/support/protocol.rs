@@ -75,6 +75,9 @@ pub fn assert_connected(v: &Value, user_id: &str, role: &str) {
     assert_eq!(v["payload"]["userId"], json!(user_id), "userId in {v}");
     assert_eq!(v["payload"]["role"], json!(role), "role in {v}");
     assert_eq!(v["payload"]["rooms"], json!(rooms_of(role)), "rooms in {v}");
+    let joined = v["payload"]["joined"].as_array().unwrap_or_else(|| panic!("joined is not a list in {v}"));
+    assert_eq!(joined[..2], [json!("all"), json!(format!("user:{user_id}"))], "joined in {v}");
+    assert!(v["payload"]["exp"].is_u64(), "exp in {v}");
     let ts = v["timestamp"].as_str().unwrap_or_else(|| panic!("timestamp is not a string in {v}"));
     assert!(is_rfc3339_millis_utc(ts), "timestamp {ts:?} in {v}");
 }
