@@ -44,7 +44,7 @@ fn deliver(c: &mut Criterion) {
             let identity = Identity { user_id: i.to_string(), role: Role::Seller };
             let session = Rc::new(SessionHandle::new(identity, u64::MAX, usize::MAX, Instant::now()));
             shard.register(session.clone());
-            shard.subscribe(&session, "orders").unwrap_or_else(|e| panic!("{e}"));
+            shard.subscribe(&session, "orders", None).unwrap_or_else(|e| panic!("{e}"));
             session
         })
         .collect();

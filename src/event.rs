@@ -10,7 +10,6 @@ use serde_json::value::RawValue;
 use thiserror::Error;
 
 use crate::auth::{Role, UnknownRole};
-use crate::history::Position;
 use crate::models::inventory::InventoryAlertPayload;
 use crate::models::message::BroadcastPayload;
 use crate::models::notification::NotificationPayload;
@@ -68,6 +67,14 @@ pub struct Event {
     /// too); `None` for an event that is not kept.
     pub position: Option<Position>,
     pub frame: Utf8Bytes,
+}
+
+/// Where an event stands in its room's stream, or where a stream stands:
+/// its epoch and (latest) offset, 0 before any event (README, History and recovery).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub epoch: String,
+    pub offset: u64,
 }
 
 /// What a publisher asks for, before validation.

@@ -10,16 +10,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::event::Event;
-
-/// Where a stream stands: its epoch and latest offset (0: no event yet).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Position {
-    pub epoch: String,
-    pub offset: u64,
-}
+pub use crate::event::Position;
 
 /// What a client says it has seen of a room.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -209,3 +203,60 @@ impl Store {
 /// numbers it; carried through the bus and back unread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket(pub usize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Draft, Required};
+
+    fn event(n: u64) -> Event {
+        let body = format!(r#"{{"room":"orders","type":"t","payload":{{"n":{n}}}}}"#);
+        serde_json::from_str::<Draft<'_>>(&body).expect("draft").into_event(Required::Room).expect("event")
+    }
+
+    fn store(size: usize) -> Store {
+        Store::new(size, Duration::from_secs(10), "e".into())
+    }
+
+    fn append(store: &mut Store, n: u64, now: Instant) -> Arc<Event> {
+        store.append("orders", |at| Arc::new(event(n).at(at.clone())), now)
+    }
+
+    fn offsets(recovery: &Recovery) -> Vec<u64> {
+        recovery.events.iter().filter_map(|e| e.position.as_ref().map(|p| p.offset)).collect()
+    }
+
+    #[test]
+    fn offsets_count_from_one_and_the_frame_says_so() {
+        let (mut store, now) = (store(3), Instant::now());
+        let first = append(&mut store, 0, now);
+        let v: serde_json::Value = serde_json::from_str(first.frame.as_str()).expect("json");
+        assert_eq!((v["offset"].as_u64(), v["epoch"].as_str()), (Some(1), Some("e1")));
+        assert_eq!(v["payload"]["n"], 0);
+        for n in 1..5 {
+            append(&mut store, n, now);
+        }
+        let since = |offset| Since { offset, epoch: "e1".into() };
+        let kept = store.recover("orders", Some(&since(2)), 10, now);
+        assert!(kept.recovered);
+        assert_eq!((kept.position.offset, offsets(&kept)), (5, vec![3, 4, 5]));
+        assert!(!store.recover("orders", Some(&since(1)), 10, now).recovered, "offset 2 is gone");
+        assert!(!store.recover("orders", Some(&since(6)), 10, now).recovered, "ahead of the stream");
+        assert_eq!(offsets(&store.recover("orders", Some(&since(2)), 2, now)), [3, 4], "a page");
+        assert_eq!(offsets(&store.recover("orders", None, 2, now)), [4, 5], "the newest");
+        assert_eq!(store.size().0, 3);
+    }
+
+    #[test]
+    fn a_stream_past_its_time_is_a_new_one_and_is_freed() {
+        let (mut store, now) = (store(3), Instant::now());
+        append(&mut store, 0, now);
+        let later = now + Duration::from_secs(11);
+        let fresh = store.recover("orders", Some(&Since { offset: 1, epoch: "e1".into() }), 10, later);
+        assert!(!fresh.recovered);
+        assert_eq!(fresh.position, Position { epoch: "e2".into(), offset: 0 });
+        store.expire(later + Duration::from_secs(11));
+        assert_eq!(store.size(), (0, 0));
+        assert!(store.streams.is_empty() && store.expiry.is_empty());
+    }
+}

@@ -104,6 +104,10 @@ pub struct ShardMetrics {
     /// reply. The histogram's lock is only ever taken by its shard and the
     /// scrape, so it is uncontended.
     pub redis_publish: Histogram,
+    /// `realtime_history_events{shard}` and `realtime_history_bytes{shard}`:
+    /// what the in-memory history of the rooms this shard orders keeps.
+    pub history_events: Gauge,
+    pub history_bytes: Gauge,
 }
 
 /// What everyone else sees of a shard's series: its connection count, read
@@ -140,6 +144,9 @@ pub struct Metrics {
     jwks_fetches_failed: Counter,
     /// Connection tasks that panicked; each closed its own connection only.
     pub task_panics: Counter,
+    /// `realtime_recoveries_total{recovered}`: subscribes with `since`.
+    recovered: Counter,
+    not_recovered: Counter,
     /// Presence queries and control messages (README, Presence and control).
     pub presence: PresenceMetrics,
     /// `realtime_redis_script_failures_total{script}`: history script calls
@@ -157,6 +164,11 @@ pub struct Metrics {
 pub enum PresenceKind {
     Room,
     User,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecoveredLabel {
+    recovered: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -303,6 +315,14 @@ impl Metrics {
             task_panics.clone(),
         );
         let presence = PresenceMetrics::register(&mut registry);
+        let recoveries = Family::<RecoveredLabel, Counter>::default();
+        registry.register(
+            "realtime_recoveries",
+            "Subscribes with since, by whether every missed event could be replayed",
+            recoveries.clone(),
+        );
+        let recovered = recoveries.get_or_create(&RecoveredLabel { recovered: "true" }).clone();
+        let not_recovered = recoveries.get_or_create(&RecoveredLabel { recovered: "false" }).clone();
         let scripts = Family::<ScriptLabel, Counter>::default();
         registry.register(
             "realtime_redis_script_failures",
@@ -340,12 +360,22 @@ impl Metrics {
             jwks_fetches_ok,
             jwks_fetches_failed,
             task_panics,
+            recovered,
+            not_recovered,
             presence,
             script_failures,
             catch_ups_complete,
             catch_ups_resync,
         };
         (metrics, owned)
+    }
+
+    /// A subscribe with `since` was answered.
+    pub fn recovery(&self, recovered: bool) {
+        match recovered {
+            true => self.recovered.inc(),
+            false => self.not_recovered.inc(),
+        };
     }
 
     /// Connections open on one shard.
@@ -488,6 +518,8 @@ struct ShardFamilies {
     inbox_messages: Family<ShardLabel, Gauge>,
     send_queue_bytes: Family<ShardLabel, Gauge>,
     redis_publish: Family<ShardLabel, Histogram, fn() -> Histogram>,
+    history_events: Family<ShardLabel, Gauge>,
+    history_bytes: Family<ShardLabel, Gauge>,
 }
 
 impl ShardFamilies {
@@ -502,6 +534,8 @@ impl ShardFamilies {
             redis_publish: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(1e-4, 2.0, 15))
             }),
+            history_events: Family::default(),
+            history_bytes: Family::default(),
         };
         registry.register("realtime_connections", "Open WebSocket connections", families.connections.clone());
         registry.register(
@@ -510,20 +544,35 @@ impl ShardFamilies {
             families.deliveries.clone(),
         );
         registry.register(
-            "realtime_shard_inbox_messages",
-            "Cross-shard messages waiting in a shard's inbox",
-            families.inbox_messages.clone(),
-        );
-        registry.register(
-            "realtime_shard_send_queue_bytes",
-            "Bytes queued to a shard's clients and not yet written",
-            families.send_queue_bytes.clone(),
-        );
-        registry.register(
             "realtime_redis_publish_seconds",
             "Time from an API publish to Redis's reply",
             families.redis_publish.clone(),
         );
+        let gauges = [
+            (
+                "realtime_shard_inbox_messages",
+                "Cross-shard messages waiting in a shard's inbox",
+                &families.inbox_messages,
+            ),
+            (
+                "realtime_shard_send_queue_bytes",
+                "Bytes queued to a shard's clients and not yet written",
+                &families.send_queue_bytes,
+            ),
+            (
+                "realtime_history_events",
+                "Events kept in memory for recovery, by the shard that orders their rooms",
+                &families.history_events,
+            ),
+            (
+                "realtime_history_bytes",
+                "Bytes of events kept in memory for recovery, by shard",
+                &families.history_bytes,
+            ),
+        ];
+        for (name, help, family) in gauges {
+            registry.register(name, help, family.clone());
+        }
         families
     }
 
@@ -542,6 +591,8 @@ impl ShardFamilies {
                     connections,
                     deliveries: self.deliveries.get_or_create(&label).clone(),
                     redis_publish: self.redis_publish.get_or_create(&label).clone(),
+                    history_events: self.history_events.get_or_create(&label).clone(),
+                    history_bytes: self.history_bytes.get_or_create(&label).clone(),
                 };
                 (view, owned)
             })

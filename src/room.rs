@@ -121,10 +121,21 @@ pub fn personal_user_room(user: &str) -> String {
     personal_room(USER, user)
 }
 
-/// Whether `room` (a name as [`room_to_join`] gives it) is one a connection
-/// of `identity` is always in: `all` and its own `user:U`.
-pub fn is_implicit(identity: &Identity, room: &str) -> bool {
-    room == ALL || room.strip_prefix("user:") == Some(identity.user_id.as_str())
+/// The rooms a connection is always in, without joining.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Implicit {
+    All,
+    /// Its own `user:U`.
+    User,
+}
+
+/// Which of the rooms a connection of `identity` is always in `room` is (a
+/// name as [`room_to_join`] gives it), if any.
+pub fn implicit_slot(identity: &Identity, room: &str) -> Option<Implicit> {
+    if room == ALL {
+        return Some(Implicit::All);
+    }
+    (room.strip_prefix("user:") == Some(identity.user_id.as_str())).then_some(Implicit::User)
 }
 
 #[cfg(test)]
@@ -158,9 +169,9 @@ mod tests {
         assert_eq!(room_to_join(&client, "user:7"), Ok("user:7".into()));
         assert!(matches!(room_to_join(&client, "user:8"), Err(JoinError::Forbidden(_))));
         assert_eq!(room_to_join(&who("1", Role::Admin), "user:8"), Ok("user:8".into()));
-        assert!(
-            is_implicit(&client, "user:7") && is_implicit(&client, "all") && !is_implicit(&client, "user:8")
-        );
+        assert_eq!(implicit_slot(&client, "user:7"), Some(Implicit::User));
+        assert_eq!(implicit_slot(&client, "all"), Some(Implicit::All));
+        assert_eq!(implicit_slot(&client, "user:8"), None);
     }
 
     #[test]

@@ -92,6 +92,7 @@ fn an_event_larger_than_a_client_queue_is_refused_at_the_api() {
 fn an_envelope_larger_than_a_client_queue_from_redis_is_dropped_as_too_large() {
     let Some(redis) = RedisServer::start() else { return };
     let s = server()
+        .without_history()
         .env("REDIS_URL", &redis.url())
         .env("SEND_QUEUE_BYTES", "65536")
         .env("MAX_MESSAGE_SIZE", "65536")

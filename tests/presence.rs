@@ -162,7 +162,7 @@ fn until_presence_event(ws: &mut Ws, kind: &str, user: &str) -> Vec<String> {
 
 #[test]
 fn join_and_leave_once_per_first_and_last_session() {
-    let s = server().env("PRESENCE_EVENTS", "true").start();
+    let s = server().without_history().env("PRESENCE_EVENTS", "true").start();
     let mut watcher = s.subscriber("w", "admin", &["orders"]);
     assert_eq!(until_presence_event(&mut watcher, "join", "w"), ["join w \"admin\""]);
 
@@ -193,7 +193,7 @@ fn join_and_leave_once_per_first_and_last_session() {
 
 #[test]
 fn no_presence_events_by_default() {
-    let s = server().start();
+    let s = server().without_history().start();
     let mut watcher = s.subscriber("w", "admin", &["orders"]);
     let first = s.subscriber("1", "seller", &["orders"]);
     close(first);

@@ -57,7 +57,7 @@ fn accepted_events_get_unique_ids_that_clients_see() {
 
 #[test]
 fn validation_errors_are_400_and_deliver_nothing() {
-    let s = server().start();
+    let s = server().without_history().start();
     let mut admin =
         s.subscriber("a1", "admin", &["orders", "inventory", "notifications", "cart", "myOrders"]);
     let mut target = s.subscriber("u1", "client", &["notifications", "cart", "myOrders"]);
@@ -218,7 +218,7 @@ fn without_api_key_loopback_peers_may_publish() {
     // Bound to 127.0.0.1; peers from 127.0.0.1 and 127.0.0.2 are both
     // loopback. (A non-loopback peer cannot be made on one machine without
     // binding to a routable address; the unit tests cover the refusal.)
-    let s = server().start();
+    let s = server().without_history().start();
     let mut ws = s.subscriber("s1", "seller", &["orders"]);
     let mut accepted = Vec::new();
     for (from, headers) in [
@@ -248,7 +248,7 @@ fn without_api_key_loopback_peers_may_publish() {
 
 #[test]
 fn unknown_path_wrong_method_and_too_large() {
-    let s = server().env("MAX_MESSAGE_SIZE", "1024").start();
+    let s = server().without_history().env("MAX_MESSAGE_SIZE", "1024").start();
     let mut ws = s.subscriber("s1", "seller", &["orders"]);
     let small = room_event("orders", 0).to_string();
 
@@ -364,6 +364,7 @@ fn cors_preflight_and_headers() {
 #[test]
 fn slow_client_is_cut_off_while_neighbours_keep_receiving() {
     let s = server()
+        .without_history()
         .env("SEND_QUEUE_BYTES", "65536")
         // the queue limit, not the write timeout, must be what cuts it off
         .env("WS_WRITE_TIMEOUT", "120")
@@ -463,7 +464,7 @@ fn slow_client_is_cut_off_while_neighbours_keep_receiving() {
 /// service numbers sellers and clients separately, seller 5 is not client 5.
 #[test]
 fn role_scopes_send_and_broadcast() {
-    let s = server().start();
+    let s = server().without_history().start();
     let roles = ["client", "seller", "delivery"];
     let mut fives: Vec<Ws> = roles.iter().map(|role| s.connect("5", role).0).collect();
     let to_seller_5 = s.send(json!({"userId": 5, "role": "seller", "type": "t", "payload": {}}));

@@ -27,7 +27,7 @@ fn may_join(role: &str, room: &str) -> bool {
 
 #[test]
 fn role_room_matrix() {
-    let s = server().start();
+    let s = server().without_history().start();
     let rooms: Vec<&str> = BASE_ROOMS.iter().copied().chain([UNLISTED]).collect();
     // (user, socket, rooms joined)
     let mut conns = Vec::new();
@@ -38,7 +38,7 @@ fn role_room_matrix() {
         for room in &rooms {
             let v = subscribe_answer(&mut ws, room);
             if may_join(role, room) {
-                assert_eq!(v, json!({"type": "subscribed", "room": room}), "{role} subscribing to {room}");
+                assert_subscribed(&v, room);
                 joined.push(*room);
             } else {
                 assert_error(&v, "forbidden", &format!("{role} subscribing to {room}"));
@@ -84,7 +84,7 @@ fn role_room_matrix() {
 
 #[test]
 fn scoped_rooms_match_exactly() {
-    let s = server().start();
+    let s = server().without_history().start();
     let mut exact = s.subscriber("s1", "seller", &["orders:12345"]);
     let mut delivery = s.subscriber("d1", "delivery", &["orders:12345"]);
     let mut base = s.subscriber("s2", "seller", &["orders"]);
@@ -114,7 +114,7 @@ fn scoped_rooms_match_exactly() {
 
 #[test]
 fn personal_room_scopes_are_checked() {
-    let s = server().start();
+    let s = server().without_history().start();
     let (mut c1, _) = s.connect("c1", "client");
     // one's own scope is allowed and named as written
     subscribe(&mut c1, "cart:c1");
@@ -188,7 +188,7 @@ fn invalid_room_names_are_bad_requests() {
 
 #[test]
 fn subscribe_twice_unsubscribe_and_all() {
-    let s = server().start();
+    let s = server().without_history().start();
     let (mut ws, _) = s.connect("s1", "seller");
     subscribe(&mut ws, "orders");
     subscribe(&mut ws, "orders");
@@ -216,7 +216,7 @@ fn subscribe_twice_unsubscribe_and_all() {
 
 #[test]
 fn at_most_128_rooms_per_connection() {
-    let s = server().start();
+    let s = server().without_history().start();
     let (mut ws, _) = s.connect("a1", "admin");
     for i in 0..128 {
         subscribe(&mut ws, &format!("room-{i}"));
@@ -241,7 +241,7 @@ fn at_most_128_rooms_per_connection() {
 
 #[test]
 fn clients_never_see_each_others_personal_events() {
-    let s = server().start();
+    let s = server().without_history().start();
     let mut c1 = s.subscriber("c1", "client", &["cart", "myOrders"]);
     let mut c1_other_tab = s.subscriber("c1", "client", &["cart"]);
     let mut c2 = s.subscriber("c2", "client", &["cart", "myOrders"]);
@@ -278,7 +278,7 @@ fn clients_never_see_each_others_personal_events() {
 
 #[test]
 fn admin_watches_a_users_cart() {
-    let s = server().start();
+    let s = server().without_history().start();
     let mut c1 = s.subscriber("c1", "client", &["cart"]);
     let mut c2 = s.subscriber("c2", "client", &["cart", "myOrders"]);
     let (mut admin, _) = s.connect("root", "admin");
@@ -308,7 +308,7 @@ fn admin_watches_a_users_cart() {
 
 #[test]
 fn send_reaches_every_session_of_the_user_on_both_shards() {
-    let s = server().start();
+    let s = server().without_history().start();
     let mut sessions = s.connect_on_both_shards(8, |i| {
         let (mut ws, _) = s.connect("multi", "client");
         if i % 2 == 0 {
@@ -337,7 +337,7 @@ fn send_reaches_every_session_of_the_user_on_both_shards() {
         assert_eq!(v["type"], "notification", "{v}");
         assert_eq!(v["userId"], "multi", "{v}");
         assert_eq!(v["payload"], payload, "{v}");
-        assert!(v.get("room").is_none(), "send without a room has no room: {v}");
+        assert_eq!(v["room"], "user:multi", "a send without a room is an event of user:U: {v}");
         assert!(is_rfc3339_millis_utc(v["timestamp"].as_str().unwrap_or("")), "{v}");
         if i % 2 == 0 {
             assert_eq!(got[1]["room"], "notifications", "{}", got[1]);
@@ -353,7 +353,7 @@ fn send_reaches_every_session_of_the_user_on_both_shards() {
 
 #[test]
 fn broadcast_reaches_every_member_once_and_nobody_else() {
-    let s = server().start();
+    let s = server().without_history().start();
     let mut members = s.connect_on_both_shards(10, |i| s.subscriber(&format!("s{i}"), "seller", &["orders"]));
     let mut outsiders: Vec<(String, Ws)> = vec![
         ("seller without orders".into(), s.subscriber("x1", "seller", &["inventory", "orders:1"])),
@@ -391,7 +391,7 @@ fn broadcast_reaches_every_member_once_and_nobody_else() {
 
 #[test]
 fn all_reaches_every_connection_and_user_id_narrows_it() {
-    let s = server().start();
+    let s = server().without_history().start();
     let mut conns = s.connect_on_both_shards(8, |i| {
         let (role, _) = ROLES[i % ROLES.len()];
         s.connect(&format!("u{}", i % 5), role).0
@@ -413,7 +413,7 @@ fn all_reaches_every_connection_and_user_id_narrows_it() {
 
 #[test]
 fn user_id_filter_on_a_room() {
-    let s = server().start();
+    let s = server().without_history().start();
     let mut in_room = s.subscriber("s1", "seller", &["orders"]);
     let mut in_room_too = s.subscriber("s1", "seller", &["orders", "inventory"]);
     let mut not_in_room = s.subscriber("s1", "seller", &["inventory"]);

@@ -6,6 +6,7 @@
 //! - `clock`: the head and idle time limits of each connection;
 //! - `publish`: the publish API;
 //! - `presence`: presence queries and the disconnect API;
+//! - `history`: a room's history;
 //! - `health`: `/health` and `/ready`;
 //! - `cors`: the CORS answers for browsers that publish;
 //! - `response`: JSON bodies and errors;
@@ -14,6 +15,7 @@
 pub mod clock;
 pub mod cors;
 pub mod health;
+pub mod history;
 pub mod presence;
 pub mod publish;
 pub mod response;

@@ -23,6 +23,8 @@ const MAX_USER_ID: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     Room(String),
+    /// A room's history (README, History and recovery), answered by `history`.
+    History(String),
     User(String),
     Disconnect(String),
 }
@@ -35,6 +37,7 @@ impl Endpoint {
         let param = percent_decode_str(param).decode_utf8().ok()?.into_owned();
         match (kind, action) {
             ("rooms", "presence") => Some(Endpoint::Room(param)),
+            ("rooms", "history") => Some(Endpoint::History(param)),
             ("users", "presence") => Some(Endpoint::User(param)),
             ("users", "disconnect") => Some(Endpoint::Disconnect(param)),
             _ => None,
@@ -44,14 +47,14 @@ impl Endpoint {
     /// The methods it answers, for `Allow`.
     pub fn allow(&self) -> &'static str {
         match self {
-            Endpoint::Room(_) | Endpoint::User(_) => "GET, OPTIONS",
+            Endpoint::Room(_) | Endpoint::User(_) | Endpoint::History(_) => "GET, OPTIONS",
             Endpoint::Disconnect(_) => "POST, OPTIONS",
         }
     }
 
     pub fn accepts(&self, method: &Method) -> bool {
         match self {
-            Endpoint::Room(_) | Endpoint::User(_) => method == Method::GET,
+            Endpoint::Room(_) | Endpoint::User(_) | Endpoint::History(_) => method == Method::GET,
             Endpoint::Disconnect(_) => method == Method::POST,
         }
     }
@@ -62,6 +65,7 @@ impl Endpoint {
 pub async fn handle(shard: &Shard, endpoint: Endpoint, request: Request<Incoming>) -> Response<Body> {
     match endpoint {
         Endpoint::Room(room) => room_presence(shard, &room).await,
+        Endpoint::History(room) => super::history::handle(shard, &room, request.uri().query()).await,
         Endpoint::User(user) => match refuse_user(&user) {
             None => json(StatusCode::OK, serde_json::json!(shard.user_presence(&user).await)),
             Some(refusal) => refusal,
@@ -140,8 +144,9 @@ mod tests {
         );
         assert_eq!(Endpoint::from_path("/api/users/a%20b/presence"), Some(Endpoint::User("a b".into())));
         assert_eq!(Endpoint::from_path("/api/users/7/disconnect"), Some(Endpoint::Disconnect("7".into())));
+        assert_eq!(Endpoint::from_path("/api/rooms/x/history"), Some(Endpoint::History("x".into())));
         for other in
-            ["/api/users/7", "/api/users/7/presence/x", "/api/rooms/x/history", "/api/notifications/send"]
+            ["/api/users/7", "/api/users/7/presence/x", "/api/users/x/history", "/api/notifications/send"]
         {
             assert_eq!(Endpoint::from_path(other), None, "{other}");
         }

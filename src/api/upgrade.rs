@@ -38,7 +38,8 @@ pub fn answer<B>(shard: &Shard, request: &Request<B>, admitted: &Cell<Option<Adm
         }
         return response;
     }
-    let admitted_client = handshake::welcome(shard, headers).and_then(|()| handshake::admit(shard, verified));
+    let admitted_client =
+        handshake::welcome(shard, headers).and_then(|()| handshake::admit(shard, verified, request.uri()));
     match admitted_client {
         // The request passed the checks above, which are tungstenite's own.
         Ok(client) => match create_response_with_body(request, Body::default) {

@@ -13,6 +13,7 @@ use futures_util::task::AtomicWaker;
 
 use crate::auth::KeySet;
 use crate::event::Event;
+use crate::history::{Recovery, Since, Ticket};
 use crate::presence::{Answer, Control, Query};
 use crate::shard_id::ShardId;
 
@@ -35,6 +36,33 @@ pub enum ShardMsg {
     /// To a room's tally shard (`PRESENCE_EVENTS`): a member's first session
     /// on the sending shard joined the room, or its last one left.
     Tally(TallyChange),
+    /// To the shard that orders the event's room (one instance, history on):
+    /// keep it as the room's next event and deliver it everywhere.
+    Sequence(Box<Event>),
+    /// To the shard that orders the room: what its history holds after `since`.
+    History(HistoryQuery),
+    /// From the shard that orders the room, in the order of the room's
+    /// events: the answer to one of this shard's subscribes.
+    Recovered { ticket: Ticket, recovery: Recovery },
+}
+
+/// A question to a room's history.
+#[derive(Debug)]
+pub struct HistoryQuery {
+    pub stream: String,
+    pub since: Option<Since>,
+    pub limit: usize,
+    pub reply: HistoryReply,
+}
+
+/// Where a history answer goes.
+#[derive(Debug)]
+pub enum HistoryReply {
+    /// To a shard's subscribe, through that shard's inbox (which orders it
+    /// among the room's events).
+    Subscribe { from: ShardId, ticket: Ticket },
+    /// To the history API; order does not matter there.
+    Api(futures_channel::oneshot::Sender<Recovery>),
 }
 
 /// One shard's change in a room's membership, as its tally shard counts it.

@@ -73,15 +73,17 @@ impl Rejection {
     }
 }
 
-/// A client that passed every check, with its connection slot.
+/// A client that passed every check, with its connection slot and the rooms
+/// it asked to join at connect (`?rooms=a,b`).
 pub struct Admitted {
     pub verified: Verified,
     pub admission: Admission,
+    pub rooms: Vec<String>,
 }
 
 pub fn check<B>(shard: &Shard, request: &http::Request<B>) -> Result<Admitted, Rejection> {
     welcome(shard, request.headers())?;
-    admit(shard, authenticate(shard, request.uri(), request.headers())?)
+    admit(shard, authenticate(shard, request.uri(), request.headers())?, request.uri())
 }
 
 /// The checks before the token's: shutting down → 503, a foreign `Origin` → 403.
@@ -97,9 +99,20 @@ pub fn welcome(shard: &Shard, headers: &HeaderMap) -> Result<(), Rejection> {
 }
 
 /// The last check, for a client whose token has passed: a connection slot.
-pub fn admit(shard: &Shard, verified: Verified) -> Result<Admitted, Rejection> {
+pub fn admit(shard: &Shard, verified: Verified, uri: &Uri) -> Result<Admitted, Rejection> {
     let admission = shard.instance.admit().ok_or(Rejection::Full)?;
-    Ok(Admitted { verified, admission })
+    Ok(Admitted { verified, admission, rooms: rooms(uri) })
+}
+
+/// The rooms of every `rooms=` in the query, comma-separated, blanks skipped.
+fn rooms(uri: &Uri) -> Vec<String> {
+    let Some(query) = uri.query() else { return Vec::new() };
+    form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| key == "rooms")
+        .flat_map(|(_, value)| {
+            value.split(',').map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned).collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// The identity in the request's token (`?token=` first, then

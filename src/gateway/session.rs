@@ -30,11 +30,12 @@ use super::presence;
 use crate::auth::jwt::now_secs;
 use crate::close::CloseReason;
 use crate::config::Config;
+use crate::history::Since;
 use crate::instance::Admission;
 use crate::protocol::{self, ClientMessage, ErrorCode};
-use crate::room::JoinError;
+use crate::room;
 use crate::shard::handle::{SessionHandle, Signal};
-use crate::shard::{SessionKey, Shard, SubscribeError};
+use crate::shard::{SessionKey, Shard, SubscribeError, Subscribed, TooManyRooms, MAX_ROOMS_PER_SESSION};
 
 /// Bytes read from a socket at a time; small, since an idle connection keeps it.
 const READ_BUFFER: usize = 256;
@@ -143,7 +144,7 @@ fn bound_writes(stream: &TcpStream, config: &Config) -> bool {
 fn start(
     shard: Rc<Shard>,
     ws: WebSocketStream<TcpStream>,
-    Admitted { verified, admission }: Admitted,
+    Admitted { verified, admission, rooms }: Admitted,
 ) -> Pin<Box<impl Future<Output = ()>>> {
     let config = &shard.instance.config;
     shard.instance.metrics.handshakes.inc();
@@ -164,7 +165,7 @@ fn start(
             flood: FloodGate::new(Instant::now()),
             batch: VecDeque::new(),
         }
-        .run(),
+        .run(rooms),
     )
 }
 
@@ -222,9 +223,9 @@ struct Session {
 }
 
 impl Session {
-    async fn run(mut self) {
+    async fn run(mut self, rooms: Vec<String>) {
         // A panic tells the client (1011) before the runtime contains it.
-        let lived = AssertUnwindSafe(self.live()).catch_unwind().await;
+        let lived = AssertUnwindSafe(self.live(rooms)).catch_unwind().await;
         let end = match lived {
             Ok(end) => end,
             Err(panic) => {
@@ -244,11 +245,8 @@ impl Session {
         &self.registration.shard
     }
 
-    async fn live(&mut self) -> End {
-        let identity = &self.handle.identity;
-        let joined = [crate::room::ALL.to_owned(), crate::room::personal_user_room(&identity.user_id)];
-        let connected = protocol::connected(identity, self.handle.token_exp(), &joined);
-        if let Err(e) = self.ws.send(Message::Text(connected)).await {
+    async fn live(&mut self, rooms: Vec<String>) -> End {
+        if let Err(e) = self.connect(rooms).await {
             return End::Failed(e);
         }
         // A token with less than the notice left is told at once.
@@ -273,6 +271,40 @@ impl Session {
             Box::pin(self.close(reason)).await;
         }
         end
+    }
+
+    /// `connected`, then the rooms asked for with `?rooms=` (README, Client
+    /// protocol): an `error` for each one refused, then their subscribes.
+    async fn connect(&mut self, rooms: Vec<String>) -> Result<(), WsError> {
+        let identity = &self.handle.identity;
+        let mut joined = vec![room::ALL.to_owned(), room::personal_user_room(&identity.user_id)];
+        let (mut taken, mut refused) = (Vec::new(), Vec::new());
+        for (at, requested) in rooms.into_iter().enumerate() {
+            let checked = match at < MAX_ROOMS_PER_SESSION {
+                true => room::room_to_join(identity, &requested).map_err(SubscribeError::from),
+                false => Err(SubscribeError::TooMany(TooManyRooms)),
+            };
+            match checked {
+                Ok(room) => {
+                    if !joined.contains(&room) {
+                        joined.push(room);
+                    }
+                    taken.push(requested);
+                }
+                Err(e) => refused.push(e.frame(&requested)),
+            }
+        }
+        let connected = protocol::connected(identity, self.handle.token_exp(), &joined);
+        self.ws.feed(Message::Text(connected)).await?;
+        for frame in refused {
+            self.ws.feed(Message::Text(frame)).await?;
+        }
+        for requested in taken {
+            if let Some(answer) = self.subscribe(&requested, None) {
+                self.ws.feed(Message::Text(answer)).await?;
+            }
+        }
+        self.ws.flush().await
     }
 
     /// Handles one wake-up.
@@ -339,7 +371,7 @@ impl Session {
                 Some(protocol::error(ErrorCode::RateLimited, "too many messages; slow down"))
             }
             Verdict::Allow => match &message {
-                Message::Text(text) => Some(self.on_text(text).await),
+                Message::Text(text) => self.on_text(text).await,
                 Message::Binary(_) => {
                     Some(protocol::error(ErrorCode::BadRequest, "binary frames are not supported"))
                 }
@@ -375,29 +407,29 @@ impl Session {
         written.map(|()| None)
     }
 
-    async fn on_text(&self, text: &str) -> Utf8Bytes {
-        let (room, result, answer): (_, _, fn(&str) -> Utf8Bytes) = match protocol::parse(text) {
-            Ok(ClientMessage::Ping) => return protocol::pong(),
-            Ok(ClientMessage::Refresh { token }) => return self.refresh(&token),
-            Ok(ClientMessage::Presence { room }) => {
-                return presence::answer(self.shard(), &self.handle, &room).await
-            }
-            Err(message) => return protocol::error(ErrorCode::BadRequest, &message),
-            Ok(ClientMessage::Subscribe { room, .. }) => {
-                let result = self.shard().subscribe(&self.handle, &room);
-                (room, result, |room| protocol::subscribed(room, None, None))
-            }
-            Ok(ClientMessage::Unsubscribe { room }) => {
-                let result = self.shard().unsubscribe(&self.handle, &room);
-                (room, result, protocol::unsubscribed)
-            }
+    /// The answer to a text message; `None` when it comes later (a
+    /// subscribe waiting for its room's history).
+    async fn on_text(&self, text: &str) -> Option<Utf8Bytes> {
+        let answer = match protocol::parse(text) {
+            Ok(ClientMessage::Ping) => protocol::pong(),
+            Ok(ClientMessage::Refresh { token }) => self.refresh(&token),
+            Ok(ClientMessage::Presence { room }) => presence::answer(self.shard(), &self.handle, &room).await,
+            Err(message) => protocol::error(ErrorCode::BadRequest, &message),
+            Ok(ClientMessage::Subscribe { room, since }) => return self.subscribe(&room, since),
+            Ok(ClientMessage::Unsubscribe { room }) => match self.shard().unsubscribe(&self.handle, &room) {
+                Ok(()) => protocol::unsubscribed(&room),
+                Err(e) => e.frame(&room),
+            },
         };
-        match result {
-            Ok(()) => answer(&room),
-            Err(SubscribeError::Join(JoinError::Forbidden(_))) => {
-                protocol::error(ErrorCode::Forbidden, &format!("room {room:?} is not allowed for this role"))
-            }
-            Err(e) => protocol::error(ErrorCode::BadRequest, &e.to_string()),
+        Some(answer)
+    }
+
+    /// `subscribed` now, or (history on) once the room's history answers.
+    fn subscribe(&self, room: &str, since: Option<Since>) -> Option<Utf8Bytes> {
+        match self.shard().subscribe(&self.handle, room, since) {
+            Ok(Subscribed::Now) => Some(protocol::subscribed(room, None, None)),
+            Ok(Subscribed::Later) => None,
+            Err(e) => Some(e.frame(room)),
         }
     }
 

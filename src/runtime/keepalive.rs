@@ -2,7 +2,8 @@
 //! shard, from one sweep a second instead of timers per connection: an idle
 //! connection then costs no timer and no wake-up until something is due. The
 //! sweep also takes stalled sessions' bytes out of the shard's backlog, for
-//! those that no new frame reaches (a frame queued to one does it at once).
+//! those that no new frame reaches (a frame queued to one does it at once),
+//! and frees the history of rooms that went `HISTORY_TTL` without an event.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -32,5 +33,6 @@ pub async fn run(shard: Rc<Shard>) {
             released += session.release_if_stalled(&mut LazyNow::at(now));
         });
         shard.release_backlog(released);
+        shard.expire_history();
     }
 }

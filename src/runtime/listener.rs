@@ -10,11 +10,17 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Pending connections the kernel may hold per shard (capped by somaxconn).
 const BACKLOG: i32 = 16_384;
+/// How long a listener may outlive the process that held it: an exited
+/// process's io_uring releases its files asynchronously, so a restart that
+/// follows at once can find the old listener for a few milliseconds.
+const PREVIOUS_LISTENER_GONE: Duration = Duration::from_secs(2);
 
 pub fn bind(addr: SocketAddr) -> io::Result<OwnedFd> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -39,16 +45,29 @@ pub fn bind_all(addr: SocketAddr, count: usize, share: bool) -> io::Result<Vec<O
 }
 
 /// A socket without SO_REUSEPORT cannot bind where anyone listens, whatever
-/// options the listener set. It is closed before our listeners bind.
+/// options the listener set. It is closed before our listeners bind. A port
+/// still held after [`PREVIOUS_LISTENER_GONE`] is another process's.
 fn ensure_unused(addr: SocketAddr) -> io::Result<()> {
+    let give_up = Instant::now() + PREVIOUS_LISTENER_GONE;
+    loop {
+        match probe(addr) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < give_up => {
+                thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "the port is in use by another process (set SHARE_PORT=true to share it deliberately)",
+                ))
+            }
+            other => return other,
+        }
+    }
+}
+
+fn probe(addr: SocketAddr) -> io::Result<()> {
     let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // Lets the probe bind over connections of an earlier process in TIME_WAIT.
     probe.set_reuse_address(true)?;
-    probe.bind(&addr.into()).map_err(|e| match e.kind() {
-        io::ErrorKind::AddrInUse => io::Error::new(
-            io::ErrorKind::AddrInUse,
-            "the port is in use by another process (set SHARE_PORT=true to share it deliberately)",
-        ),
-        _ => e,
-    })
+    probe.bind(&addr.into())
 }

@@ -163,6 +163,9 @@ async fn read_inbox(shard: Rc<Shard>) {
                 }
                 ShardMsg::Control(control) => shard.control(&control),
                 ShardMsg::Tally(change) => shard.tally(change),
+                ShardMsg::Sequence(event) => shard.sequence(*event),
+                ShardMsg::History(query) => shard.answer_history(query),
+                ShardMsg::Recovered { ticket, recovery } => shard.recovered(ticket, Ok(recovery)),
             }
         }
     }

@@ -21,18 +21,22 @@ use async_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::auth::Identity;
 use crate::close::CloseReason;
+use crate::event::Event;
 use crate::instance::backlog::STALLED_AFTER;
+use crate::room::Implicit;
 
 /// A room of this shard, by its slot in the shard's index (valid while the
 /// room has members).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoomId(pub(super) u32);
 
-/// One room a session is in, and where in the room's member list it sits.
+/// One room a session is in, where in the room's member list it sits, and
+/// the room's offset when it joined (its events after it came live).
 #[derive(Debug, Clone, Copy)]
 pub struct Membership {
     pub(super) room: RoomId,
     pub(super) slot: u32,
+    pub(super) joined_at: u64,
 }
 
 pub struct SessionHandle {
@@ -67,6 +71,10 @@ pub struct SessionHandle {
     /// The rooms this session is in and its slot in each; kept by the
     /// shard's index.
     memberships: RefCell<Vec<Membership>>,
+    /// The offset of the first event of `all` and of its own `user:U` that it
+    /// had live (0: none yet), so that a recovery of those rooms, which it
+    /// is always in, replays only what came before.
+    first_live: [Cell<u64>; 2],
 }
 
 /// What became of a frame offered to a session.
@@ -140,7 +148,33 @@ impl SessionHandle {
             last_seen: Cell::new(Instant::now()),
             waker: RefCell::new(None),
             memberships: RefCell::new(Vec::new()),
+            first_live: [Cell::new(0), Cell::new(0)],
         }
+    }
+
+    /// The session had, live, the event at `offset` of one of the rooms it
+    /// is always in.
+    pub fn had_live(&self, room: Implicit, offset: u64) {
+        let first = &self.first_live[room as usize];
+        if first.get() == 0 {
+            first.set(offset);
+        }
+    }
+
+    pub fn first_live(&self, room: Implicit) -> Option<u64> {
+        Some(self.first_live[room as usize].get()).filter(|&offset| offset > 0)
+    }
+
+    /// Whether the event would reach this session live: its role, and its
+    /// user when it is for one user of a shared room.
+    pub fn may_see(&self, event: &Event) -> bool {
+        event.role.is_none_or(|role| role == self.identity.role)
+            && event.audience.only_user().is_none_or(|user| user == self.identity.user_id)
+    }
+
+    /// Bytes the session's queue can still take.
+    pub fn room_left(&self) -> usize {
+        self.queue_limit.saturating_sub(self.queued_bytes.get() + self.writing_bytes.get())
     }
 
     /// Queues a frame; a client whose queue would pass the limit is closed as

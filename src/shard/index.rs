@@ -68,8 +68,13 @@ impl Index {
         self.sessions.len()
     }
 
-    /// Joins `room`; `Ok(false)` when already a member.
-    pub fn join(&mut self, session: &Rc<SessionHandle>, room: &str) -> Result<bool, TooManyRooms> {
+    /// Joins `room` at its offset `joined_at`; `Ok(false)` when already a member.
+    pub fn join(
+        &mut self,
+        session: &Rc<SessionHandle>,
+        room: &str,
+        joined_at: u64,
+    ) -> Result<bool, TooManyRooms> {
         if self.room_id(room).is_some_and(|id| session.membership(id).is_some()) {
             return Ok(false);
         }
@@ -78,7 +83,7 @@ impl Index {
         }
         let id = self.room_id(room).unwrap_or_else(|| self.open_room(room));
         let members = &mut self.rooms[id.0 as usize].members;
-        session.add_membership(Membership { room: id, slot: members.len() as u32 });
+        session.add_membership(Membership { room: id, slot: members.len() as u32, joined_at });
         members.push(session.clone());
         Ok(true)
     }
@@ -106,6 +111,11 @@ impl Index {
     /// Every room with members here, and its members.
     pub fn rooms(&self) -> impl Iterator<Item = (&str, &[Rc<SessionHandle>])> {
         self.rooms.iter().map(|(_, room)| (&*room.name, room.members.as_slice()))
+    }
+
+    /// The room's offset when the session joined it, if it is a member.
+    pub fn joined_at(&self, session: &SessionHandle, room: &str) -> Option<u64> {
+        self.room_id(room).and_then(|id| session.membership(id)).map(|m| m.joined_at)
     }
 
     pub fn session(&self, key: SessionKey) -> Option<&Rc<SessionHandle>> {
@@ -175,10 +185,10 @@ mod tests {
         let (a, b, c) = (session("1"), session("2"), session("1"));
         let keys: Vec<_> = [&a, &b, &c].iter().map(|s| index.insert((*s).clone())).collect();
         for s in [&a, &b, &c] {
-            assert_eq!(index.join(s, "orders"), Ok(true));
+            assert_eq!(index.join(s, "orders", 0), Ok(true));
         }
-        assert_eq!(index.join(&a, "orders"), Ok(false));
-        assert_eq!(index.join(&b, "orders:1"), Ok(true));
+        assert_eq!(index.join(&a, "orders", 0), Ok(false));
+        assert_eq!(index.join(&b, "orders:1", 0), Ok(true));
         assert_eq!(index.user_sessions("1").len(), 2);
 
         assert!(index.leave(&a, "orders"));
@@ -199,7 +209,7 @@ mod tests {
         let sessions: Vec<_> = (0..5).map(|i| session(&i.to_string())).collect();
         let keys: Vec<_> = sessions.iter().map(|s| index.insert(s.clone())).collect();
         for s in &sessions {
-            index.join(s, "r").expect("room");
+            index.join(s, "r", 0).expect("room");
         }
         index.remove(keys[0]);
         index.remove(keys[2]);
@@ -215,9 +225,9 @@ mod tests {
         let s = session("1");
         index.insert(s.clone());
         for i in 0..MAX_ROOMS_PER_SESSION {
-            index.join(&s, &format!("r{i}")).expect("under the limit");
+            index.join(&s, &format!("r{i}"), 0).expect("under the limit");
         }
-        assert_eq!(index.join(&s, "one-more"), Err(TooManyRooms));
+        assert_eq!(index.join(&s, "one-more", 0), Err(TooManyRooms));
     }
 }
 
@@ -287,7 +297,7 @@ mod properties {
             Op::Join { session, room } => {
                 let Some((id, _, handle)) = model.pick(session) else { return };
                 let fresh = model.rooms.entry(room_name(room)).or_default().insert(id);
-                assert_eq!(index.join(&handle, &room_name(room)), Ok(fresh));
+                assert_eq!(index.join(&handle, &room_name(room), 0), Ok(fresh));
             }
             Op::Leave { session, room } => {
                 let Some((id, _, handle)) = model.pick(session) else { return };

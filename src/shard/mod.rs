@@ -5,6 +5,8 @@
 //! through its mailbox.
 //!
 //! - `handle`: the shard's side of a session (outbound queue, signals);
+//! - `history`: rooms' events kept for recovery, and subscribes that wait
+//!   for their room's answer;
 //! - `index`: sessions, room → members, user → sessions;
 //! - `ledger`: first and last sessions per member, for `join`/`leave`;
 //! - `presence`: presence queries over the shards, control messages, and
@@ -13,6 +15,7 @@
 //! - `resync`: with Redis, the rooms told to resync after an outage.
 
 pub mod handle;
+mod history;
 mod index;
 mod ledger;
 mod presence;
@@ -20,7 +23,7 @@ mod remote;
 mod resync;
 
 use std::cell::RefCell;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,14 +35,16 @@ use crate::bus::redis::{ShardLinks, Unavailable};
 use crate::bus::Bus;
 use crate::close::CloseReason;
 use crate::event::{Audience, Event};
+use crate::history::{Since, Store};
 use crate::instance::backlog::BacklogWriter;
 use crate::instance::{Instance, ShardParts};
 use crate::metrics::{DropReason, ShardMetrics};
-use crate::room::{self, JoinError};
+use crate::protocol::{self, ErrorCode};
+use crate::room::{self, Implicit, JoinError};
 pub use crate::shard_id::ShardId;
 use handle::{Counted, LazyNow, Push, SessionHandle};
 use index::Index;
-pub use index::{SessionKey, TooManyRooms};
+pub use index::{SessionKey, TooManyRooms, MAX_ROOMS_PER_SESSION};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SubscribeError {
@@ -47,8 +52,43 @@ pub enum SubscribeError {
     Join(#[from] JoinError),
     #[error(transparent)]
     TooMany(#[from] TooManyRooms),
-    #[error("every connection stays in room \"all\"")]
+    #[error("every connection stays in rooms \"all\" and its own \"user:<userId>\"")]
     LeaveAll,
+    #[error("the room's history cannot be reached now; subscribe again")]
+    Unavailable,
+}
+
+impl SubscribeError {
+    /// The `error` frame a client gets for its (un)subscribe to `requested`.
+    pub fn frame(&self, requested: &str) -> Utf8Bytes {
+        match self {
+            SubscribeError::Join(JoinError::Forbidden(_)) => protocol::error(
+                ErrorCode::Forbidden,
+                &format!("room {requested:?} is not allowed for this role"),
+            ),
+            SubscribeError::Unavailable => protocol::error(ErrorCode::Unavailable, &self.to_string()),
+            e => protocol::error(ErrorCode::BadRequest, &e.to_string()),
+        }
+    }
+}
+
+/// How a subscribe was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscribed {
+    /// Joined: answer `subscribed` now.
+    Now,
+    /// History is on: `subscribed` is queued once the room's history has
+    /// answered (README, History and recovery).
+    Later,
+}
+
+/// Why a publish was refused; nothing was delivered.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum PublishError {
+    #[error(transparent)]
+    Redis(#[from] Unavailable),
+    #[error("the shard that orders this room's events is overloaded")]
+    Overloaded,
 }
 
 /// One core's state. Borrows of `index` are short and never held across an
@@ -72,6 +112,11 @@ pub struct Shard {
     ledger: Option<RefCell<ledger::Ledger>>,
     /// With Redis: this shard as presence in Redis knows it.
     entity: Option<crate::bus::redis::presence::Entity>,
+    /// One instance with history on: the history of the rooms this shard
+    /// orders.
+    history: Option<RefCell<Store>>,
+    /// Subscribes waiting for their room's history to answer.
+    pending: RefCell<slab::Slab<Pending>>,
 }
 
 impl Shard {
@@ -95,6 +140,8 @@ impl Shard {
                 .redis
                 .as_ref()
                 .map(|_| crate::bus::redis::presence::Entity::new(&instance.config.redis_prefix)),
+            history: local_history(instance, id),
+            pending: RefCell::default(),
         };
         (shard, redis_links)
     }
@@ -118,6 +165,22 @@ impl Shard {
     /// A new key set from the JWKS fetcher.
     pub fn replace_keys(&self, keys: KeySet) {
         *self.keys.borrow_mut() = keys;
+    }
+
+    /// Whether rooms' events are kept and subscribes wait for their room's
+    /// history (README, History and recovery).
+    fn keeps_history(&self) -> bool {
+        self.instance.config.history_size > 0
+    }
+
+    /// The shard that owns a room's order: its events' sequence and history
+    /// (one instance), its member tally (`PRESENCE_EVENTS`).
+    pub(crate) fn owner_of(&self, room: &str) -> ShardId {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        // SipHash with fixed keys: every shard of the process agrees.
+        let mut hasher = DefaultHasher::new();
+        room.hash(&mut hasher);
+        ShardId::new((hasher.finish() % self.instance.shard_count() as u64) as usize)
     }
 
     /// Queues one frame of the server's own to a session, counted as owed
@@ -177,19 +240,37 @@ impl Shard {
         self.for_each_session(|s| s.close(reason));
     }
 
-    /// Subscribes the session to the room it asked for (README, Client protocol).
-    pub fn subscribe(&self, session: &Rc<SessionHandle>, requested: &str) -> Result<(), SubscribeError> {
+    /// Subscribes the session to the room it asked for (README, Client protocol); with
+    /// history on, once its room's history has answered.
+    pub fn subscribe(
+        &self,
+        session: &Rc<SessionHandle>,
+        requested: &str,
+        since: Option<Since>,
+    ) -> Result<Subscribed, SubscribeError> {
         crate::fault::panic_on(requested);
         let room = room::room_to_join(&session.identity, requested)?;
-        if room != room::ALL && self.index.borrow_mut().join(session, &room)? {
+        if self.keeps_history() {
+            self.subscribe_in_order(session, requested, room, since)?;
+            return Ok(Subscribed::Later);
+        }
+        if self.join(session, &room, 0)? {
             self.member_joined(&room, &session.identity);
         }
-        Ok(())
+        Ok(Subscribed::Now)
+    }
+
+    /// Joins the room, at its offset `at`, unless the session is always in
+    /// it; `true` when the session is new to the room (its presence is for
+    /// the caller to announce, after what it queues to the session itself).
+    fn join(&self, session: &Rc<SessionHandle>, room: &str, at: u64) -> Result<bool, SubscribeError> {
+        let implicit = room::implicit_slot(&session.identity, room).is_some();
+        Ok(!implicit && self.index.borrow_mut().join(session, room, at)?)
     }
 
     pub fn unsubscribe(&self, session: &SessionHandle, requested: &str) -> Result<(), SubscribeError> {
         let room = room::room_to_join(&session.identity, requested)?;
-        if room == room::ALL {
+        if room::implicit_slot(&session.identity, &room).is_some() {
             return Err(SubscribeError::LeaveAll);
         }
         if self.index.borrow_mut().leave(session, &room) {
@@ -201,14 +282,15 @@ impl Shard {
     /// Sends the event on its way to every session that should get it, on
     /// every shard (and, with Redis, every instance). Fails, with nothing
     /// delivered, while any of the instance's Redis links is down.
-    pub async fn publish(&self, event: Event) -> Result<(), Unavailable> {
+    pub async fn publish(&self, event: Event) -> Result<(), PublishError> {
         match &self.bus {
-            Bus::Local => self.publish_locally(event),
+            Bus::Local if self.instance.config.history_size > 0 => self.publish_in_order(event)?,
+            Bus::Local => self.publish_locally(Arc::new(event)),
             Bus::Redis { publisher, channels, history, .. } => {
                 // Another shard's subscriber being down would lose the event
                 // for that shard's sessions: refuse it rather than answer 202.
                 if self.instance.redis_connected() == Some(false) {
-                    return Err(Unavailable);
+                    return Err(PublishError::Redis(Unavailable));
                 }
                 let started = Instant::now();
                 let channel = channels.for_room(event.room.as_deref());
@@ -228,8 +310,7 @@ impl Shard {
     }
 
     /// Hands the event to every other shard's inbox and delivers it here.
-    fn publish_locally(&self, event: Event) {
-        let event = Arc::new(event);
+    fn publish_locally(&self, event: Arc<Event>) {
         let full = self.instance.mailboxes.post_to_others(self.id, &event);
         for _ in 0..full {
             self.instance.metrics.dropped(DropReason::InboxFull);
@@ -244,12 +325,22 @@ impl Shard {
         let frame = Utf8Bytes::from(event.frame.as_str().to_owned());
         let index = self.index.borrow();
         let mut fanout = Fanout { frame, role: event.role, ..Fanout::default() };
+        let offset = event.position.as_ref().map(|p| p.offset);
+        let implicit = |room| offset.map(|offset| (room, offset));
         match &event.audience {
-            Audience::Everyone => index.sessions().for_each(|s| fanout.offer(s)),
+            Audience::Everyone => {
+                fanout.implicit = implicit(Implicit::All);
+                index.sessions().for_each(|s| fanout.offer(s));
+            }
             Audience::Room(room) => index.members(room).iter().for_each(|s| fanout.offer(s)),
-            Audience::User(user) => index.user_sessions(user).iter().for_each(|s| fanout.offer(s)),
-            Audience::Personal(user) => {
+            Audience::User(user) => {
+                fanout.implicit = implicit(Implicit::All);
                 index.user_sessions(user).iter().for_each(|s| fanout.offer(s));
+            }
+            Audience::Personal(user) => {
+                fanout.implicit = implicit(Implicit::User);
+                index.user_sessions(user).iter().for_each(|s| fanout.offer(s));
+                fanout.implicit = None;
                 // Admins watching the room; the user's own sessions are in it
                 // without joining.
                 index.members(&room::personal_user_room(user)).iter().for_each(|s| fanout.offer(s));
@@ -275,11 +366,35 @@ impl Shard {
     }
 }
 
+/// One instance with history on: the history of the rooms this shard
+/// orders, its epochs named for this start and shard.
+fn local_history(instance: &Instance, id: ShardId) -> Option<RefCell<Store>> {
+    let config = &instance.config;
+    if config.history_size == 0 || config.redis.is_some() {
+        return None;
+    }
+    let start = ulid::Ulid::new().to_string();
+    let prefix = format!("{}{}-", &start[start.len() - 8..], id.index());
+    Some(RefCell::new(Store::new(config.history_size, config.history_ttl, prefix)))
+}
+
+/// A subscribe waiting for its room's answer.
+struct Pending {
+    session: Weak<SessionHandle>,
+    /// The room as the client named it, for the answer.
+    requested: String,
+    room: String,
+    since: Option<Since>,
+}
+
 /// One event's delivery on one shard: the role it is for, if any, and its
 /// counts, added to the shared counters and the backlog once.
 #[derive(Default)]
 struct Fanout {
     role: Option<Role>,
+    /// When the event is of a room the sessions offered are always in, and
+    /// kept: that room and its offset.
+    implicit: Option<(Implicit, u64)>,
     frame: Utf8Bytes,
     now: LazyNow,
     queued: u64,
@@ -298,6 +413,9 @@ impl Fanout {
         match session.push(self.frame.clone(), &mut self.now) {
             Push::Queued(counted) => {
                 self.queued += 1;
+                if let Some((room, offset)) = self.implicit {
+                    session.had_live(room, offset);
+                }
                 match counted {
                     Counted::Added(bytes) => self.counted += bytes,
                     Counted::Released(bytes) => self.released += bytes,
@@ -306,16 +424,5 @@ impl Fanout {
             Push::Overflow => self.slow += 1,
             Push::Closing => {}
         }
-    }
-}
-
-/// Placeholder until main's "Local history" commit brings the shard's side
-/// of recovery (the merge replaces it): an answer is dropped.
-impl Shard {
-    pub fn recovered(
-        &self,
-        _ticket: crate::history::Ticket,
-        _answer: Result<crate::history::Recovery, Unavailable>,
-    ) {
     }
 }

@@ -6,8 +6,6 @@
 //! hash of its name) that counts, per member, the shards holding one of its
 //! sessions there, and publishes `join` on 0 → 1 and `leave` on 1 → 0.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -193,20 +191,12 @@ impl Shard {
             role: identity.role,
             joined,
         };
-        let tally = self.tally_shard(room);
+        let tally = self.owner_of(room);
         if tally == self.id {
             self.tally(change);
         } else if self.instance.mailboxes.post_to(tally, ShardMsg::Tally(change)).is_err() {
             self.instance.metrics.dropped(DropReason::InboxFull);
         }
-    }
-
-    /// The shard that counts `room`'s members over the shards.
-    fn tally_shard(&self, room: &str) -> ShardId {
-        // SipHash with fixed keys: every shard of the process agrees.
-        let mut hasher = DefaultHasher::new();
-        room.hash(&mut hasher);
-        ShardId::new((hasher.finish() % self.instance.shard_count() as u64) as usize)
     }
 
     /// Counts a shard's first or last session of a member in a room this
@@ -222,7 +212,7 @@ impl Shard {
         match presence::membership_event(&room, &user_id, role, joined) {
             Ok(event) => {
                 self.instance.metrics.presence.event(joined);
-                self.publish_locally(event);
+                self.publish_locally(std::sync::Arc::new(event));
             }
             Err(e) => warn!(error = %e, "cannot encode a presence event"),
         }

@@ -75,6 +75,9 @@ pub fn assert_connected(v: &Value, user_id: &str, role: &str) {
     assert_eq!(v["payload"]["userId"], json!(user_id), "userId in {v}");
     assert_eq!(v["payload"]["role"], json!(role), "role in {v}");
     assert_eq!(v["payload"]["rooms"], json!(rooms_of(role)), "rooms in {v}");
+    let joined = v["payload"]["joined"].as_array().unwrap_or_else(|| panic!("joined is not a list in {v}"));
+    assert_eq!(joined[..2], [json!("all"), json!(format!("user:{user_id}"))], "joined in {v}");
+    assert!(v["payload"]["exp"].is_u64(), "exp in {v}");
     let ts = v["timestamp"].as_str().unwrap_or_else(|| panic!("timestamp is not a string in {v}"));
     assert!(is_rfc3339_millis_utc(ts), "timestamp {ts:?} in {v}");
 }
@@ -102,10 +105,27 @@ pub fn subscribe_answer(ws: &mut Ws, room: &str) -> Value {
     next_json(ws, DEFAULT_DEADLINE)
 }
 
-/// Subscribes and asserts `{"type":"subscribed","room":<room>}`.
-pub fn subscribe(ws: &mut Ws, room: &str) {
+/// Subscribes and asserts `{"type":"subscribed","room":<room>}`, with the
+/// room's `offset` and `epoch` when history is on.
+pub fn subscribe(ws: &mut Ws, room: &str) -> Value {
     let v = subscribe_answer(ws, room);
-    assert_eq!(v, json!({"type": "subscribed", "room": room}), "answer to subscribe {room:?}");
+    assert_subscribed(&v, room);
+    v
+}
+
+/// Asserts `v` is `subscribed` for `room`: with history on, with its
+/// position (an integer offset, a non-empty epoch) and nothing else.
+pub fn assert_subscribed(v: &Value, room: &str) {
+    let mut plain = v.clone();
+    let position = plain.as_object_mut().map(|o| (o.remove("offset"), o.remove("epoch")));
+    assert_eq!(plain, json!({"type": "subscribed", "room": room}), "answer to subscribe {room:?}");
+    match position {
+        Some((Some(offset), Some(epoch))) => {
+            assert!(offset.is_u64() && epoch.as_str().is_some_and(|e| !e.is_empty()), "position in {v}")
+        }
+        Some((None, None)) => {}
+        _ => panic!("offset and epoch come together: {v}"),
+    }
 }
 
 /// Sends `unsubscribe` for `room` and returns the answer.

@@ -49,6 +49,15 @@ pub fn server() -> Builder {
 
 impl Builder {
     /// Set (or replace) an environment variable.
+    /// History off (`HISTORY_SIZE=0`). With it on, one instance orders each
+    /// room's events on the shard that owns the room, so events of different
+    /// rooms may reach a client in either order (README, History and
+    /// recovery); a test that reads "everything before the marker" across
+    /// rooms needs the whole-instance order that history off keeps.
+    pub fn without_history(self) -> Self {
+        self.env("HISTORY_SIZE", "0")
+    }
+
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.retain(|(key, _)| key != k);
         self.unset.retain(|key| key != k);
