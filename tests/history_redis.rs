@@ -187,3 +187,126 @@ fn a_log_trimmed_during_an_outage_means_resync() {
     assert_eq!(ids(&got), [missed], "{got:?}");
     assert_eq!(catch_ups(&a, "resync"), 2.0, "the orders channel on each shard");
 }
+
+/// Subscribes `ws` to `room` with `since`; returns the `subscribed` answer.
+fn subscribe_since(ws: &mut Ws, room: &str, offset: u64, epoch: &str) -> Value {
+    send_json(ws, &json!({"type": "subscribe", "room": room, "since": {"offset": offset, "epoch": epoch}}));
+    next_json(ws, DEFAULT_DEADLINE)
+}
+
+/// `orders`' stream as Redis holds it: (epoch, latest offset).
+fn orders_position(redis: &RedisServer) -> (String, u64) {
+    let (epoch, offset): (String, u64) =
+        redis.query(redis::cmd("HMGET").arg("realtime:history-meta:orders").arg("epoch").arg("offset"));
+    (epoch, offset)
+}
+
+#[test]
+fn a_restarted_instance_keeps_the_history() {
+    let Some(redis) = RedisServer::start() else { return };
+    let a = instance(&redis.url(), 100);
+    let published: Vec<String> = (1..=5).map(|n| a.broadcast(room_event("orders", n))).collect();
+    drop(a);
+    let (epoch, _) = orders_position(&redis);
+
+    let again = instance(&redis.url(), 100);
+    let (mut ws, _) = again.connect("s1", "seller");
+    let answer = subscribe_since(&mut ws, "orders", 2, &epoch);
+    assert_eq!(
+        answer,
+        json!({"type": "subscribed", "room": "orders", "offset": 5, "epoch": epoch, "recovered": true})
+    );
+    for (offset, id) in (3..=5).zip(&published[2..]) {
+        let event = expect_event(&mut ws, id);
+        assert_eq!((event["offset"].as_u64(), event["epoch"].as_str()), (Some(offset), Some(epoch.as_str())));
+    }
+    let marker = again.marker();
+    expect_only_marker(&mut ws, &marker, "after the replay");
+}
+
+#[test]
+fn recovery_while_events_keep_coming_has_no_gap_and_no_duplicate() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (a, b) = (instance(&redis.url(), 100), instance(&redis.url(), 100));
+    b.broadcast(room_event("orders", 0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let (stop, port) = (stop.clone(), b.port);
+        thread::spawn(move || {
+            let mut taken = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let r = publish(port, BROADCAST, &room_event("orders", taken).to_string(), &[]);
+                assert_eq!(r.status, 202, "{r:?}");
+                taken += 1;
+            }
+            taken
+        })
+    };
+    // Clients on both shards of A join while events flow, each from a point
+    // a few events back.
+    let mut joined = Vec::new();
+    for round in 0..6 {
+        let (epoch, latest) = orders_position(&redis);
+        let since = latest.saturating_sub(3);
+        let (mut ws, _) = a.connect(&format!("r{round}"), "seller");
+        let answer = subscribe_since(&mut ws, "orders", since, &epoch);
+        assert_eq!(answer["recovered"], true, "round {round}: {answer}");
+        joined.push((since, ws));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let total = 1 + publisher.join().expect("the publishing thread");
+    let marker = b.marker();
+    for (round, (since, ws)) in joined.iter_mut().enumerate() {
+        let got = read_until_marker(ws, &marker);
+        let expected: Vec<u64> = (*since + 1..=total).collect();
+        assert_eq!(offsets(&got).0, expected, "round {round}: replayed then live, each once");
+    }
+}
+
+#[test]
+fn the_history_api_reads_redis_from_any_instance() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (a, b) = (instance(&redis.url(), 100), instance(&redis.url(), 100));
+    let published: Vec<String> = (1..=4).map(|n| a.broadcast(room_event("orders", n))).collect();
+    let (epoch, _) = orders_position(&redis);
+    let page = b.get(&format!("/api/rooms/orders/history?since=1&epoch={epoch}&limit=2")).json();
+    assert_eq!(
+        (&page["offset"], &page["recovered"], &page["epoch"]),
+        (&json!(4), &json!(true), &json!(epoch))
+    );
+    assert_eq!(ids(page["events"].as_array().expect("events")), published[1..3], "{page}");
+    let newest = b.get("/api/rooms/orders/history").json();
+    assert_eq!(ids(newest["events"].as_array().expect("events")), published, "{newest}");
+    let stale = b.get("/api/rooms/orders/history?since=1&epoch=other").json();
+    assert_eq!((&stale["recovered"], &stale["events"]), (&json!(false), &json!([])), "{stale}");
+}
+
+#[test]
+fn a_subscribe_while_redis_is_out_of_reach_is_unavailable() {
+    let Some(redis) = RedisServer::start() else { return };
+    let (a, _b, _) = cut_off_pair(&redis, "gone", 100);
+    let (mut ws, _) = a.connect("s9", "seller");
+    redis.lock_out("gone");
+    a.wait_health("redis", &json!("disconnected"), DEFAULT_DEADLINE);
+    send_json(&mut ws, &json!({"type": "subscribe", "room": "orders"}));
+    assert_error(&next_json(&mut ws, DEFAULT_DEADLINE), "unavailable", "subscribe while Redis is away");
+    redis.let_in("gone");
+    a.wait_health("redis", &json!("connected"), REDIS_DEADLINE);
+    let answer = subscribe_answer(&mut ws, "orders");
+    assert_eq!(answer["type"], "subscribed", "{answer}");
+}
+
+#[test]
+fn a_fetch_does_not_wait_on_a_frozen_redis() {
+    let Some(redis) = RedisServer::start() else { return };
+    let a = instance(&redis.url(), 100);
+    let (mut ws, _) = a.connect("s1", "seller");
+    redis.signal(libc::SIGSTOP);
+    send_json(&mut ws, &json!({"type": "subscribe", "room": "orders"}));
+    let answer = next_json(&mut ws, DEFAULT_DEADLINE);
+    redis.signal(libc::SIGCONT);
+    assert_error(&answer, "unavailable", "subscribe while Redis is frozen");
+    a.wait_health("redis", &json!("connected"), REDIS_DEADLINE);
+    let answer = subscribe_answer(&mut ws, "orders");
+    assert_eq!(answer["type"], "subscribed", "{answer}");
+}
