@@ -89,16 +89,11 @@ pub async fn run(
                     subscriber.metrics.redis_reconnects.inc();
                 }
                 first = false;
-                let (steps, outcomes) = seen.caught_up(missed, held);
-                for step in steps {
-                    match step {
-                        Step::Deliver(message) => dispatch(&subscriber, &message, &handlers),
-                        Step::Resync(channel) => (handlers.resync)(&channel),
-                    }
-                }
-                outcomes.into_iter().for_each(|o| subscriber.metrics.caught_up(o == Outcome::Complete));
+                catch_up(&subscriber, &mut seen, missed, held, &handlers);
                 subscriber.link.set(true);
-                recoveries.map(|r| r.listen(true));
+                if let Some(recoveries) = recoveries {
+                    recoveries.listen(true);
+                }
                 outage.connected();
                 let error = listen(conn, history, recoveries, &mut in_flight, |pushed| match pushed {
                     Pushed::Message(message) => {
@@ -119,6 +114,31 @@ pub async fn run(
         }
         glommio::timer::sleep(backoff.next_delay()).await;
     }
+}
+
+/// Hands on, before anything read later, what the channels missed while the
+/// subscriber was away and what was read while that answer was awaited; or
+/// has the rooms of a channel whose missed events are lost resync.
+fn catch_up(
+    subscriber: &Subscriber,
+    seen: &mut Seen,
+    missed: Vec<history::Missed>,
+    held: Vec<Message>,
+    handlers: &Handlers<
+        impl Fn(Event),
+        impl Fn(Control),
+        impl Fn(Ticket, Result<Recovery, Unavailable>),
+        impl Fn(&str),
+    >,
+) {
+    let (steps, outcomes) = seen.caught_up(missed, held);
+    for step in steps {
+        match step {
+            Step::Deliver(message) => dispatch(subscriber, &message, handlers),
+            Step::Resync(channel) => (handlers.resync)(&channel),
+        }
+    }
+    outcomes.into_iter().for_each(|o| subscriber.metrics.caught_up(o == Outcome::Complete));
 }
 
 /// A new subscription: what its channels missed, and what was read while
