@@ -164,13 +164,14 @@ fn a_subscriber_blip_loses_nothing_and_repeats_nothing() {
 #[test]
 fn a_log_trimmed_during_an_outage_means_resync() {
     let Some(redis) = RedisServer::start() else { return };
-    // HISTORY_SIZE=1: each channel's catch-up log holds 100 messages.
+    // HISTORY_SIZE=1: each channel's catch-up log holds 100 messages, and
+    // is trimmed back to that once it passes 164.
     let (a, b, mut orders) = cut_off_pair(&redis, "cut", 1);
     let mut stock = a.subscriber("w1", "seller", &["inventory"]);
 
     redis.lock_out("cut");
     a.wait_health("redis", &json!("disconnected"), DEFAULT_DEADLINE);
-    for n in 1..=101 {
+    for n in 1..=165 {
         b.broadcast(room_event("orders", n));
     }
     let missed = b.broadcast(json!({"room": "inventory", "type": "t", "payload": {}}));

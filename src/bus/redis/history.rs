@@ -12,8 +12,8 @@
 //! - `<channel>:seq`, a hash: the channel's own `epoch` and sequence `n`,
 //!   counting every event published with history (no expiry: four keys);
 //! - `<channel>:log`, a list: the channel's last [`LOG_PER_HISTORY`] ×
-//!   `HISTORY_SIZE` messages as published, for a subscriber that comes back
-//!   (`subscriber`, `catch_up`).
+//!   `HISTORY_SIZE` messages as published (up to 64 more), for a subscriber
+//!   that comes back (`subscriber`, `catch_up`).
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -35,7 +35,10 @@ pub const LOG_PER_HISTORY: usize = 100;
 /// Appends the envelope ARGV[1] to its stream (making the stream's epoch,
 /// ARGV[2], when it has none), and publishes it with its offset and the
 /// channel's sequence on ARGV[6], keeping that in the channel's log too.
-/// Returns the offset.
+/// Returns the offset. Each `redis.call` costs Redis about 1.5 µs, so the
+/// log is trimmed once per 64 messages rather than each time (it may hold
+/// up to 64 more), and a channel's sequence epoch is written only when its
+/// sequence starts.
 const PUBLISH_SCRIPT: &str = r#"
 local list, meta, seq, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local envelope, fresh, size, ttl, logsize, channel =
@@ -48,14 +51,16 @@ if not epoch then
 end
 local offset = redis.call('HINCRBY', meta, 'offset', 1)
 local kept = string.sub(envelope, 1, -2) .. ',"offset":' .. offset .. ',"epoch":"' .. epoch .. '"'
-redis.call('RPUSH', list, kept .. '}')
-redis.call('LTRIM', list, -size, -1)
+if redis.call('RPUSH', list, kept .. '}') > size then redis.call('LTRIM', list, -size, -1) end
 redis.call('EXPIRE', list, ttl)
 redis.call('EXPIRE', meta, ttl)
-if redis.call('HSETNX', seq, 'epoch', fresh) == 1 then redis.call('DEL', log) end
-local sent = kept .. ',"seq":' .. redis.call('HINCRBY', seq, 'n', 1) .. '}'
-redis.call('RPUSH', log, sent)
-redis.call('LTRIM', log, -logsize, -1)
+local n = redis.call('HINCRBY', seq, 'n', 1)
+if n == 1 then
+  redis.call('HSETNX', seq, 'epoch', fresh)
+  redis.call('DEL', log)
+end
+local sent = kept .. ',"seq":' .. n .. '}'
+if redis.call('RPUSH', log, sent) > logsize + 64 then redis.call('LTRIM', log, -logsize, -1) end
 redis.call('EXPIRE', log, ttl)
 redis.call('PUBLISH', channel, sent)
 return offset
