@@ -311,3 +311,26 @@ fn a_fetch_does_not_wait_on_a_frozen_redis() {
     let answer = subscribe_answer(&mut ws, "orders");
     assert_eq!(answer["type"], "subscribed", "{answer}");
 }
+
+#[test]
+fn asking_about_a_quiet_room_keeps_nothing_and_stays_true() {
+    let Some(redis) = RedisServer::start() else { return };
+    // Epochs name HISTORY_TTL windows: with windows of 11 days, the question
+    // and the first event fall in one window but once in a million runs.
+    let a = server().env("REDIS_URL", &redis.url()).env("HISTORY_TTL", "1000000").start();
+    a.wait_health("redis", &json!("connected"), REDIS_DEADLINE);
+    let (mut ws, _) = a.connect("s1", "seller");
+    let answer = subscribe_answer(&mut ws, "orders:quiet");
+    assert_eq!(answer["offset"], 0, "{answer}");
+    let epoch = answer["epoch"].as_str().expect("an epoch").to_owned();
+    let keys: Vec<String> = redis.query(redis::cmd("KEYS").arg("realtime:history*:orders:quiet"));
+    assert!(keys.is_empty(), "a question keeps nothing: {keys:?}");
+
+    let id = a.broadcast(room_event("orders:quiet", 1));
+    let event = expect_event(&mut ws, &id);
+    assert_eq!((event["offset"].as_u64(), event["epoch"].as_str()), (Some(1), Some(epoch.as_str())));
+    let (mut again, _) = a.connect("s2", "seller");
+    let answer = subscribe_since(&mut again, "orders:quiet", 0, &epoch);
+    assert_eq!(answer["recovered"], true, "the first event came in the same window: {answer}");
+    expect_event(&mut again, &id);
+}

@@ -5,7 +5,7 @@
 //! the offsets and on the order of a channel's events.
 //!
 //! - `<prefix>:history-meta:<stream>`, a hash: the stream's `epoch` and
-//!   latest `offset`;
+//!   latest `offset`, made by its first event;
 //! - `<prefix>:history:<stream>`, a list: its last `HISTORY_SIZE` envelopes,
 //!   each with its `offset` and `epoch`; both expire `HISTORY_TTL` after the
 //!   stream's last event;
@@ -13,7 +13,9 @@
 //!   counting every event published with history (no expiry: four keys);
 //! - `<channel>:log`, a list: the channel's last [`LOG_PER_HISTORY`] ×
 //!   `HISTORY_SIZE` messages as published (up to 64 more), for a subscriber
-//!   that comes back (`subscriber`, `catch_up`).
+//!   that comes back (`subscriber`, `catch_up`);
+//! - `<prefix>:history-life`, a string: a random token, new when Redis has
+//!   lost its data, that begins every stream's epoch.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -32,20 +34,43 @@ use crate::metrics::{HistoryScript, Metrics};
 /// enough for an outage of a few seconds at thousands of events a second.
 pub const LOG_PER_HISTORY: usize = 100;
 
-/// Appends the envelope ARGV[1] to its stream (making the stream's epoch,
-/// ARGV[2], when it has none), and publishes it with its offset and the
-/// channel's sequence on ARGV[6], keeping that in the channel's log too.
-/// Returns the offset. Each `redis.call` costs Redis about 1.5 µs, so the
-/// log is trimmed once per 64 messages rather than each time (it may hold
-/// up to 64 more), and a channel's sequence epoch is written only when its
-/// sequence starts.
-const PUBLISH_SCRIPT: &str = r#"
-local list, meta, seq, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+/// The epoch a stream begins with: this Redis's history life (a random
+/// token, ARGV[2], kept in KEYS[5] when there is none: Redis losing its data
+/// starts a new life) and the `HISTORY_TTL` window it begins in. A stream
+/// lives a whole TTL after its last event, so it begins at most once per
+/// window and no two of its lives share an epoch; and the position given
+/// for a room without events stays true when its first event comes in the
+/// same window, without keeping anything for the question.
+macro_rules! epoch_lua {
+    () => {
+        r#"
+local function epoch_now(lifekey, fresh, ttl)
+  local life = redis.call('GET', lifekey)
+  if not life then
+    life = fresh
+    redis.call('SET', lifekey, life)
+  end
+  return life .. '-' .. math.floor(tonumber(redis.call('TIME')[1]) / tonumber(ttl))
+end
+"#
+    };
+}
+
+/// Appends the envelope ARGV[1] to its stream (beginning the stream when it
+/// has none), and publishes it with its offset and the channel's sequence on
+/// ARGV[6], keeping that in the channel's log too. Returns the offset. Each
+/// `redis.call` costs Redis about 1.5 µs, so lists are trimmed only once
+/// past their cap (the log once 64 past it), and a channel's sequence epoch
+/// is written only when its sequence starts.
+const PUBLISH_SCRIPT: &str = concat!(
+    epoch_lua!(),
+    r#"
+local list, meta, seq, log, lifekey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local envelope, fresh, size, ttl, logsize, channel =
   ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then
-  epoch = fresh
+  epoch = epoch_now(lifekey, fresh, ttl)
   redis.call('DEL', list)
   redis.call('HSET', meta, 'epoch', epoch)
 end
@@ -64,23 +89,21 @@ if redis.call('RPUSH', log, sent) > logsize + 64 then redis.call('LTRIM', log, -
 redis.call('EXPIRE', log, ttl)
 redis.call('PUBLISH', channel, sent)
 return offset
-"#;
+"#
+);
 
-/// A stream's position (making its epoch, ARGV[1], when it has none: a
-/// position given out must stay true) and up to ARGV[5] kept envelopes:
-/// the newest without `since` (ARGV[3] empty), else those after it when
-/// the stream still holds them all. Returns epoch, offset, how many are
-/// kept, the envelopes.
-const FETCH_SCRIPT: &str = r#"
-local list, meta = KEYS[1], KEYS[2]
+/// A stream's position and up to ARGV[5] kept envelopes: the newest without
+/// `since` (ARGV[3] empty), else those after it when the stream still holds
+/// them all. A stream without events answers offset 0 in the epoch it would
+/// begin with now, and keeps nothing (a client's questions cannot make Redis
+/// grow). Returns epoch, offset, how many are kept, the envelopes.
+const FETCH_SCRIPT: &str = concat!(
+    epoch_lua!(),
+    r#"
+local list, meta, lifekey = KEYS[1], KEYS[2], KEYS[3]
 local fresh, ttl, since, since_epoch, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local epoch = redis.call('HGET', meta, 'epoch')
-if not epoch then
-  epoch = fresh
-  redis.call('DEL', list)
-  redis.call('HSET', meta, 'epoch', epoch, 'offset', 0)
-  redis.call('EXPIRE', meta, ttl)
-end
+if not epoch then return {epoch_now(lifekey, fresh, ttl), 0, 0, {}} end
 local offset = tonumber(redis.call('HGET', meta, 'offset') or '0')
 local kept = redis.call('LLEN', list)
 local first = offset + 1 - kept
@@ -92,7 +115,8 @@ elseif limit > 0 and since_epoch == epoch and tonumber(since) <= offset and tonu
   events = redis.call('LRANGE', list, from, from + limit - 1)
 end
 return {epoch, offset, kept, events}
-"#;
+"#
+);
 
 /// For each channel (KEYS: its sequence and log; ARGV[2i], ARGV[2i+1]: the
 /// epoch and last sequence a subscriber handed on, empty when none), where
@@ -216,7 +240,13 @@ impl History {
     /// The script call that appends `envelope` to `stream` and publishes it
     /// on `channel`.
     pub fn append(&self, stream: &str, channel: &str, envelope: &str, by_text: bool) -> Vec<u8> {
-        let keys = [self.list(stream), self.meta(stream), format!("{channel}:seq"), format!("{channel}:log")];
+        let keys = [
+            self.list(stream),
+            self.meta(stream),
+            format!("{channel}:seq"),
+            format!("{channel}:log"),
+            self.life(),
+        ];
         let args = [
             envelope.to_owned(),
             self.fresh_epoch(),
@@ -274,7 +304,7 @@ impl History {
     /// The script call that answers `since` (or, without it, gives the
     /// newest `limit` events) for `stream`.
     pub fn ask(&self, stream: &str, since: Option<&Since>, limit: usize, by_text: bool) -> Vec<u8> {
-        let keys = [self.list(stream), self.meta(stream)];
+        let keys = [self.list(stream), self.meta(stream), self.life()];
         let (offset, epoch) =
             since.map_or((String::new(), String::new()), |s| (s.offset.to_string(), s.epoch.clone()));
         let args = [self.fresh_epoch(), self.ttl_secs.to_string(), offset, epoch, limit.to_string()];
@@ -302,6 +332,10 @@ impl History {
 
     fn meta(&self, stream: &str) -> String {
         format!("{}:history-meta:{stream}", self.prefix)
+    }
+
+    fn life(&self) -> String {
+        format!("{}:history-life", self.prefix)
     }
 }
 
