@@ -3,7 +3,8 @@
 //! connection then costs no timer and no wake-up until something is due. The
 //! sweep also takes stalled sessions' bytes out of the shard's backlog, for
 //! those that no new frame reaches (a frame queued to one does it at once),
-//! and frees the history of rooms that went `HISTORY_TTL` without an event.
+//! frees the history of rooms that went `HISTORY_TTL` without an event, and
+//! gives up subscribes whose answer was lost.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -33,6 +34,6 @@ pub async fn run(shard: Rc<Shard>) {
             released += session.release_if_stalled(&mut LazyNow::at(now));
         });
         shard.release_backlog(released);
-        shard.expire_history();
+        shard.sweep_history(now);
     }
 }

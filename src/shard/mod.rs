@@ -369,6 +369,7 @@ fn local_history(instance: &Instance, id: ShardId) -> Option<RefCell<Store>> {
 
 /// A subscribe waiting for its room's answer.
 struct Pending {
+    asked: Instant,
     session: Weak<SessionHandle>,
     /// The room as the client named it, for the answer.
     requested: String,
