@@ -1,8 +1,6 @@
 //! Server pings, the read timeout and token expiry, for every session of a
 //! shard, from one sweep a second instead of timers per connection: an idle
-//! connection then costs no timer and no wake-up until something is due. The
-//! sweep also takes stalled sessions' bytes out of the shard's backlog, for
-//! those that no new frame reaches (a frame queued to one does it at once).
+//! connection then costs no timer and no wake-up until something is due.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -10,7 +8,6 @@ use std::time::{Duration, Instant};
 use crate::auth::jwt::now_secs;
 use crate::close::CloseReason;
 use crate::gateway::expiry;
-use crate::shard::handle::LazyNow;
 use crate::shard::Shard;
 
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -21,7 +18,6 @@ pub async fn run(shard: Rc<Shard>) {
         glommio::timer::sleep(SWEEP_EVERY).await;
         let now = Instant::now();
         let unix_now = now_secs();
-        let mut released = 0;
         shard.for_each_session(|session| {
             if now.duration_since(session.last_seen()) >= config.ws_read_timeout {
                 session.close(CloseReason::ReadTimeout);
@@ -29,8 +25,6 @@ pub async fn run(shard: Rc<Shard>) {
                 session.ping(now + config.ws_ping_interval);
             }
             expiry::check(&shard, session, unix_now);
-            released += session.release_if_stalled(&mut LazyNow::at(now));
         });
-        shard.release_backlog(released);
     }
 }

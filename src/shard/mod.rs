@@ -35,7 +35,7 @@ use crate::instance::{Instance, ShardParts};
 use crate::metrics::{DropReason, ShardMetrics};
 use crate::room::{self, JoinError};
 pub use crate::shard_id::ShardId;
-use handle::{Counted, LazyNow, Push, SessionHandle};
+use handle::{Push, SessionHandle};
 use index::Index;
 pub use index::{SessionKey, TooManyRooms};
 
@@ -154,7 +154,7 @@ impl Shard {
     }
 
     /// `bytes` of the backlog are no longer owed by this shard's writers:
-    /// taken for writing, or held for a stalled client.
+    /// taken for writing.
     pub fn release_backlog(&self, bytes: usize) {
         self.backlog.remove(bytes);
     }
@@ -251,7 +251,6 @@ impl Shard {
     /// What a fan-out owes the backlog, and the clients it closed as slow.
     fn settle(&self, fanout: &Fanout) {
         self.backlog.add(fanout.counted);
-        self.backlog.remove(fanout.released);
         if fanout.slow > 0 {
             self.instance.metrics.slow_client_closes.inc_by(fanout.slow);
         }
@@ -264,13 +263,10 @@ impl Shard {
 struct Fanout {
     role: Option<Role>,
     frame: Utf8Bytes,
-    now: LazyNow,
     queued: u64,
     slow: u64,
     /// Bytes the backlog gains.
     counted: usize,
-    /// Bytes of stalled sessions that leave the backlog.
-    released: usize,
 }
 
 impl Fanout {
@@ -278,13 +274,10 @@ impl Fanout {
         if self.role.is_some_and(|role| role != session.identity.role) {
             return;
         }
-        match session.push(self.frame.clone(), &mut self.now) {
+        match session.push(self.frame.clone()) {
             Push::Queued(counted) => {
                 self.queued += 1;
-                match counted {
-                    Counted::Added(bytes) => self.counted += bytes,
-                    Counted::Released(bytes) => self.released += bytes,
-                }
+                self.counted += counted;
             }
             Push::Overflow => self.slow += 1,
             Push::Closing => {}
