@@ -24,8 +24,8 @@ use redis::Value;
 use sha1::{Digest, Sha1};
 use tracing::warn;
 
+use super::envelope::parse;
 use super::publisher::{Publisher, Unavailable};
-use super::subscriber::parse;
 use crate::config::Config;
 use crate::history::{Recovery, Since, Window};
 use crate::metrics::{HistoryScript, Metrics};

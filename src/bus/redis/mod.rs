@@ -11,6 +11,7 @@
 pub mod backoff;
 mod catch_up;
 pub mod channels;
+mod envelope;
 pub mod history;
 pub mod links;
 mod outage;
