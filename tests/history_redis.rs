@@ -334,3 +334,21 @@ fn asking_about_a_quiet_room_keeps_nothing_and_stays_true() {
     assert_eq!(answer["recovered"], true, "the first event came in the same window: {answer}");
     expect_event(&mut again, &id);
 }
+
+#[test]
+fn scripts_flushed_from_redis_are_sent_again_by_text() {
+    let Some(redis) = RedisServer::start() else { return };
+    let a = instance(&redis.url(), 100);
+    let first = a.broadcast(room_event("orders", 1));
+    let _: () = redis.query(redis::cmd("SCRIPT").arg("FLUSH"));
+    // Both the publish (publisher connection) and the fetch (subscriber
+    // connection) meet NOSCRIPT once, and go on with EVAL.
+    let second = a.broadcast(room_event("orders", 2));
+    let (epoch, _) = orders_position(&redis);
+    let (mut ws, _) = a.connect("s1", "seller");
+    let answer = subscribe_since(&mut ws, "orders", 0, &epoch);
+    assert_eq!(answer["recovered"], true, "{answer}");
+    expect_event(&mut ws, &first);
+    expect_event(&mut ws, &second);
+    assert_eq!(a.metric("realtime_redis_script_failures_total"), 0.0);
+}
