@@ -180,6 +180,15 @@ impl Shard {
         }
     }
 
+    /// The session's subscribes to `room` still waiting for their answer are
+    /// given up: an unsubscribe sent after them is the client's last word,
+    /// and their answer, which comes later, must not join it again.
+    pub(super) fn give_up_pending(&self, session: &SessionHandle, room: &str) {
+        self.pending
+            .borrow_mut()
+            .retain(|_, pending| !(pending.room == room && std::ptr::eq(pending.session.as_ptr(), session)));
+    }
+
     /// `None` when the session is not in the room; otherwise the offset from
     /// which it has had the room's events live (`Some(None)`: none yet).
     fn live_from(&self, session: &SessionHandle, room: &str) -> Option<Option<u64>> {

@@ -271,6 +271,7 @@ impl Shard {
         if room::implicit_slot(&session.identity, &room).is_some() {
             return Err(SubscribeError::LeaveAll);
         }
+        self.give_up_pending(session, &room);
         if self.index.borrow_mut().leave(session, &room) {
             self.member_left(&room, &session.identity);
         }

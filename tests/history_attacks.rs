@@ -1,0 +1,106 @@
+//! History and recovery (one instance) under attack: what a hostile client
+//! or a careless operator can do with `since`, `?rooms=` and racing
+//! subscribes, each a regression test of a problem found (README, History
+//! and recovery).
+
+mod support;
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+use support::*;
+use tungstenite::Message;
+
+/// Rooms enough that, whichever shard a connection lands on, some are
+/// ordered by the other one (a room's owner is a fixed hash of its name);
+/// new ones for each `client`.
+fn rooms(client: usize) -> Vec<String> {
+    (0..8).map(|n| format!("c{client}r{n}")).collect()
+}
+
+/// Sends every message in one write, so that the server reads them all
+/// before any answer from another shard can come back.
+fn send_together(ws: &mut Ws, messages: &[Value]) {
+    for message in messages {
+        ws.write(Message::text(message.to_string())).expect("write");
+    }
+    ws.flush().expect("flush");
+}
+
+/// Reads until `done` says the messages read so far, grouped by room, are
+/// all that is expected.
+fn read_by_room(
+    ws: &mut Ws,
+    done: impl Fn(&HashMap<String, Vec<Value>>) -> bool,
+) -> HashMap<String, Vec<Value>> {
+    let mut by_room = HashMap::new();
+    read_more(ws, &mut by_room, done);
+    by_room
+}
+
+/// Like [`read_by_room`], adding to what was read before.
+fn read_more(
+    ws: &mut Ws,
+    by_room: &mut HashMap<String, Vec<Value>>,
+    done: impl Fn(&HashMap<String, Vec<Value>>) -> bool,
+) {
+    while !done(by_room) {
+        let v = next_json(ws, DEFAULT_DEADLINE);
+        let room = v["room"].as_str().unwrap_or_else(|| panic!("a message without a room: {v}")).to_owned();
+        by_room.entry(room).or_default().push(v);
+    }
+}
+
+#[test]
+fn an_unsubscribe_sent_before_the_answer_leaves_the_room() {
+    let s = server().start();
+    let clients = s.connect_on_both_shards(2, |i| s.connect(&format!("a{i}"), "admin").0);
+    for (client, mut ws) in clients.into_iter().enumerate() {
+        let rooms = rooms(client);
+        let pairs: Vec<Value> = rooms
+            .iter()
+            .flat_map(|room| {
+                [json!({"type": "subscribe", "room": room}), json!({"type": "unsubscribe", "room": room})]
+            })
+            .collect();
+        send_together(&mut ws, &pairs);
+        let first = read_by_room(&mut ws, |m| {
+            rooms.iter().all(|r| m.get(r).is_some_and(|got| got.iter().any(|v| v["type"] == "unsubscribed")))
+        });
+
+        // The last word was unsubscribe: the room's events no longer come,
+        // and a new subscribe is answered once, after whatever the first got
+        // (its `since` tells its answer from the first one's).
+        for room in &rooms {
+            s.broadcast(room_event(room, 1));
+        }
+        let again: Vec<Value> = rooms
+            .iter()
+            .map(|room| json!({"type": "subscribe", "room": room, "since": {"offset": 0, "epoch": "-"}}))
+            .collect();
+        send_together(&mut ws, &again);
+        let mut later = read_by_room(&mut ws, |m| {
+            rooms.iter().all(|r| m.get(r).is_some_and(|got| got.iter().any(|v| v["recovered"] == false)))
+        });
+        let live: HashMap<&str, String> =
+            rooms.iter().map(|room| (room.as_str(), s.broadcast(room_event(room, 2)))).collect();
+        read_more(&mut ws, &mut later, |m| {
+            live.iter().all(|(room, id)| m.get(*room).is_some_and(|got| got.iter().any(|v| v["id"] == *id)))
+        });
+        for room in &rooms {
+            let after: Vec<&Value> = first[room].iter().skip_while(|v| v["type"] != "unsubscribed").collect();
+            assert_eq!(after.len(), 1, "{room}: nothing comes after unsubscribed: {:?}", first[room]);
+            // The answer to the new subscribe, then the events after its offset.
+            let got = &later[room];
+            assert_eq!(
+                (&got[0]["type"], &got[0]["recovered"]),
+                (&json!("subscribed"), &json!(false)),
+                "{got:?}"
+            );
+            let from = got[0]["offset"].as_u64().expect("offset") + 1;
+            let want: Vec<Value> = (from..=2).map(Value::from).collect();
+            let offsets: Vec<Value> = got[1..].iter().map(|v| v["offset"].clone()).collect();
+            assert_eq!(offsets, want, "{room}: one subscribed, then the events after it: {got:?}");
+        }
+    }
+}
