@@ -104,3 +104,13 @@ fn an_unsubscribe_sent_before_the_answer_leaves_the_room() {
         }
     }
 }
+
+/// A TTL too long to count from now stops start-up, like any bad value,
+/// instead of a shard panicking at the first event.
+#[test]
+fn a_history_ttl_beyond_the_clock_is_a_bad_value() {
+    let done = server().env("HISTORY_TTL", "18446744073709551615").run(DEFAULT_DEADLINE);
+    assert_eq!(done.code(), Some(2), "{done:?}");
+    let lines = done.stderr_lines();
+    assert!(lines.len() == 1 && lines[0].contains("HISTORY_TTL"), "one line naming the variable: {lines:?}");
+}
