@@ -31,6 +31,25 @@ pub struct Recovery {
     pub events: Vec<Arc<Event>>,
 }
 
+/// A place in a stream as a session keeps it, for every room it is in: the
+/// offset, and the epoch as a hash (compared at every delivery, where a
+/// string would cost more; two epochs of one room sharing a hash is a
+/// 2^-64 chance).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mark {
+    pub epoch: u64,
+    pub offset: u64,
+}
+
+impl Mark {
+    pub fn of(position: &Position) -> Self {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut hasher = DefaultHasher::new();
+        position.epoch.hash(&mut hasher);
+        Self { epoch: hasher.finish(), offset: position.offset }
+    }
+}
+
 /// What a stream holds, seen from one request: its position and the offset
 /// of its oldest kept event.
 #[derive(Debug, Clone, Copy)]

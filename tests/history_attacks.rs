@@ -6,6 +6,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::*;
@@ -113,4 +114,44 @@ fn a_history_ttl_beyond_the_clock_is_a_bad_value() {
     assert_eq!(done.code(), Some(2), "{done:?}");
     let lines = done.stderr_lines();
     assert!(lines.len() == 1 && lines[0].contains("HISTORY_TTL"), "one line naming the variable: {lines:?}");
+}
+
+/// A session that stays in a room while the room's history expires and
+/// starts again (a new epoch, offsets from 1) has had every event of the new
+/// epoch live: a recovery in the new epoch replays none of them again, though
+/// their offsets are below the one the session came in at. So for a room it
+/// joined and for `all`, which it is always in.
+#[test]
+fn a_session_in_the_room_across_a_new_epoch_gets_no_event_twice() {
+    let s = server().env("HISTORY_TTL", "1").start();
+    for room in ["orders", "all"] {
+        for n in 0..3 {
+            s.broadcast(room_event(room, n));
+        }
+        let (mut ws, _) = s.connect("u1", "seller");
+        let came_in = match room {
+            "all" => expect_event(&mut ws, &s.broadcast(room_event(room, 3))),
+            _ => subscribe(&mut ws, room),
+        };
+        assert!(came_in["offset"].as_u64() >= Some(3), "{came_in}");
+        // The room goes a TTL without an event: its history starts again.
+        poll(
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            || s.get(&format!("/api/rooms/{room}/history")).json()["epoch"].clone(),
+            |epoch| *epoch != came_in["epoch"],
+        )
+        .expect("a new epoch after the TTL");
+        let live: Vec<Value> =
+            (0..2).map(|n| expect_event(&mut ws, &s.broadcast(room_event(room, n)))).collect();
+        assert_eq!(live[1]["offset"], 2, "{live:?}");
+
+        let since = json!({"offset": 0, "epoch": live[0]["epoch"]});
+        send_json(&mut ws, &json!({"type": "subscribe", "room": room, "since": since}));
+        let answer = next_json(&mut ws, DEFAULT_DEADLINE);
+        assert_eq!((&answer["type"], &answer["recovered"]), (&json!("subscribed"), &json!(true)), "{answer}");
+        let marker = s.broadcast(room_event(room, 9));
+        let again = read_until_marker(&mut ws, &marker);
+        assert!(again.is_empty(), "{room}: events had live are not replayed: {again:?}");
+    }
 }
