@@ -6,6 +6,9 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -153,5 +156,97 @@ fn a_session_in_the_room_across_a_new_epoch_gets_no_event_twice() {
         let marker = s.broadcast(room_event(room, 9));
         let again = read_until_marker(&mut ws, &marker);
         assert!(again.is_empty(), "{room}: events had live are not replayed: {again:?}");
+    }
+}
+
+/// What held: a `since` that is not a position is `bad_request` (the
+/// connection goes on), and one that is not this room's is not recovered;
+/// answers name the room as the client wrote it.
+#[test]
+fn positions_a_client_makes_up_are_answered_not_obeyed() {
+    let s = server().start();
+    let (mut ws, _) = s.connect("7", "client");
+    let latest = subscribe(&mut ws, "cart");
+    let epoch = latest["epoch"].clone();
+    for since in [
+        json!({"offset": -1, "epoch": epoch}),
+        json!({"offset": 1.5, "epoch": epoch}),
+        json!({"offset": "3", "epoch": epoch}),
+        json!({}),
+        json!("x"),
+        json!({"offset": 0, "epoch": 7}),
+    ] {
+        send_json(&mut ws, &json!({"type": "subscribe", "room": "cart", "since": since}));
+        assert_error(&next_json(&mut ws, DEFAULT_DEADLINE), "bad_request", &format!("since {since}"));
+    }
+    let long = "e".repeat(60_000);
+    for (room, since) in [
+        ("cart", json!({"offset": u64::MAX, "epoch": epoch})),
+        ("user", json!({"offset": 0, "epoch": long})),
+        ("cart:7", json!({"offset": 1, "epoch": epoch})),
+    ] {
+        send_json(&mut ws, &json!({"type": "subscribe", "room": room, "since": since}));
+        let answer = next_json(&mut ws, DEFAULT_DEADLINE);
+        assert_eq!(
+            (&answer["type"], &answer["room"], &answer["recovered"]),
+            (&json!("subscribed"), &json!(room), &json!(false)),
+            "{answer}"
+        );
+    }
+    assert_ping_pong(&mut ws);
+}
+
+/// What held: `all` and `user:U`, which a connection is in from its first
+/// moment, recovered right after reconnecting while their events keep
+/// coming: every offset after `since` exactly once (the replayed ones may
+/// follow the live ones they came before).
+#[test]
+fn rooms_a_connection_is_always_in_recover_exactly_once_under_load() {
+    let s = server().start();
+    for (room, body) in [
+        ("all", json!({"room": "all", "type": "t", "payload": {}})),
+        ("user", json!({"userId": "u5", "type": "t", "payload": {}})),
+    ] {
+        let path = if room == "all" { BROADCAST } else { SEND };
+        let stop = Arc::new(AtomicBool::new(false));
+        let publisher = {
+            let (port, stop, body) = (s.port, stop.clone(), body.to_string());
+            thread::spawn(move || {
+                let mut conn = HttpConn::open(port);
+                while !stop.load(Ordering::SeqCst) {
+                    accepted_id(&conn.request("POST", path, &[], Some(&body)), "steady publish");
+                }
+            })
+        };
+        for round in 0..3 {
+            let (mut ws, _) = s.connect("u5", "client");
+            let seen: Vec<Value> = (0..10).map(|_| next_json(&mut ws, DEFAULT_DEADLINE)).collect();
+            drop(ws);
+            let last = seen.last().expect("ten events");
+            let (mut ws, _) = s.connect("u5", "client");
+            let since = json!({"offset": last["offset"], "epoch": last["epoch"]});
+            send_json(&mut ws, &json!({"type": "subscribe", "room": room, "since": since}));
+            let mut offsets = Vec::new();
+            let mut answer = None;
+            while answer.is_none()
+                || offsets.iter().max()
+                    < answer.as_ref().map(|a: &Value| a["offset"].as_u64().expect("offset") + 10).as_ref()
+            {
+                let v = next_json(&mut ws, DEFAULT_DEADLINE);
+                match v["type"].as_str() {
+                    Some("subscribed") => answer = Some(v),
+                    _ => offsets.push(v["offset"].as_u64().expect("an offset")),
+                }
+            }
+            let answer = answer.expect("answered");
+            assert_eq!(answer["recovered"], true, "{room} round {round}: {answer}");
+            let from = last["offset"].as_u64().expect("offset") + 1;
+            offsets.retain(|&o| o >= from);
+            offsets.sort_unstable();
+            let want: Vec<u64> = (from..from + offsets.len() as u64).collect();
+            assert_eq!(offsets, want, "{room} round {round}: every offset after since once");
+        }
+        stop.store(true, Ordering::SeqCst);
+        publisher.join().expect("publisher");
     }
 }
