@@ -77,7 +77,11 @@ impl Shard {
         let ticket = Ticket(self.pending.borrow_mut().insert(pending));
         let asked = match &self.bus {
             Bus::Local => {
-                let limit = self.instance.config.history_size;
+                // Without `since` only the position is wanted: no events.
+                let limit = match since {
+                    Some(_) => self.instance.config.history_size,
+                    None => 0,
+                };
                 let reply = HistoryReply::Subscribe { from: self.id, ticket };
                 self.ask_history(HistoryQuery { stream: room, since, limit, reply })
             }
