@@ -252,3 +252,28 @@ fn rooms_a_connection_is_always_in_recover_exactly_once_under_load() {
         publisher.join().expect("publisher");
     }
 }
+
+/// What held: another user's personal streams, however the name is
+/// written (scoped, upper case, percent-encoded in `?rooms=`), are refused
+/// to a non-admin, with `since` or without, and nothing of them arrives.
+#[test]
+fn another_users_personal_stream_cannot_be_named_into() {
+    let s = server().start();
+    s.send(json!({"userId": "8", "type": "t", "payload": {}}));
+    s.broadcast(json!({"room": "cart", "userId": "8", "type": "t", "payload": {}}));
+    let token = token(SECRET, "7", "client");
+    let url = format!("{}&rooms=user%3A8,cart%3A8,USER:8", s.ws_url(&token));
+    let mut ws = ws_connect(&url).expect("connect");
+    let hello = next_json(&mut ws, DEFAULT_DEADLINE);
+    assert_eq!(hello["payload"]["joined"], json!(["all", "user:7"]), "{hello}");
+    for room in ["user:8", "cart:8", "USER:8"] {
+        assert_error(&next_json(&mut ws, DEFAULT_DEADLINE), "forbidden", room);
+    }
+    for room in ["user:8", "cart:8", "USER:8", "Cart:8", "myOrders:8"] {
+        let since = json!({"offset": 0, "epoch": "any"});
+        send_json(&mut ws, &json!({"type": "subscribe", "room": room, "since": since}));
+        assert_error(&next_json(&mut ws, DEFAULT_DEADLINE), "forbidden", room);
+    }
+    let marker = s.marker();
+    expect_only_marker(&mut ws, &marker, "client 7");
+}
