@@ -277,3 +277,38 @@ fn another_users_personal_stream_cannot_be_named_into() {
     let marker = s.marker();
     expect_only_marker(&mut ws, &marker, "client 7");
 }
+
+/// What held: a replay larger than half of what the connection's queue can
+/// still take is not sent (`recovered:false`, the connection goes on), so a
+/// recovery cannot close its own client as slow; a smaller one is.
+#[test]
+fn a_replay_larger_than_the_queue_allows_is_refused_not_fatal() {
+    let s = server().env("SEND_QUEUE_BYTES", "65536").env("MAX_MESSAGE_SIZE", "16384").start();
+    let (mut ws, _) = s.connect("u1", "seller");
+    let start = subscribe(&mut ws, "orders");
+    drop(ws);
+    let pad = "x".repeat(6_000);
+    let ids: Vec<String> = (0..10)
+        .map(|n| s.broadcast(json!({"room": "orders", "type": "t", "payload": {"n": n, "pad": pad}})))
+        .collect();
+    let (mut ws, _) = s.connect("u1", "seller");
+    send_json(
+        &mut ws,
+        &json!({"type": "subscribe", "room": "orders", "since": {"offset": start["offset"], "epoch": start["epoch"]}}),
+    );
+    let answer = next_json(&mut ws, DEFAULT_DEADLINE);
+    assert_eq!(
+        (&answer["recovered"], &answer["offset"]),
+        (&json!(false), &json!(10)),
+        "60 KB do not fit: {answer}"
+    );
+    assert_ping_pong(&mut ws);
+    send_json(
+        &mut ws,
+        &json!({"type": "subscribe", "room": "orders", "since": {"offset": 7, "epoch": start["epoch"]}}),
+    );
+    let answer = next_json(&mut ws, DEFAULT_DEADLINE);
+    assert_eq!(answer["recovered"], true, "18 KB do: {answer}");
+    let replayed: Vec<Value> = (0..3).map(|_| next_json(&mut ws, DEFAULT_DEADLINE)).collect();
+    assert_eq!(support::ids(&replayed), ids[7..]);
+}
