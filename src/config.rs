@@ -218,11 +218,19 @@ fn count(var: &'static str, value: Option<&str>, default: usize) -> Result<usize
     v.parse::<usize>().map_err(|_| ConfigError::new(var, format!("{v:?} is not a whole number")))
 }
 
+/// The longest duration a setting may give: every one is added to the
+/// clock (a deadline, an expiry), and a sum past what the clock can count
+/// panics where it is made, long after start-up.
+const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
 fn seconds(var: &'static str, value: Option<&str>, default: u64) -> Result<Duration, ConfigError> {
     let Some(v) = value else { return Ok(Duration::from_secs(default)) };
     match v.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
-        _ => Err(ConfigError::new(var, format!("{v:?} is not a positive number of seconds"))),
+        Ok(n) if (1..=MAX_SECONDS).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(ConfigError::new(
+            var,
+            format!("{v:?} is not a number of seconds from 1 to {MAX_SECONDS} (a year)"),
+        )),
     }
 }
 

@@ -10,16 +10,30 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::event::Event;
 pub use crate::event::Position;
+
+/// The longest epoch a `since` may name. The server's own are far shorter;
+/// a longer one is no position of a stream, and would only have the
+/// subscribe that waits for its room's answer hold the client's bytes.
+pub const EPOCH_MAX: usize = 64;
 
 /// What a client says it has seen of a room.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Since {
     pub offset: u64,
+    #[serde(deserialize_with = "short_epoch")]
     pub epoch: String,
+}
+
+fn short_epoch<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let epoch = String::deserialize(deserializer)?;
+    match epoch.len() <= EPOCH_MAX {
+        true => Ok(epoch),
+        false => Err(serde::de::Error::custom(format!("an epoch is at most {EPOCH_MAX} bytes"))),
+    }
 }
 
 /// A stream's answer to `since`: where it stands, whether every event after
@@ -29,6 +43,25 @@ pub struct Recovery {
     pub position: Position,
     pub recovered: bool,
     pub events: Vec<Arc<Event>>,
+}
+
+/// A place in a stream as a session keeps it, for every room it is in: the
+/// offset, and the epoch as a hash (compared at every delivery, where a
+/// string would cost more; two epochs of one room sharing a hash is a
+/// 2^-64 chance).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mark {
+    pub epoch: u64,
+    pub offset: u64,
+}
+
+impl Mark {
+    pub fn of(position: &Position) -> Self {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut hasher = DefaultHasher::new();
+        position.epoch.hash(&mut hasher);
+        Self { epoch: hasher.finish(), offset: position.offset }
+    }
 }
 
 /// What a stream holds, seen from one request: its position and the offset

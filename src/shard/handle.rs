@@ -22,6 +22,7 @@ use async_tungstenite::tungstenite::Utf8Bytes;
 use crate::auth::Identity;
 use crate::close::CloseReason;
 use crate::event::Event;
+use crate::history::Mark;
 use crate::instance::backlog::counted_share;
 use crate::room::Implicit;
 
@@ -31,12 +32,12 @@ use crate::room::Implicit;
 pub struct RoomId(pub(super) u32);
 
 /// One room a session is in, where in the room's member list it sits, and
-/// the room's offset when it joined (its events after it came live).
+/// the room's position when it joined (its events after it came live).
 #[derive(Debug, Clone, Copy)]
 pub struct Membership {
     pub(super) room: RoomId,
     pub(super) slot: u32,
-    pub(super) joined_at: u64,
+    pub(super) joined_at: Mark,
 }
 
 pub struct SessionHandle {
@@ -68,10 +69,10 @@ pub struct SessionHandle {
     /// The rooms this session is in and its slot in each; kept by the
     /// shard's index.
     memberships: RefCell<Vec<Membership>>,
-    /// The offset of the first event of `all` and of its own `user:U` that it
-    /// had live (0: none yet), so that a recovery of those rooms, which it
-    /// is always in, replays only what came before.
-    first_live: [Cell<u64>; 2],
+    /// The first event of `all` and of its own `user:U` that it had live in
+    /// the room's current epoch (offset 0: none yet), so that a recovery of
+    /// those rooms, which it is always in, replays only what came before.
+    first_live: [Cell<Mark>; 2],
 }
 
 /// What became of a frame offered to a session.
@@ -119,21 +120,21 @@ impl SessionHandle {
             last_seen: Cell::new(Instant::now()),
             waker: RefCell::new(None),
             memberships: RefCell::new(Vec::new()),
-            first_live: [Cell::new(0), Cell::new(0)],
+            first_live: [Cell::new(Mark::default()), Cell::new(Mark::default())],
         }
     }
 
-    /// The session had, live, the event at `offset` of one of the rooms it
-    /// is always in.
-    pub fn had_live(&self, room: Implicit, offset: u64) {
+    /// The session had, live, the event at `at` of one of the rooms it is
+    /// always in; the first of a new epoch starts the count again.
+    pub fn had_live(&self, room: Implicit, at: Mark) {
         let first = &self.first_live[room as usize];
-        if first.get() == 0 {
-            first.set(offset);
+        if first.get().offset == 0 || first.get().epoch != at.epoch {
+            first.set(at);
         }
     }
 
-    pub fn first_live(&self, room: Implicit) -> Option<u64> {
-        Some(self.first_live[room as usize].get()).filter(|&offset| offset > 0)
+    pub fn first_live(&self, room: Implicit) -> Option<Mark> {
+        Some(self.first_live[room as usize].get()).filter(|at| at.offset > 0)
     }
 
     /// Whether the event would reach this session live: its role, and its

@@ -24,7 +24,7 @@ use crate::bus::local::{HistoryQuery, HistoryReply, ShardMsg};
 use crate::bus::redis::Unavailable;
 use crate::bus::Bus;
 use crate::event::Event;
-use crate::history::{Recovery, Since, Ticket};
+use crate::history::{Mark, Recovery, Since, Ticket};
 use crate::metrics::DropReason;
 use crate::protocol::{self, ErrorCode};
 use crate::room;
@@ -77,7 +77,11 @@ impl Shard {
         let ticket = Ticket(self.pending.borrow_mut().insert(pending));
         let asked = match &self.bus {
             Bus::Local => {
-                let limit = self.instance.config.history_size;
+                // Without `since` only the position is wanted: no events.
+                let limit = match since {
+                    Some(_) => self.instance.config.history_size,
+                    None => 0,
+                };
                 let reply = HistoryReply::Subscribe { from: self.id, ticket };
                 self.ask_history(HistoryQuery { stream: room, since, limit, reply })
             }
@@ -157,11 +161,11 @@ impl Shard {
                 return self.queue(&session, protocol::error(ErrorCode::Unavailable, &message));
             }
         };
-        let latest = recovery.position.offset;
-        let (live_from, joined) = match self.live_from(&session, &pending.room) {
-            Some(live_from) => (live_from.unwrap_or(latest + 1), false),
+        let latest = Mark::of(&recovery.position);
+        let (live_from, joined) = match self.live_from(&session, &pending.room, latest) {
+            Some(live_from) => (live_from, false),
             None => match self.join(&session, &pending.room, latest) {
-                Ok(joined) => (latest + 1, joined),
+                Ok(joined) => (latest.offset + 1, joined),
                 Err(e) => return self.queue(&session, e.frame(&pending.requested)),
             },
         };
@@ -184,13 +188,30 @@ impl Shard {
         }
     }
 
+    /// The session's subscribes to `room` still waiting for their answer are
+    /// given up: an unsubscribe sent after them is the client's last word,
+    /// and their answer, which comes later, must not join it again.
+    pub(super) fn give_up_pending(&self, session: &SessionHandle, room: &str) {
+        self.pending
+            .borrow_mut()
+            .retain(|_, pending| !(pending.room == room && std::ptr::eq(pending.session.as_ptr(), session)));
+    }
+
     /// `None` when the session is not in the room; otherwise the offset from
-    /// which it has had the room's events live (`Some(None)`: none yet).
-    fn live_from(&self, session: &SessionHandle, room: &str) -> Option<Option<u64>> {
+    /// which it has had live the events of the room's epoch at `latest`.
+    /// Offsets of another epoch say nothing of this one's: a session that
+    /// joined in an earlier epoch has been in the room for all of this one,
+    /// and one that had no event of this epoch live yet, in a room it is
+    /// always in, had none before `latest`.
+    fn live_from(&self, session: &SessionHandle, room: &str, latest: Mark) -> Option<u64> {
         if let Some(slot) = room::implicit_slot(&session.identity, room) {
-            return Some(session.first_live(slot));
+            return Some(match session.first_live(slot) {
+                Some(first) if first.epoch == latest.epoch => first.offset,
+                _ => latest.offset + 1,
+            });
         }
-        self.index.borrow().joined_at(session, room).map(|at| Some(at + 1))
+        let joined = self.index.borrow().joined_at(session, room)?;
+        Some(if joined.epoch == latest.epoch { joined.offset + 1 } else { 1 })
     }
 
     /// Forgets the rooms that went `HISTORY_TTL` without an event, and the

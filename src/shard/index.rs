@@ -9,6 +9,7 @@ use std::rc::Rc;
 use slab::Slab;
 
 use super::handle::{Membership, RoomId, SessionHandle};
+use crate::history::Mark;
 
 /// Rooms one connection may be in, besides `all`.
 pub const MAX_ROOMS_PER_SESSION: usize = 128;
@@ -73,7 +74,7 @@ impl Index {
         &mut self,
         session: &Rc<SessionHandle>,
         room: &str,
-        joined_at: u64,
+        joined_at: Mark,
     ) -> Result<bool, TooManyRooms> {
         if self.room_id(room).is_some_and(|id| session.membership(id).is_some()) {
             return Ok(false);
@@ -114,7 +115,7 @@ impl Index {
     }
 
     /// The room's offset when the session joined it, if it is a member.
-    pub fn joined_at(&self, session: &SessionHandle, room: &str) -> Option<u64> {
+    pub fn joined_at(&self, session: &SessionHandle, room: &str) -> Option<Mark> {
         self.room_id(room).and_then(|id| session.membership(id)).map(|m| m.joined_at)
     }
 
@@ -185,10 +186,10 @@ mod tests {
         let (a, b, c) = (session("1"), session("2"), session("1"));
         let keys: Vec<_> = [&a, &b, &c].iter().map(|s| index.insert((*s).clone())).collect();
         for s in [&a, &b, &c] {
-            assert_eq!(index.join(s, "orders", 0), Ok(true));
+            assert_eq!(index.join(s, "orders", Mark::default()), Ok(true));
         }
-        assert_eq!(index.join(&a, "orders", 0), Ok(false));
-        assert_eq!(index.join(&b, "orders:1", 0), Ok(true));
+        assert_eq!(index.join(&a, "orders", Mark::default()), Ok(false));
+        assert_eq!(index.join(&b, "orders:1", Mark::default()), Ok(true));
         assert_eq!(index.user_sessions("1").len(), 2);
 
         assert!(index.leave(&a, "orders"));
@@ -209,7 +210,7 @@ mod tests {
         let sessions: Vec<_> = (0..5).map(|i| session(&i.to_string())).collect();
         let keys: Vec<_> = sessions.iter().map(|s| index.insert(s.clone())).collect();
         for s in &sessions {
-            index.join(s, "r", 0).expect("room");
+            index.join(s, "r", Mark::default()).expect("room");
         }
         index.remove(keys[0]);
         index.remove(keys[2]);
@@ -225,9 +226,9 @@ mod tests {
         let s = session("1");
         index.insert(s.clone());
         for i in 0..MAX_ROOMS_PER_SESSION {
-            index.join(&s, &format!("r{i}"), 0).expect("under the limit");
+            index.join(&s, &format!("r{i}"), Mark::default()).expect("under the limit");
         }
-        assert_eq!(index.join(&s, "one-more", 0), Err(TooManyRooms));
+        assert_eq!(index.join(&s, "one-more", Mark::default()), Err(TooManyRooms));
     }
 }
 
@@ -297,7 +298,7 @@ mod properties {
             Op::Join { session, room } => {
                 let Some((id, _, handle)) = model.pick(session) else { return };
                 let fresh = model.rooms.entry(room_name(room)).or_default().insert(id);
-                assert_eq!(index.join(&handle, &room_name(room), 0), Ok(fresh));
+                assert_eq!(index.join(&handle, &room_name(room), Mark::default()), Ok(fresh));
             }
             Op::Leave { session, room } => {
                 let Some((id, _, handle)) = model.pick(session) else { return };

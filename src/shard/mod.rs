@@ -35,7 +35,7 @@ use crate::bus::redis::{ShardLinks, Unavailable};
 use crate::bus::Bus;
 use crate::close::CloseReason;
 use crate::event::{Audience, Event};
-use crate::history::{Since, Store};
+use crate::history::{Mark, Since, Store};
 use crate::instance::backlog::BacklogWriter;
 use crate::instance::{Instance, ShardParts};
 use crate::metrics::{DropReason, ShardMetrics};
@@ -254,16 +254,16 @@ impl Shard {
             self.subscribe_in_order(session, requested, room, since)?;
             return Ok(Subscribed::Later);
         }
-        if self.join(session, &room, 0)? {
+        if self.join(session, &room, Mark::default())? {
             self.member_joined(&room, &session.identity);
         }
         Ok(Subscribed::Now)
     }
 
-    /// Joins the room, at its offset `at`, unless the session is always in
+    /// Joins the room, at its position `at`, unless the session is always in
     /// it; `true` when the session is new to the room (its presence is for
     /// the caller to announce, after what it queues to the session itself).
-    fn join(&self, session: &Rc<SessionHandle>, room: &str, at: u64) -> Result<bool, SubscribeError> {
+    fn join(&self, session: &Rc<SessionHandle>, room: &str, at: Mark) -> Result<bool, SubscribeError> {
         let implicit = room::implicit_slot(&session.identity, room).is_some();
         Ok(!implicit && self.index.borrow_mut().join(session, room, at)?)
     }
@@ -273,6 +273,7 @@ impl Shard {
         if room::implicit_slot(&session.identity, &room).is_some() {
             return Err(SubscribeError::LeaveAll);
         }
+        self.give_up_pending(session, &room);
         if self.index.borrow_mut().leave(session, &room) {
             self.member_left(&room, &session.identity);
         }
@@ -325,8 +326,8 @@ impl Shard {
         let frame = Utf8Bytes::from(event.frame.as_str().to_owned());
         let index = self.index.borrow();
         let mut fanout = Fanout { frame, role: event.role, ..Fanout::default() };
-        let offset = event.position.as_ref().map(|p| p.offset);
-        let implicit = |room| offset.map(|offset| (room, offset));
+        let at = event.position.as_ref().map(Mark::of);
+        let implicit = |room| at.map(|at| (room, at));
         match &event.audience {
             Audience::Everyone => {
                 fanout.implicit = implicit(Implicit::All);
@@ -393,8 +394,8 @@ struct Pending {
 struct Fanout {
     role: Option<Role>,
     /// When the event is of a room the sessions offered are always in, and
-    /// kept: that room and its offset.
-    implicit: Option<(Implicit, u64)>,
+    /// kept: that room and the event's place in it.
+    implicit: Option<(Implicit, Mark)>,
     frame: Utf8Bytes,
     queued: u64,
     slow: u64,
@@ -410,8 +411,8 @@ impl Fanout {
         match session.push(self.frame.clone()) {
             Push::Queued(counted) => {
                 self.queued += 1;
-                if let Some((room, offset)) = self.implicit {
-                    session.had_live(room, offset);
+                if let Some((room, at)) = self.implicit {
+                    session.had_live(room, at);
                 }
                 self.counted += counted;
             }
