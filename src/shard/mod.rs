@@ -40,7 +40,7 @@ use crate::metrics::{DropReason, ShardMetrics};
 use crate::protocol::{self, ErrorCode};
 use crate::room::{self, Implicit, JoinError};
 pub use crate::shard_id::ShardId;
-use handle::{Counted, LazyNow, Push, SessionHandle};
+use handle::{Push, SessionHandle};
 use index::Index;
 pub use index::{SessionKey, TooManyRooms, MAX_ROOMS_PER_SESSION};
 
@@ -217,7 +217,7 @@ impl Shard {
     }
 
     /// `bytes` of the backlog are no longer owed by this shard's writers:
-    /// taken for writing, or held for a stalled client.
+    /// taken for writing.
     pub fn release_backlog(&self, bytes: usize) {
         self.backlog.remove(bytes);
     }
@@ -348,7 +348,6 @@ impl Shard {
     /// What a fan-out owes the backlog, and the clients it closed as slow.
     fn settle(&self, fanout: &Fanout) {
         self.backlog.add(fanout.counted);
-        self.backlog.remove(fanout.released);
         if fanout.slow > 0 {
             self.instance.metrics.slow_client_closes.inc_by(fanout.slow);
         }
@@ -386,13 +385,10 @@ struct Fanout {
     /// kept: that room and its offset.
     implicit: Option<(Implicit, u64)>,
     frame: Utf8Bytes,
-    now: LazyNow,
     queued: u64,
     slow: u64,
     /// Bytes the backlog gains.
     counted: usize,
-    /// Bytes of stalled sessions that leave the backlog.
-    released: usize,
 }
 
 impl Fanout {
@@ -400,16 +396,13 @@ impl Fanout {
         if self.role.is_some_and(|role| role != session.identity.role) {
             return;
         }
-        match session.push(self.frame.clone(), &mut self.now) {
+        match session.push(self.frame.clone()) {
             Push::Queued(counted) => {
                 self.queued += 1;
                 if let Some((room, offset)) = self.implicit {
                     session.had_live(room, offset);
                 }
-                match counted {
-                    Counted::Added(bytes) => self.counted += bytes,
-                    Counted::Released(bytes) => self.released += bytes,
-                }
+                self.counted += counted;
             }
             Push::Overflow => self.slow += 1,
             Push::Closing => {}
