@@ -114,7 +114,11 @@ impl Shard {
                 self.ask_history(HistoryQuery { stream: stream.to_owned(), since, limit, reply })?;
                 rx.await.map_err(|_| Unavailable)
             }
-            Bus::Redis { .. } => Err(Unavailable),
+            Bus::Redis { publisher, history: Some(history), .. } => {
+                let metrics = &self.instance.metrics;
+                history.recover(publisher, metrics, stream, since.as_ref(), limit).await
+            }
+            Bus::Redis { history: None, .. } => Err(Unavailable),
         }
     }
 

@@ -11,7 +11,8 @@
 //! - `ledger`: first and last sessions per member, for `join`/`leave`;
 //! - `presence`: presence queries over the shards, control messages, and
 //!   the `join`/`leave` tallies;
-//! - `remote`: with Redis, this shard's presence there (every instance's).
+//! - `remote`: with Redis, this shard's presence there (every instance's);
+//! - `resync`: with Redis, the rooms told to resync after an outage.
 
 pub mod handle;
 mod history;
@@ -19,6 +20,7 @@ mod index;
 mod ledger;
 mod presence;
 mod remote;
+mod resync;
 
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
@@ -168,7 +170,7 @@ impl Shard {
     /// Whether rooms' events are kept and subscribes wait for their room's
     /// history (README, History and recovery).
     fn keeps_history(&self) -> bool {
-        self.instance.config.history_size > 0 && matches!(self.bus, Bus::Local)
+        self.instance.config.history_size > 0
     }
 
     /// The shard that owns a room's order: its events' sequence and history
@@ -284,14 +286,23 @@ impl Shard {
         match &self.bus {
             Bus::Local if self.instance.config.history_size > 0 => self.publish_in_order(event)?,
             Bus::Local => self.publish_locally(Arc::new(event)),
-            Bus::Redis { publisher, channels, .. } => {
+            Bus::Redis { publisher, channels, history, .. } => {
                 // Another shard's subscriber being down would lose the event
                 // for that shard's sessions: refuse it rather than answer 202.
                 if self.instance.redis_connected() == Some(false) {
                     return Err(PublishError::Redis(Unavailable));
                 }
                 let started = Instant::now();
-                publisher.publish(channels.for_room(event.room.as_deref()), event.frame.as_str()).await?;
+                let channel = channels.for_room(event.room.as_deref());
+                match history {
+                    Some(history) => {
+                        let metrics = &self.instance.metrics;
+                        history
+                            .publish(publisher, metrics, &event.stream(), channel, event.frame.as_str())
+                            .await?;
+                    }
+                    None => publisher.publish(channel, event.frame.as_str()).await?,
+                }
                 self.metrics.redis_publish.observe(started.elapsed().as_secs_f64());
             }
         }
