@@ -24,7 +24,19 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# bench_against BIN ARGS...: starts BIN (JWT_SECRET, SHARDS=2, a free port),
+# start_redis: a redis-server on a free loopback port, nothing saved; sets
+# REDIS_PORT and REDIS_PID (the caller stops it).
+start_redis() {
+    REDIS_PORT=$(free_port)
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no >/dev/null 2>&1 &
+    REDIS_PID=$!
+    for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return; sleep 0.1; done
+    echo "redis-server did not start" >&2
+    exit 1
+}
+
+# bench_against BIN ARGS...: starts BIN (JWT_SECRET, SHARDS=2, a free port,
+# and the VAR=VALUE words of SERVER_ENV, e.g. SERVER_ENV="HISTORY_SIZE=0"),
 # runs the load generator with ARGS against it, stops it, and prints the
 # generator's JSON line, or one with "ok":false and the reason.
 bench_against() {
@@ -35,7 +47,8 @@ bench_against() {
         return
     fi
     port=$(free_port)
-    JWT_SECRET=benchsecret SHARDS=2 PORT=$port BIND_ADDR=127.0.0.1 RUST_LOG=warn "$bin" >/dev/null 2>&1 &
+    # shellcheck disable=SC2086 # SERVER_ENV is a list of words
+    env JWT_SECRET=benchsecret SHARDS=2 PORT="$port" BIND_ADDR=127.0.0.1 RUST_LOG=warn ${SERVER_ENV:-} "$bin" >/dev/null 2>&1 &
     pid=$!
     for _ in $(seq 100); do
         curl -sf -o /dev/null "http://127.0.0.1:$port/health" && break

@@ -39,11 +39,9 @@ wait_for() {
 # run_once SIZE: one run with HISTORY_SIZE=SIZE; prints its JSON line.
 run_once() {
     local size=$1 rport port rpid pid result redis_before redis_after stats
-    rport=$(free_port)
-    redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
-    rpid=$!
+    start_redis
+    rport=$REDIS_PORT rpid=$REDIS_PID
     PIDS+=("$rpid")
-    wait_for redis-cli -p "$rport" ping
     port=$(free_port)
     env JWT_SECRET=$SECRET SHARDS=2 PORT="$port" BIND_ADDR=127.0.0.1 RUST_LOG=warn \
         REDIS_URL="redis://127.0.0.1:$rport" HISTORY_SIZE="$size" "$SERVER" >/dev/null 2>&1 &

@@ -58,15 +58,9 @@ hold() {
 
 stop() { kill "$@" 2>/dev/null || true; wait "$@" 2>/dev/null || true; }
 
-start_redis() {
-    REDIS_PORT=$(free_port)
-    redis-server --port "$REDIS_PORT" --save '' --appendonly no >/dev/null 2>&1 &
-    REDIS_PID=$!
-    PIDS+=("$REDIS_PID")
-    for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return; sleep 0.1; done
-    echo "redis-server did not start" >&2
-    exit 1
-}
+
+# common.sh's start_redis, stopped with the rest by cleanup.
+start_redis_held() { start_redis; PIDS+=("$REDIS_PID"); }
 
 redis_stat() { redis-cli -p "$REDIS_PORT" info stats | tr -d '\r' | awk -F: -v k="$1" '$1 == k { print $2 }'; }
 
@@ -94,7 +88,7 @@ query_run() {
 }
 
 redis_run() {
-    start_redis
+    start_redis_held
     local port
     port=$(free_port)
     start_server "$port" REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
@@ -129,7 +123,7 @@ storm_run() {
 for what in "${@:-query redis storm}"; do
     for w in $what; do
         case $w in
-            query) query_run local; command -v redis-server >/dev/null && { start_redis; query_run redis REDIS_URL="redis://127.0.0.1:$REDIS_PORT"; } ;;
+            query) query_run local; command -v redis-server >/dev/null && { start_redis_held; query_run redis REDIS_URL="redis://127.0.0.1:$REDIS_PORT"; } ;;
             redis) redis_run ;;
             storm) storm_run false; storm_run true ;;
             *) echo "unknown run: $w (query, redis, storm)" >&2; exit 2 ;;

@@ -155,7 +155,12 @@ impl Event {
         let frame = self.frame.as_str();
         let body = frame.strip_suffix('}').unwrap_or(frame);
         let epoch = serde_json::to_string(&position.epoch).unwrap_or_default();
-        let frame = format!("{body},\"offset\":{},\"epoch\":{epoch}}}", position.offset);
+        let mut frame = format!("{body},\"offset\":{},\"epoch\":{epoch}}}", position.offset);
+        // Kept for HISTORY_TTL: without the slack format! leaves as it grows
+        // (a 300-byte envelope sat in a 540-byte buffer, a third of what a
+        // kept event cost), and with length = capacity Bytes needs no
+        // shared header of its own.
+        frame.shrink_to_fit();
         Event { frame: Utf8Bytes::from(frame), position: Some(position), ..self }
     }
 

@@ -11,6 +11,8 @@ pub const MAX_WINDOW: usize = 1024;
 pub const MAX_THREADS: usize = 64;
 /// Sockets one process may hold (open-files limit 20000, less pipes and spare).
 pub const PROCESS_SOCKETS: usize = 18_000;
+/// Events one `recover` run may publish (rooms × missed).
+pub const MAX_RECOVER_EVENTS: u64 = 10_000_000;
 /// Messages a second one client may send before the server refuses them
 /// (its flood control, README's Client protocol section).
 pub const CLIENT_MESSAGES_PER_S: f64 = 100.0;
@@ -128,6 +130,30 @@ pub enum Scenario {
         /// Seconds to wait after the last ping for pongs; a ping unanswered by then is lost
         #[arg(long, default_value_t = 2.0)]
         drain: f64,
+    },
+    /// N clients in --rooms rooms disconnect, --missed events per room are
+    /// published while they are away, and all reconnect at once and
+    /// subscribe with `since`: time until every client has recovered, gaps
+    /// and duplicates by offset, server CPU for the storm (and, with --pid,
+    /// RSS and history bytes before and after publishing)
+    Recover {
+        /// Rooms `ROOM:0` … `ROOM:(R-1)` (ROOM is --room); client i is in
+        /// room i % R, and rooms past --conns get events but no client
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+        /// Events published into each room while the clients are away (at
+        /// most the server's HISTORY_SIZE for all of them to be recovered)
+        #[arg(long, default_value_t = 20)]
+        missed: u64,
+        /// Characters of padding in each event's payload, for events of a realistic size
+        #[arg(long, default_value_t = 0)]
+        pad: usize,
+        /// Publish requests in flight at most while the clients are away
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        /// Seconds one client may take to reconnect and recover (or to join)
+        #[arg(long, default_value_t = 60.0)]
+        client_limit: f64,
     },
     /// (internal) a child process holding a share of the connections
     #[command(hide = true)]

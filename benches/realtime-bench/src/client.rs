@@ -89,6 +89,31 @@ pub async fn within<T>(
     .await
 }
 
+/// Tries per connection before it counts as failed.
+pub const CONNECT_TRIES: u32 = 4;
+
+/// Runs `attempt` until it succeeds, fails for good (not `retryable`, or
+/// `CONNECT_TRIES` tries, or `give_up` says so), pausing 100, 200, 400 ms
+/// between tries; returns the last outcome and how many retries it took.
+pub async fn retrying<T, F>(
+    give_up: impl Fn() -> bool,
+    mut attempt: impl FnMut() -> F,
+) -> (Result<T, Failure>, u32)
+where
+    F: std::future::Future<Output = Result<T, Failure>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Err(e) if tries < CONNECT_TRIES && e.retryable() && !give_up() => {
+                glommio::timer::sleep(Duration::from_millis(50 << tries)).await;
+            }
+            other => return (other, tries - 1),
+        }
+    }
+}
+
 /// Connects, upgrades and reads `connected`.
 pub async fn open(target: &Target, src: Option<IpAddr>, token: &str, limit: Duration) -> Result<Ws, Failure> {
     let stream = target::connect(target.addr, src, limit).await.map_err(Failure::Connect)?;
@@ -125,7 +150,7 @@ pub async fn subscribe(ws: &mut Ws, room: &str) -> Result<bool, Failure> {
 
 /// The next text message, answering pings on the way (tungstenite queues the
 /// pong and sends it on the next read).
-async fn next_text(ws: &mut Ws) -> Result<String, Failure> {
+pub async fn next_text(ws: &mut Ws) -> Result<String, Failure> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),

@@ -58,8 +58,6 @@ pub fn executor_pool(name: &str, threads: usize) -> LocalExecutorPoolBuilder {
         .ring_depth(RING_DEPTH)
 }
 
-/// Tries per connection before it counts as failed.
-const CONNECT_TRIES: u32 = 4;
 /// Time a closing connection waits for the server's close frame.
 const CLOSE_LIMIT: Duration = Duration::from_secs(2);
 // Phase 0 is connecting.
@@ -518,24 +516,19 @@ async fn connection(state: Rc<ShardState>, local: usize, permit: StaticPermit) {
     let src = spec.target.source(spec.source_slot);
     let limit = Duration::from_millis(spec.connect_timeout_ms);
     let started = Instant::now();
-    let mut tries = 0;
-    let opened = loop {
-        tries += 1;
-        let attempt = client::within(limit, async {
-            let mut ws = client::open(&spec.target, src, &token, limit).await?;
-            let subscribed =
-                if spec.subscribe { client::subscribe(&mut ws, &spec.room).await? } else { false };
-            Ok((ws, subscribed))
-        })
-        .await;
-        match attempt {
-            Err(e) if tries < CONNECT_TRIES && e.retryable() && !state.stop.is_fired() => {
-                state.report.borrow_mut().connect_retries += 1;
-                glommio::timer::sleep(Duration::from_millis(50 << tries)).await;
-            }
-            other => break other,
-        }
-    };
+    let (opened, retries) = client::retrying(
+        || state.stop.is_fired(),
+        || {
+            client::within(limit, async {
+                let mut ws = client::open(&spec.target, src, &token, limit).await?;
+                let subscribed =
+                    if spec.subscribe { client::subscribe(&mut ws, &spec.room).await? } else { false };
+                Ok((ws, subscribed))
+            })
+        },
+    )
+    .await;
+    state.report.borrow_mut().connect_retries += u64::from(retries);
     drop(permit);
     let ws = match opened {
         Ok((ws, subscribed)) => {

@@ -3,8 +3,10 @@
 //! Scenarios: `idle` (RSS and CPU per held connection), `storm` (handshake
 //! rate and CPU per handshake), `fanout` (room broadcasts, open or closed
 //! loop: deliveries/s, loss, latency, CPU per million deliveries), `send`
-//! (targeted sends: CPU per event) and `ping` (client pings on a few of many
-//! open connections: round trips, CPU per ping). Loopback targets only; every
+//! (targeted sends: CPU per event), `ping` (client pings on a few of many
+//! open connections: round trips, CPU per ping) and `recover` (clients
+//! reconnecting at once with `since` after missing events: time until all
+//! have recovered, gaps, duplicates, CPU). Loopback targets only; every
 //! run is bounded in connections and time; each prints one JSON line on
 //! stdout and a short summary on stderr.
 //!
@@ -19,6 +21,7 @@ mod fleet;
 mod hist;
 mod procstat;
 mod publisher;
+mod recover;
 mod scenarios;
 mod signal;
 mod storm;
@@ -31,7 +34,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::{Cli, Scenario};
-use scenarios::{Closed, Outcome, Settings};
+use scenarios::{Closed, Outcome, RecoverStorm, Settings};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Scenario::Fanout { .. } => "fanout",
         Scenario::Send { .. } => "send",
         Scenario::Ping { .. } => "ping",
+        Scenario::Recover { .. } => "recover",
         Scenario::Worker => {
             return match fleet::worker_main() {
                 Ok(()) => ExitCode::SUCCESS,
@@ -87,6 +91,10 @@ fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         }
         Scenario::Send { publish } => scenarios::publish(&settings, publish, true, false, None),
         Scenario::Ping { busy, rate, drain } => scenarios::ping(&settings, *busy, *rate, *drain),
+        Scenario::Recover { rooms, missed, pad, window, client_limit } => {
+            let storm = RecoverStorm { rooms: *rooms, missed: *missed, pad: *pad, window: *window };
+            scenarios::recover(&settings, storm, *client_limit)
+        }
         Scenario::Worker => unreachable!("handled in main"),
     }
 }

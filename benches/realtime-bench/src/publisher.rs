@@ -30,8 +30,8 @@ use crate::window::DeliveryWindow;
 
 /// What each event is.
 pub enum Kind {
-    /// `POST /api/notifications/broadcast` to one room.
-    Broadcast { room: String },
+    /// `POST /api/notifications/broadcast`, event `seq` to room `seq % rooms.len()`.
+    Broadcast { rooms: Vec<String> },
     /// `POST /api/notifications/send` to a random one of these connection
     /// indices (each its own user); `seq` counts per user.
     Send { targets: Vec<u32> },
@@ -49,6 +49,9 @@ pub struct PubSpec {
     /// At most this many events.
     pub count: u64,
     pub api_key: Option<String>,
+    /// Characters of padding in each payload (`"pad"`), for events of a
+    /// realistic size; 0 leaves the payload as small as it can be.
+    pub pad: usize,
 }
 
 /// The closed loop's bound: at most `limit` events published and not yet
@@ -325,9 +328,10 @@ impl State {
     /// The request for event `seq`, stamped `sent_at` (µs since the Unix epoch).
     fn request(&self, seq: u64, sent_at: u64) -> Request<Full<Bytes>> {
         let (path, body) = match &self.spec.kind {
-            Kind::Broadcast { room } => {
+            Kind::Broadcast { rooms } => {
+                let room = &rooms[seq as usize % rooms.len()];
                 let body = serde_json::json!({
-                    "room": room, "type": "bench", "payload": { "seq": seq, "sentAt": sent_at },
+                    "room": room, "type": "bench", "payload": self.payload(seq, sent_at),
                 });
                 ("/api/notifications/broadcast", body)
             }
@@ -338,7 +342,7 @@ impl State {
                 seqs[pick] += 1;
                 let user = token::user_id(targets[pick] as usize);
                 let body = serde_json::json!({
-                    "userId": user, "type": "bench", "payload": { "seq": k, "sentAt": sent_at },
+                    "userId": user, "type": "bench", "payload": self.payload(k, sent_at),
                 });
                 ("/api/notifications/send", body)
             }
@@ -351,6 +355,13 @@ impl State {
         }
         // Method, path and headers are all valid: building cannot fail.
         builder.body(Full::new(Bytes::from(body.to_string()))).unwrap_or_default()
+    }
+
+    fn payload(&self, seq: u64, sent_at: u64) -> serde_json::Value {
+        match self.spec.pad {
+            0 => serde_json::json!({ "seq": seq, "sentAt": sent_at }),
+            pad => serde_json::json!({ "seq": seq, "sentAt": sent_at, "pad": "x".repeat(pad) }),
+        }
     }
 }
 
@@ -384,6 +395,31 @@ impl Schedule {
     fn offset(&self, seq: u64) -> Duration {
         Duration::from_secs_f64(seq as f64 / self.rate)
     }
+}
+
+/// The body of `GET path` from the server (its metrics), over a connection
+/// of its own on an executor of its own; bounded like a publish.
+pub fn get(target: &Target, path: &str) -> anyhow::Result<String> {
+    let (target, path) = (target.clone(), path.to_owned());
+    let handle = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("bench-get")
+        .io_memory(IO_MEMORY)
+        .spawn(move || async move {
+            let fetch = async {
+                let mut sender = open(&target).await?;
+                let request =
+                    Request::get(path).header(hyper::header::HOST, &target.host).body(Full::default())?;
+                let body = sender.send_request(request).await?.into_body().collect().await?.to_bytes();
+                Ok(String::from_utf8_lossy(&body).into_owned())
+            };
+            futures_lite::future::or(fetch, async {
+                glommio::timer::sleep(REQUEST_LIMIT).await;
+                Err(anyhow!("no answer within {} s", REQUEST_LIMIT.as_secs()))
+            })
+            .await
+        })
+        .map_err(|e| anyhow!("cannot start an executor: {e}"))?;
+    handle.join().map_err(|e| anyhow!("the request failed: {e}"))?
 }
 
 /// A keep-alive HTTP/1.1 connection to the server; its driver runs as a task.

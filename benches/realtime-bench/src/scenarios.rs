@@ -14,6 +14,7 @@ use crate::cli::{self, Common, Publish};
 use crate::fleet::{self, Fleet, PingPlan, Progress, Readiness, WorkerSpec};
 use crate::procstat::{self, ServerProc};
 use crate::publisher::{self, ClosedLoop, Kind, PubSpec};
+use crate::recover::{Phase, RecoverSpec};
 use crate::storm::{self, StormSpec};
 use crate::target::Target;
 use crate::token::Minter;
@@ -373,7 +374,8 @@ pub fn publish(
             report.errors
         );
     }
-    let kind = if send { Kind::Send { targets } } else { Kind::Broadcast { room: s.common.room.clone() } };
+    let kind =
+        if send { Kind::Send { targets } } else { Kind::Broadcast { rooms: vec![s.common.room.clone()] } };
     let cpu_before = s.cpu()?;
     let bench_before = procstat::own_cpu_s();
     fleet.go()?;
@@ -391,6 +393,7 @@ pub fn publish(
         duration: s.duration,
         count: p.count.unwrap_or(u64::MAX),
         api_key: s.common.api_key.clone(),
+        pad: 0,
     });
     let published = match published {
         Ok(r) => r,
@@ -571,6 +574,185 @@ pub fn ping(s: &Settings, busy: usize, rate: f64, drain_s: f64) -> anyhow::Resul
     Ok(Outcome { json, summary })
 }
 
+/// `recover`'s shape: clients spread over `rooms`, `missed` events per room
+/// published while they are away, each padded with `pad` characters,
+/// `window` publish requests in flight.
+pub struct RecoverStorm {
+    pub rooms: usize,
+    pub missed: u64,
+    pub pad: usize,
+    pub window: usize,
+}
+
+/// `recover`: join, publish while away, reconnect at once with `since`.
+pub fn recover(s: &Settings, storm: RecoverStorm, client_limit_s: f64) -> anyhow::Result<Outcome> {
+    if storm.rooms == 0 || storm.rooms > cli::MAX_CONNS {
+        bail!("--rooms must be in 1..={}", cli::MAX_CONNS);
+    }
+    let events = (storm.rooms as u64).saturating_mul(storm.missed);
+    if storm.missed == 0 || events > cli::MAX_RECOVER_EVENTS {
+        bail!("--missed must be at least 1, and --rooms × --missed at most {}", cli::MAX_RECOVER_EVENTS);
+    }
+    if storm.pad > 60_000 {
+        bail!("--pad must be at most 60000 characters");
+    }
+    if storm.window == 0 || storm.window > cli::MAX_WINDOW {
+        bail!("--window must be in 1..={}", cli::MAX_WINDOW);
+    }
+    if !(client_limit_s > 0.0 && client_limit_s <= 600.0) {
+        bail!("--client-limit must be in (0, 600] seconds");
+    }
+    if s.conns > s.common.per_process {
+        bail!("recover holds its clients in one process: --conns must be at most {}", s.common.per_process);
+    }
+    let client_limit = Duration::from_secs_f64(client_limit_s);
+    let spec = Arc::new(RecoverSpec {
+        target: s.target.clone(),
+        minter: Minter::new(&s.secret, &s.common.role, 3600 + 4 * client_limit.as_secs()),
+        conns: s.conns,
+        room: s.common.room.clone(),
+        rooms: storm.rooms,
+        threads: s.common.threads,
+        connect_concurrency: s.common.connect_concurrency,
+        client_limit,
+    });
+
+    let joining = Phase::join(spec.clone())?;
+    let waited = joining.wait();
+    let joined = joining.close()?;
+    let join_s = waited?.as_secs_f64();
+    let positions = joined.positions;
+    let joined_count = positions.iter().flatten().count();
+    if joined_count == 0 {
+        bail!("no client joined its room (errors {:?})", joined.errors);
+    }
+
+    let rss_before = s.rss()?;
+    let history_before = history_bytes(s);
+    let published = publisher::run(PubSpec {
+        target: s.target.clone(),
+        kind: Kind::Broadcast { rooms: (0..storm.rooms).map(|k| spec.room_name(k)).collect() },
+        rate: 0.0,
+        window: storm.window,
+        closed: None,
+        duration: Duration::from_secs_f64(cli::MAX_DURATION_S),
+        count: events,
+        api_key: s.common.api_key.clone(),
+        pad: storm.pad,
+    })?;
+    let rss_after = s.rss()?;
+    let history_after = history_bytes(s);
+    if published.accepted != events {
+        bail!(
+            "{} of {events} events were accepted ({} rejected, {} failed: statuses {:?}): the clients could not know what they missed",
+            published.accepted,
+            published.rejected,
+            published.failed,
+            published.status
+        );
+    }
+
+    let cpu_before = s.cpu()?;
+    let bench_before = procstat::own_cpu_s();
+    let reconnecting = Phase::recover(spec, positions)?;
+    let waited = reconnecting.wait();
+    let cpu_after = s.cpu()?;
+    let bench_cpu = round(procstat::own_cpu_s() - bench_before, 3);
+    let report = reconnecting.close()?;
+    let storm_s = waited?.as_secs_f64();
+
+    let cpu = cpu_delta(cpu_before, cpu_after);
+    let history_added = history_before.zip(history_after).map(|(b, a)| a.saturating_sub(b));
+    let rss_added = rss_before.zip(rss_after).map(|(b, a)| a.saturating_sub(b));
+    let per_event = |total: Option<u64>| total.map(|t| round(t as f64 / events as f64, 1));
+    let failed = joined_count as u64 - report.recovered - report.not_recovered;
+    let publish_s = published.elapsed.as_secs_f64();
+    let json = json!({
+        "scenario": "recover",
+        "ok": report.recovered > 0 && report.gaps == 0 && report.duplicates == 0,
+        "conns": s.conns,
+        "rooms": storm.rooms,
+        "missed_per_room": storm.missed,
+        "threads": s.common.threads,
+        "connect_concurrency": s.common.connect_concurrency,
+        "joined": joined_count,
+        "join_s": round(join_s, 3),
+        "events_published": published.accepted,
+        "publish_s": round(publish_s, 3),
+        "publish_rate": round(published.accepted as f64 / publish_s, 1),
+        "server_rss_kib_before_publish": rss_before,
+        "server_rss_kib_after_publish": rss_after,
+        "history_bytes_before_publish": history_before,
+        "history_bytes_after_publish": history_after,
+        "rss_bytes_per_event": per_event(rss_added.map(|k| k * 1024)),
+        "history_bytes_per_event": per_event(history_added),
+        "reconnected": report.connected,
+        "recovered": report.recovered,
+        "not_recovered": report.not_recovered,
+        "failed": failed,
+        "missed": report.missed,
+        "replayed": report.replayed,
+        "event_bytes_mean": (report.replayed > 0).then(|| round(report.event_bytes as f64 / report.replayed as f64, 1)),
+        "gaps": report.gaps,
+        "duplicates": report.duplicates,
+        "connect_retries": report.connect_retries,
+        "storm_s": round(storm_s, 3),
+        "all_recovered_s": round(report.last_done_us as f64 / 1e6, 3),
+        "client_recovery_ms": report.client_time.summary_ms(),
+        "server_cpu_s": cpu,
+        "server_cpu_us_per_client": cpu_us_per(cpu, report.recovered),
+        "bench_cpu_s": bench_cpu,
+        "errors": report.errors,
+    });
+    let mut summary = format!(
+        "recover: {joined_count}/{} clients joined {} rooms in {join_s:.2} s; {} events published while away in {publish_s:.2} s\n  \
+         reconnected {}: {} recovered, {} not recovered, {failed} failed; {}/{} missed events replayed, {} gaps, {} duplicates\n  \
+         all recovered {:.2} s after the storm began; per client p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        s.conns,
+        storm.rooms,
+        published.accepted,
+        report.connected,
+        report.recovered,
+        report.not_recovered,
+        report.replayed,
+        report.missed,
+        report.gaps,
+        report.duplicates,
+        report.last_done_us as f64 / 1e6,
+        report.client_time.quantile(0.5) as f64 / 1000.0,
+        report.client_time.quantile(0.99) as f64 / 1000.0,
+        report.client_time.max() as f64 / 1000.0,
+    );
+    if let (Some(b), Some(a)) = (history_before, history_after) {
+        summary += &format!("\n  history {b} -> {a} bytes");
+    }
+    if let (Some(b), Some(a)) = (rss_before, rss_after) {
+        summary += &format!(", server RSS {b} -> {a} KiB while publishing");
+    }
+    if let Some(c) = cpu {
+        summary += &format!("\n  server CPU for the storm {c:.3} s");
+    }
+    summary += &format!("\n  load generator CPU {bench_cpu:.2} s");
+    Ok(Outcome { json, summary })
+}
+
+/// `realtime_history_bytes` summed over the shards, from the server's
+/// metrics; `None` when they cannot be read.
+fn history_bytes(s: &Settings) -> Option<u64> {
+    let metrics = publisher::get(&s.target, "/metrics").ok()?;
+    metric_sum(&metrics, "realtime_history_bytes")
+}
+
+/// The sum of a family's samples in Prometheus text.
+fn metric_sum(text: &str, family: &str) -> Option<u64> {
+    let samples: Vec<u64> = text
+        .lines()
+        .filter(|line| line.strip_prefix(family).is_some_and(|rest| rest.starts_with(['{', ' '])))
+        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
+}
+
 fn fleet_processes(s: &Settings) -> usize {
     s.conns.div_ceil(s.common.per_process)
 }
@@ -585,6 +767,14 @@ mod tests {
         // 1M over 15 s, not over the 10 s of publishing.
         let t = throughput(1_000_000, 600_000, Some(1_000_000_000), 1_015_000_000);
         assert_eq!(t, Throughput { per_s: 1_000_000.0 / 15.0, span_s: 15.0, drained: 400_000 });
+    }
+
+    #[test]
+    fn sums_a_family_over_its_labels() {
+        let text = "# TYPE realtime_history_bytes gauge\nrealtime_history_bytes{shard=\"0\"} 300\n\
+                    realtime_history_bytes{shard=\"1\"} 45\nrealtime_history_bytes_other 7\n";
+        assert_eq!(metric_sum(text, "realtime_history_bytes"), Some(345));
+        assert_eq!(metric_sum(text, "realtime_history_events"), None);
     }
 
     #[test]

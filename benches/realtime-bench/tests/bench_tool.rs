@@ -95,3 +95,33 @@ fn every_scenario_runs_and_loses_nothing() {
     // The server is still fine after all of it.
     assert_eq!(s.health()["status"], "healthy");
 }
+
+#[test]
+fn the_recovery_storm_recovers_every_missed_event_once() {
+    let s = Server::start();
+    // 30 clients in 3 rooms; 5 events into each room while they are away.
+    let storm = bench(
+        s.port,
+        s.pid(),
+        &["--conns", "30", "--threads", "2", "recover", "--rooms", "3", "--missed", "5", "--pad", "50"],
+    );
+    assert_eq!(
+        (storm["joined"].as_u64(), storm["events_published"].as_u64()),
+        (Some(30), Some(15)),
+        "{storm}"
+    );
+    assert_eq!(
+        (storm["recovered"].as_u64(), storm["not_recovered"].as_u64(), storm["failed"].as_u64()),
+        (Some(30), Some(0), Some(0)),
+        "{storm}"
+    );
+    // Each client missed its room's 5 events and had each replayed once, in order.
+    assert_eq!((storm["missed"].as_u64(), storm["replayed"].as_u64()), (Some(150), Some(150)), "{storm}");
+    assert_eq!((storm["gaps"].as_u64(), storm["duplicates"].as_u64()), (Some(0), Some(0)), "{storm}");
+    assert_eq!(storm["client_recovery_ms"]["count"], 30, "{storm}");
+    assert!(storm["server_cpu_s"].is_number(), "server CPU for the storm: {storm}");
+    // The server's metrics show what the events added to its history.
+    let kept = storm["history_bytes_after_publish"].as_u64().unwrap_or(0);
+    let before = storm["history_bytes_before_publish"].as_u64().unwrap_or(u64::MAX);
+    assert!(kept > before, "history grew by the events published: {storm}");
+}
