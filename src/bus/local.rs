@@ -19,6 +19,9 @@ use crate::shard_id::ShardId;
 
 /// Messages are dropped (and counted by the caller) past this many waiting.
 const CAPACITY: usize = 65_536;
+/// Messages a shard takes from its inbox in one wake-up; a shard with more
+/// waiting is behind.
+pub const BATCH: usize = 256;
 
 /// What travels between shards: owned values only.
 #[derive(Debug)]

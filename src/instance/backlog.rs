@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
+use crate::bus::local::{self, Mailboxes};
 use crate::metrics::Metrics;
 
 /// Most bytes of undelivered frames one shard may hold before publishers
@@ -80,13 +81,18 @@ impl Backlogs {
 
     /// Waits (bounded by [`MAX_WAIT`]) until every shard is within its limit,
     /// given each client's `send_queue_bytes`.
-    pub async fn wait_for_room(&self, metrics: &Metrics, send_queue_bytes: usize) {
-        if !self.congested(metrics, send_queue_bytes) {
+    /// A shard whose inbox holds more than [`local::BATCH`] messages counts
+    /// as congested too: events on their way to it (to be put in order by
+    /// the shard that owns their room, or fanned out) are in no shard's
+    /// bytes yet, and a publisher must not run ahead of them.
+    pub async fn wait_for_room(&self, metrics: &Metrics, send_queue_bytes: usize, inboxes: &Mailboxes) {
+        let congested = || self.congested(metrics, send_queue_bytes) || behind(inboxes);
+        if !congested() {
             return;
         }
         metrics.publishes_held.inc();
         let give_up = Instant::now() + MAX_WAIT;
-        while self.congested(metrics, send_queue_bytes) && Instant::now() < give_up {
+        while congested() && Instant::now() < give_up {
             glommio::timer::sleep(RECHECK).await;
         }
     }
@@ -109,6 +115,11 @@ fn limit(clients: usize, send_queue_bytes: usize) -> usize {
 /// given its `send_queue_bytes`.
 pub fn counted_share(queued: usize, send_queue_bytes: usize) -> usize {
     queued.min(send_queue_bytes / SHARE_DIVISOR)
+}
+
+/// Whether some shard has more messages waiting than it takes in a wake-up.
+fn behind(inboxes: &Mailboxes) -> bool {
+    inboxes.depths().any(|depth| depth > local::BATCH)
 }
 
 impl BacklogWriter {

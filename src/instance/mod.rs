@@ -126,7 +126,7 @@ impl Instance {
     /// Holds a publish (briefly, and bounded) while some shard owes its
     /// clients more than their share.
     pub async fn wait_for_room(&self) {
-        self.backlogs.wait_for_room(&self.metrics, self.config.send_queue_bytes).await;
+        self.backlogs.wait_for_room(&self.metrics, self.config.send_queue_bytes, &self.mailboxes).await;
     }
 
     pub fn begin_shutdown(&self) {

@@ -32,7 +32,7 @@ use http::StatusCode;
 use tracing::{debug, error, info, info_span, warn};
 
 use crate::api;
-use crate::bus::local::ShardMsg;
+use crate::bus::local::{self, ShardMsg};
 use crate::bus::redis::{self, ShardLinks};
 use crate::bus::Bus;
 use crate::close::CloseReason;
@@ -47,8 +47,6 @@ use memory::Census;
 /// shard locks 768 KiB, and the common 8 MiB memlock limit holds 10 shards
 /// (the deploy files raise it).
 const IO_MEMORY: usize = 256 * 1024;
-/// Inbox messages handled per wake-up.
-const INBOX_BATCH: usize = 256;
 /// How soon taking in work preempts the sessions' writes.
 const INGEST_LATENCY: Duration = Duration::from_millis(2);
 
@@ -147,10 +145,10 @@ async fn run(instance: &'static Instance, parts: ShardParts, listener: OwnedFd, 
 
 /// Takes events from the inbox until shutdown is asked for.
 async fn read_inbox(shard: Rc<Shard>) {
-    let mut batch = Vec::with_capacity(INBOX_BATCH);
+    let mut batch = Vec::with_capacity(local::BATCH);
     let mut stopping = false;
     while !stopping {
-        shard.recv_inbox(&mut batch, INBOX_BATCH).await;
+        shard.recv_inbox(&mut batch, local::BATCH).await;
         // The rest of a batch is still handled after a shutdown request:
         // what was posted before it is delivered before the 1001.
         for msg in batch.drain(..) {
