@@ -54,3 +54,12 @@ bench_against() {
     wait "$pid" 2>/dev/null || true
     echo "$result"
 }
+
+# Background processes a script started (servers, redis-server, load
+# generators): kill_started stops them all; a script runs it on exit with
+# `trap kill_started EXIT`.
+PIDS=()
+kill_started() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+
+# CPU seconds (user + system) of a process.
+cpu_s() { awk -v t="$(getconf CLK_TCK)" '{ print ($14 + $15) / t }' "/proc/$1/stat"; }

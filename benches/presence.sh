@@ -28,12 +28,7 @@ SECRET=benchsecret
 require_bench presence.sh
 raise_fd_limit
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-# CPU seconds (user + system) of a process.
-cpu_s() { awk -v t="$(getconf CLK_TCK)" '{ print ($14 + $15) / t }' "/proc/$1/stat"; }
+trap kill_started EXIT
 
 # start_server PORT [VAR=VALUE...]: starts the server, waits for /health; sets SERVER_PID.
 start_server() {

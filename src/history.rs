@@ -78,7 +78,8 @@ pub struct Store {
     ttl: Duration,
     /// Names this store's epochs: unique to this instance's start and shard.
     epoch_prefix: String,
-    created: u64,
+    /// Where the TTL windows that name epochs are counted from.
+    start: Instant,
     streams: HashMap<Arc<str>, Stream>,
     /// Each stream once, in the order it may expire: a stream written since
     /// its entry was queued is queued again when the entry comes up, so
@@ -94,7 +95,7 @@ impl Store {
             size,
             ttl,
             epoch_prefix,
-            created: 0,
+            start: Instant::now(),
             streams: HashMap::new(),
             expiry: VecDeque::new(),
             events: 0,
@@ -134,8 +135,10 @@ impl Store {
     /// The answer to a reader that has seen `since` of `stream`: the events
     /// after it, oldest first, at most `limit`. Without `since`, the newest
     /// `limit` events (a client asks for none: it only wants the position).
-    pub fn recover(&mut self, stream: &str, since: Option<&Since>, limit: usize, now: Instant) -> Recovery {
-        let stream = self.stream(stream, now);
+    pub fn recover(&self, stream: &str, since: Option<&Since>, limit: usize, now: Instant) -> Recovery {
+        let Some(stream) = self.streams.get(stream).filter(|s| s.expires > now) else {
+            return self.unborn(since, now);
+        };
         let window = stream.window();
         let position = window.position();
         let (recovered, events) = match since {
@@ -152,18 +155,34 @@ impl Store {
         Recovery { position, recovered, events }
     }
 
-    /// The stream, made with a new epoch when there is none or its time is
-    /// up: a position given out must stay true, so asking for it makes the
-    /// stream too (it lives `ttl` unless an event comes).
+    /// A stream without events (none yet, or forgotten): offset 0, in the
+    /// epoch it will have if an event comes before the current TTL window
+    /// ends. Asking makes nothing, so no client can make the store grow.
+    fn unborn(&self, since: Option<&Since>, now: Instant) -> Recovery {
+        let epoch = self.epoch_at(now);
+        let window = Window { epoch: &epoch, offset: 0, first: 1 };
+        let recovered = since.is_none_or(|since| window.covers(since));
+        Recovery { position: window.position(), recovered, events: Vec::new() }
+    }
+
+    /// A stream's epoch names the TTL window it began in: a stream begins at
+    /// most once per window (it ends a whole TTL after its last event), so
+    /// no two lives of a room share an epoch, and a position given out for a
+    /// room without events stays true if its first event comes in the same
+    /// window.
+    fn epoch_at(&self, now: Instant) -> String {
+        let window = now.saturating_duration_since(self.start).as_secs() / self.ttl.as_secs().max(1);
+        format!("{}{window}", self.epoch_prefix)
+    }
+
+    /// The stream, begun when there is none or its time is up.
     fn stream(&mut self, name: &str, now: Instant) -> &mut Stream {
         if self.streams.get(name).is_some_and(|s| s.expires <= now) {
             self.forget(name);
         }
-        let expires = now + self.ttl;
         if !self.streams.contains_key(name) {
-            self.created += 1;
-            let name: Arc<str> = Arc::from(name);
-            let epoch = Arc::from(format!("{}{}", self.epoch_prefix, self.created));
+            let (name, expires): (Arc<str>, _) = (Arc::from(name), now + self.ttl);
+            let epoch = Arc::from(self.epoch_at(now));
             let stream = Stream { epoch, offset: 0, events: VecDeque::new(), bytes: 0, expires };
             self.streams.insert(name.clone(), stream);
             self.expiry.push_back((expires, name));
@@ -228,15 +247,16 @@ mod tests {
 
     #[test]
     fn offsets_count_from_one_and_the_frame_says_so() {
-        let (mut store, now) = (store(3), Instant::now());
+        let mut store = store(3);
+        let now = store.start;
         let first = append(&mut store, 0, now);
         let v: serde_json::Value = serde_json::from_str(first.frame.as_str()).expect("json");
-        assert_eq!((v["offset"].as_u64(), v["epoch"].as_str()), (Some(1), Some("e1")));
+        assert_eq!((v["offset"].as_u64(), v["epoch"].as_str()), (Some(1), Some("e0")));
         assert_eq!(v["payload"]["n"], 0);
         for n in 1..5 {
             append(&mut store, n, now);
         }
-        let since = |offset| Since { offset, epoch: "e1".into() };
+        let since = |offset| Since { offset, epoch: "e0".into() };
         let kept = store.recover("orders", Some(&since(2)), 10, now);
         assert!(kept.recovered);
         assert_eq!((kept.position.offset, offsets(&kept)), (5, vec![3, 4, 5]));
@@ -249,14 +269,29 @@ mod tests {
 
     #[test]
     fn a_stream_past_its_time_is_a_new_one_and_is_freed() {
-        let (mut store, now) = (store(3), Instant::now());
+        let mut store = store(3);
+        let now = store.start;
         append(&mut store, 0, now);
         let later = now + Duration::from_secs(11);
-        let fresh = store.recover("orders", Some(&Since { offset: 1, epoch: "e1".into() }), 10, later);
+        let fresh = store.recover("orders", Some(&Since { offset: 1, epoch: "e0".into() }), 10, later);
         assert!(!fresh.recovered);
-        assert_eq!(fresh.position, Position { epoch: "e2".into(), offset: 0 });
+        assert_eq!(fresh.position, Position { epoch: "e1".into(), offset: 0 });
         store.expire(later + Duration::from_secs(11));
         assert_eq!(store.size(), (0, 0));
         assert!(store.streams.is_empty() && store.expiry.is_empty());
+    }
+
+    #[test]
+    fn asking_about_a_room_without_events_keeps_nothing_and_stays_true() {
+        let mut store = store(3);
+        let now = store.start;
+        let asked = store.recover("quiet", None, 0, now);
+        assert_eq!(asked.position, Position { epoch: "e0".into(), offset: 0 });
+        assert!(store.streams.is_empty(), "a question makes no stream");
+        let since = Since { offset: 0, epoch: "e0".into() };
+        store.append("quiet", |at| Arc::new(event(1).at(at.clone())), now + Duration::from_secs(5));
+        let recovered = store.recover("quiet", Some(&since), 10, now + Duration::from_secs(6));
+        assert!(recovered.recovered, "the first event came in the same window");
+        assert_eq!(offsets(&recovered), [1]);
     }
 }

@@ -68,6 +68,31 @@ impl DropReason {
     }
 }
 
+/// A history script in Redis (README, History and recovery: with Redis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryScript {
+    Publish,
+    Fetch,
+    CatchUp,
+}
+
+impl HistoryScript {
+    const ALL: [HistoryScript; 3] = [HistoryScript::Publish, HistoryScript::Fetch, HistoryScript::CatchUp];
+
+    fn label(self) -> &'static str {
+        match self {
+            HistoryScript::Publish => "publish",
+            HistoryScript::Fetch => "fetch",
+            HistoryScript::CatchUp => "catch_up",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScriptLabel {
+    script: &'static str,
+}
+
 /// One shard's own series, made once and moved into its shard: only that
 /// shard writes them. Not `Clone`.
 pub struct ShardMetrics {
@@ -124,6 +149,14 @@ pub struct Metrics {
     not_recovered: Counter,
     /// Presence queries and control messages (README, Presence and control).
     pub presence: PresenceMetrics,
+    /// `realtime_redis_script_failures_total{script}`: history script calls
+    /// that Redis refused or answered with something else.
+    script_failures: Vec<(HistoryScript, Counter)>,
+    /// `realtime_redis_catch_ups_total{result}`: a channel of a shard's
+    /// subscriber that came back and handed on all it missed (`complete`) or
+    /// told its rooms to resync (`resync`).
+    catch_ups_complete: Counter,
+    catch_ups_resync: Counter,
 }
 
 /// What a presence query asked about.
@@ -290,6 +323,24 @@ impl Metrics {
         );
         let recovered = recoveries.get_or_create(&RecoveredLabel { recovered: "true" }).clone();
         let not_recovered = recoveries.get_or_create(&RecoveredLabel { recovered: "false" }).clone();
+        let scripts = Family::<ScriptLabel, Counter>::default();
+        registry.register(
+            "realtime_redis_script_failures",
+            "History script calls that failed, by script",
+            scripts.clone(),
+        );
+        let script_failures = HistoryScript::ALL
+            .into_iter()
+            .map(|s| (s, scripts.get_or_create(&ScriptLabel { script: s.label() }).clone()))
+            .collect();
+        let catch_ups = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "realtime_redis_catch_ups",
+            "Channels caught up after a subscriber reconnected, by result",
+            catch_ups.clone(),
+        );
+        let catch_ups_complete = catch_ups.get_or_create(&ResultLabel { result: "complete" }).clone();
+        let catch_ups_resync = catch_ups.get_or_create(&ResultLabel { result: "resync" }).clone();
 
         let metrics = Self {
             registry,
@@ -312,6 +363,9 @@ impl Metrics {
             recovered,
             not_recovered,
             presence,
+            script_failures,
+            catch_ups_complete,
+            catch_ups_resync,
         };
         (metrics, owned)
     }
@@ -348,6 +402,20 @@ impl Metrics {
             series.send_queue_bytes.set(gauge(bytes));
         }
         self.redis_connected.set(i64::from(redis_connected));
+    }
+
+    pub fn script_failed(&self, script: HistoryScript) {
+        if let Some((_, counter)) = self.script_failures.iter().find(|(s, _)| *s == script) {
+            counter.inc();
+        }
+    }
+
+    /// A channel came back with all it missed (`true`) or needing a resync.
+    pub fn caught_up(&self, complete: bool) {
+        match complete {
+            true => self.catch_ups_complete.inc(),
+            false => self.catch_ups_resync.inc(),
+        };
     }
 
     pub fn auth_failed(&self, error: AuthError) {

@@ -28,6 +28,14 @@ fn subscribe_since(ws: &mut Ws, room: &str, since: Value) -> Value {
     v
 }
 
+/// Waits until `room`'s history holds `offset`: a 202 means accepted, and
+/// a session that connects before the event is put in order gets it live.
+fn wait_for_offset(s: &Server, room: &str, offset: u64) {
+    let history = || s.get(&format!("/api/rooms/{room}/history?limit=1")).json();
+    poll(DEFAULT_DEADLINE, Duration::from_millis(10), history, |h| h["offset"] == offset)
+        .unwrap_or_else(|h| panic!("{room} did not reach offset {offset}: {h}"));
+}
+
 fn offsets(events: &[Value]) -> Vec<u64> {
     events.iter().filter_map(|v| v["offset"].as_u64()).collect()
 }
@@ -80,7 +88,8 @@ fn subscribed_tells_the_position_and_recovery_replays_what_was_missed() {
 
 #[test]
 fn recovery_has_no_gap_and_no_duplicate_while_events_keep_coming() {
-    let s = server().start();
+    // A history long enough for what a steady publisher sends while a client reconnects.
+    let s = server().env("HISTORY_SIZE", "100000").start();
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = {
         let (port, stop) = (s.port, stop.clone());
@@ -176,6 +185,7 @@ fn a_users_personal_stream_is_recovered_by_that_user_only() {
 
     let missed: Vec<String> =
         (1..=3).map(|n| s.send(json!({"userId": "u7", "type": "t", "payload": {"n": n}}))).collect();
+    wait_for_offset(&s, "user:u7", 4);
     let (mut ws, _) = s.connect("u7", "client");
     let answer = subscribe_since(&mut ws, "user", since(&seen));
     assert_eq!(
@@ -205,6 +215,7 @@ fn a_room_the_session_is_always_in_replays_only_what_it_did_not_have_live() {
     let seen = expect_event(&mut ws, &send(1));
     drop(ws);
     let missed = [send(2), send(3)];
+    wait_for_offset(&s, "user:u9", 3);
     // The new session is in user:u9 from its start: this one reaches it
     // live, before it asks to recover.
     let (mut ws, _) = s.connect("u9", "client");

@@ -224,7 +224,13 @@ proptest! {
                     prop_assert_eq!(event.id.as_str(), id);
                 }
                 prop_assert_eq!(envelope["type"].as_str(), given("type"));
-                prop_assert_eq!(envelope.get("room").and_then(Value::as_str), given("room"));
+                // A send without a room, and `user`/`user:U`, is an event of the
+                // user's personal room, and its envelope says so.
+                let room_said = match &event.audience {
+                    Audience::Personal(owner) => Some(format!("user:{owner}")),
+                    _ => given("room").map(str::to_owned),
+                };
+                prop_assert_eq!(envelope.get("room").and_then(Value::as_str), room_said.as_deref());
                 prop_assert_eq!(&envelope["payload"], &body["payload"]);
                 prop_assert!(envelope["payload"].is_object());
                 prop_assert!(envelope["timestamp"].as_str().is_some_and(|t| !t.is_empty()));
@@ -237,7 +243,12 @@ proptest! {
                 }
                 let room = given("room").map(|r| RoomName::parse(r).expect("an accepted room is valid"));
                 let expected = match (room, user) {
-                    (None, Some(u)) => Audience::User(u),
+                    (None, Some(u)) => Audience::Personal(u),
+                    (Some(r), user) if r.is_user_room() => {
+                        let owner = r.scope.map(str::to_owned).or(user.clone());
+                        prop_assert!(user.is_none() || user == owner, "another user's room is refused");
+                        Audience::Personal(owner.expect("a user room names its user or has one"))
+                    }
                     (Some(r), None) if r.is_all() => Audience::Everyone,
                     (Some(r), Some(u)) if r.is_all() => Audience::User(u),
                     (Some(r), Some(u)) if r.is_personal() && r.scope.is_none() => {

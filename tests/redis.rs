@@ -344,9 +344,18 @@ fn redis_outage_then_recovery_without_restarting_servers() {
     let from_a = a.broadcast(room_event("orders", 3));
     let from_b = b.broadcast(room_event("orders", 4));
     let marker = a.marker();
-    for (who, ws) in [("client on A", &mut on_a), ("client on B", &mut on_b)] {
+    for (who, user, ws) in [("client on A", "s1", &mut on_a), ("client on B", "s2", &mut on_b)] {
         let got = read_until_marker(ws, &marker);
-        assert_eq!(ids(&got), [from_a.clone(), from_b.clone()], "{who}: {got:?}");
+        // Redis lost its history with its data: what the subscribers missed
+        // cannot be known, so each of the client's rooms is told to resync.
+        let resyncs = got.iter().take_while(|v| v["type"] == "resync").count();
+        let rooms: Vec<&Value> = got[..resyncs].iter().map(|v| &v["room"]).collect();
+        assert_eq!(
+            rooms,
+            [&json!(format!("user:{user}")), &json!("orders"), &json!("all")],
+            "{who}: {got:?}"
+        );
+        assert_eq!(ids(&got[resyncs..]), [from_a.clone(), from_b.clone()], "{who}: {got:?}");
     }
 }
 

@@ -21,7 +21,11 @@ pub enum Bus {
     Redis {
         publisher: Rc<redis::Publisher>,
         channels: Rc<redis::Channels>,
-        /// Questions to the rooms' history, on the subscriber connection.
+        /// With `HISTORY_SIZE` > 0: events are kept in Redis as they are
+        /// published, and subscribes ask it for their answer.
+        history: Option<Rc<redis::History>>,
+        /// The answers subscribes wait for, fetched on the subscriber
+        /// connection.
         recoveries: Rc<redis::Recoveries>,
     },
 }
@@ -33,6 +37,7 @@ impl Bus {
             Some(_) => Bus::Redis {
                 publisher: Rc::default(),
                 channels: Rc::new(redis::Channels::new(&config.redis_prefix)),
+                history: redis::History::new(config).map(Rc::new),
                 recoveries: Rc::default(),
             },
         }

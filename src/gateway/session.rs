@@ -312,9 +312,7 @@ impl Session {
         let written = match wake {
             Wake::Signal(Signal::Close(reason)) => return Step::End(End::Closed(reason)),
             Wake::Signal(Signal::Outbound) => self.write_outbound().await,
-            Wake::Signal(Signal::Ping) => {
-                watched(&self.handle, self.ws.send(Message::Ping(Bytes::new()))).await
-            }
+            Wake::Signal(Signal::Ping) => self.ws.send(Message::Ping(Bytes::new())).await,
             Wake::Inbound(None) => return Step::End(End::PeerGone),
             // Boxed: a client message is rare next to the session's idle life,
             // and its future would otherwise enlarge every idle session's.
@@ -341,9 +339,9 @@ impl Session {
         let released = self.handle.take_outbound(&mut self.batch);
         self.shard().release_backlog(released);
         while let Some(frame) = self.batch.pop_front() {
-            watched(&self.handle, self.ws.feed(Message::Text(frame))).await?;
+            self.ws.feed(Message::Text(frame)).await?;
         }
-        let flushed = watched(&self.handle, self.ws.flush()).await;
+        let flushed = self.ws.flush().await;
         self.handle.flushed();
         flushed
     }
@@ -400,8 +398,8 @@ impl Session {
             return Ok(Some(CloseReason::SlowClient));
         }
         let written = match reply {
-            Some(reply) => watched(&self.handle, self.ws.send(Message::Text(reply))).await,
-            None => watched(&self.handle, self.ws.flush()).await,
+            Some(reply) => self.ws.send(Message::Text(reply)).await,
+            None => self.ws.flush().await,
         };
         self.handle.flushed();
         written.map(|()| None)
@@ -479,22 +477,6 @@ impl Session {
         })
         .await;
     }
-}
-
-/// Runs one write. While the socket keeps it waiting, the handle knows since
-/// when, so that the shard can tell a stalled client from a busy one.
-async fn watched<T>(handle: &SessionHandle, write: impl Future<Output = T>) -> T {
-    let mut write = std::pin::pin!(write);
-    let done = poll_fn(|cx| {
-        let poll = write.as_mut().poll(cx);
-        if poll.is_pending() {
-            handle.write_waiting();
-        }
-        poll
-    })
-    .await;
-    handle.write_done();
-    done
 }
 
 /// TCP_CORK on or off: while on, the kernel holds partial segments, so

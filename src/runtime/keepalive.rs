@@ -1,9 +1,8 @@
 //! Server pings, the read timeout and token expiry, for every session of a
 //! shard, from one sweep a second instead of timers per connection: an idle
-//! connection then costs no timer and no wake-up until something is due. The
-//! sweep also takes stalled sessions' bytes out of the shard's backlog, for
-//! those that no new frame reaches (a frame queued to one does it at once),
-//! and frees the history of rooms that went `HISTORY_TTL` without an event.
+//! connection then costs no timer and no wake-up until something is due.
+//! The sweep also frees the history of rooms that went `HISTORY_TTL`
+//! without an event, and gives up subscribes whose answer was lost.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -11,7 +10,6 @@ use std::time::{Duration, Instant};
 use crate::auth::jwt::now_secs;
 use crate::close::CloseReason;
 use crate::gateway::expiry;
-use crate::shard::handle::LazyNow;
 use crate::shard::Shard;
 
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -22,7 +20,6 @@ pub async fn run(shard: Rc<Shard>) {
         glommio::timer::sleep(SWEEP_EVERY).await;
         let now = Instant::now();
         let unix_now = now_secs();
-        let mut released = 0;
         shard.for_each_session(|session| {
             if now.duration_since(session.last_seen()) >= config.ws_read_timeout {
                 session.close(CloseReason::ReadTimeout);
@@ -30,9 +27,7 @@ pub async fn run(shard: Rc<Shard>) {
                 session.ping(now + config.ws_ping_interval);
             }
             expiry::check(&shard, session, unix_now);
-            released += session.release_if_stalled(&mut LazyNow::at(now));
         });
-        shard.release_backlog(released);
-        shard.expire_history();
+        shard.sweep_history(now);
     }
 }

@@ -228,7 +228,8 @@ fn spawn_into<T: 'static>(queue: TaskQueueHandle, task: impl Future<Output = T> 
 
 /// With Redis, this shard's subscriber and publisher tasks.
 fn redis_links(shard: &Rc<Shard>, links: ShardLinks, queues: Queues) -> Vec<Task<()>> {
-    let (Bus::Redis { publisher, channels, .. }, Some(url)) = (&shard.bus, &shard.instance.config.redis)
+    let (Bus::Redis { publisher, channels, history, recoveries }, Some(url)) =
+        (&shard.bus, &shard.instance.config.redis)
     else {
         return Vec::new();
     };
@@ -239,15 +240,21 @@ fn redis_links(shard: &Rc<Shard>, links: ShardLinks, queues: Queues) -> Vec<Task
         metrics: &shard.instance.metrics,
         send_queue_bytes: shard.instance.config.send_queue_bytes,
         counts: shard.id.index() == 0,
+        history: history.as_ref().map(|history| (history.clone(), recoveries.clone())),
     };
-    let (receiver, controlled) = (shard.clone(), shard.clone());
+    let (receiver, controlled, answered, resynced) =
+        (shard.clone(), shard.clone(), shard.clone(), shard.clone());
+    let resync_channels = channels.clone();
     let handlers = redis::Handlers {
         deliver: move |event| receiver.deliver(&event),
         control: move |control| controlled.control(&control),
+        recovered: move |ticket, answer| answered.recovered(ticket, answer),
+        resync: move |channel: &str| resynced.resync(|room| resync_channels.for_room(Some(room)) == channel),
     };
+    let scripts = history.as_ref().map(|history| history.scripts().to_vec()).unwrap_or_default();
     vec![
         queues.ingest(redis::subscriber::run(subscriber, handlers)),
-        queues.ingest(redis::publisher::run(publisher.clone(), url.clone(), links.publisher)),
+        queues.ingest(redis::publisher::run(publisher.clone(), url.clone(), links.publisher, scripts)),
         queues.ingest(shard.clone().keep_presence()),
     ]
 }

@@ -22,7 +22,7 @@ use async_tungstenite::tungstenite::Utf8Bytes;
 use crate::auth::Identity;
 use crate::close::CloseReason;
 use crate::event::Event;
-use crate::instance::backlog::STALLED_AFTER;
+use crate::instance::backlog::counted_share;
 use crate::room::Implicit;
 
 /// A room of this shard, by its slot in the shard's index (valid while the
@@ -43,18 +43,15 @@ pub struct SessionHandle {
     pub identity: Identity,
     /// Encoded frames waiting for the writer; shared bytes, never copied.
     outbox: RefCell<VecDeque<Utf8Bytes>>,
-    /// Bytes in `outbox`.
+    /// Bytes in `outbox`; the shard's backlog counts them up to a quarter of
+    /// `queue_limit` ([`counted_share`]), so that a client that never reads
+    /// weighs no more there than one a quarter behind.
     queued_bytes: Cell<usize>,
     /// Bytes taken by the writer (events, replies, pongs) and not yet flushed
     /// to the socket.
     writing_bytes: Cell<usize>,
     /// `SEND_QUEUE_BYTES`: the most `queued_bytes + writing_bytes` may reach.
     queue_limit: usize,
-    /// The part of `queued_bytes` the shard's backlog counts: none of what
-    /// was queued while the writer was stalled.
-    in_backlog: Cell<usize>,
-    /// Since when the writer has been waiting for the socket, while it is.
-    blocked_since: Cell<Option<Instant>>,
     /// Set once; the session closes with it at its next wake-up.
     close: Cell<Option<CloseReason>>,
     /// The close frame's text when it is not the reason's own (a disconnect's).
@@ -80,37 +77,13 @@ pub struct SessionHandle {
 /// What became of a frame offered to a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
-    Queued(Counted),
+    /// Queued; the shard's backlog counts this many more bytes for it (none
+    /// once the session counts its whole share).
+    Queued(usize),
     /// The session is closing; the frame is not needed.
     Closing,
     /// The queue would pass `SEND_QUEUE_BYTES`: the session is now closing as slow.
     Overflow,
-}
-
-/// How a queued frame changed what the shard's backlog counts for the session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counted {
-    /// The frame's bytes count.
-    Added(usize),
-    /// The writer is stalled: the frame does not count, and what counted
-    /// before leaves the backlog.
-    Released(usize),
-}
-
-/// `Instant::now()`, read at most once, and only if asked: most fan-outs
-/// meet no blocked writer and need no clock.
-#[derive(Default)]
-pub struct LazyNow(Option<Instant>);
-
-impl LazyNow {
-    /// A clock already read.
-    pub fn at(now: Instant) -> Self {
-        Self(Some(now))
-    }
-
-    pub fn get(&mut self) -> Instant {
-        *self.0.get_or_insert_with(Instant::now)
-    }
 }
 
 /// What woke the session, in the order it should be handled.
@@ -139,8 +112,6 @@ impl SessionHandle {
             queued_bytes: Cell::new(0),
             writing_bytes: Cell::new(0),
             queue_limit,
-            in_backlog: Cell::new(0),
-            blocked_since: Cell::new(None),
             close: Cell::new(None),
             close_text: Cell::new(None),
             ping_due: Cell::new(false),
@@ -179,7 +150,7 @@ impl SessionHandle {
 
     /// Queues a frame; a client whose queue would pass the limit is closed as
     /// slow instead.
-    pub fn push(&self, frame: Utf8Bytes, now: &mut LazyNow) -> Push {
+    pub fn push(&self, frame: Utf8Bytes) -> Push {
         if self.close.get().is_some() {
             return Push::Closing;
         }
@@ -188,6 +159,7 @@ impl SessionHandle {
             self.close(CloseReason::SlowClient);
             return Push::Overflow;
         }
+        let counted = self.in_backlog();
         self.queued_bytes.set(self.queued_bytes.get() + len);
         let mut outbox = self.outbox.borrow_mut();
         outbox.push_back(frame);
@@ -197,7 +169,7 @@ impl SessionHandle {
         if first {
             self.wake();
         }
-        Push::Queued(self.count(len, now))
+        Push::Queued(self.in_backlog() - counted)
     }
 
     /// Whether `bytes` more stay within `SEND_QUEUE_BYTES`.
@@ -205,34 +177,9 @@ impl SessionHandle {
         self.queued_bytes.get() + self.writing_bytes.get() + bytes <= self.queue_limit
     }
 
-    fn count(&self, bytes: usize, now: &mut LazyNow) -> Counted {
-        if self.stalled(now) {
-            return Counted::Released(self.in_backlog.take());
-        }
-        self.in_backlog.set(self.in_backlog.get() + bytes);
-        Counted::Added(bytes)
-    }
-
-    /// Whether the socket has taken nothing for [`STALLED_AFTER`].
-    fn stalled(&self, now: &mut LazyNow) -> bool {
-        self.blocked_since
-            .get()
-            .is_some_and(|since| now.get().saturating_duration_since(since) >= STALLED_AFTER)
-    }
-
-    /// The bytes the shard's backlog counts for a session found stalled, now
-    /// left out of it.
-    pub fn release_if_stalled(&self, now: &mut LazyNow) -> usize {
-        if self.stalled(now) {
-            self.in_backlog.take()
-        } else {
-            0
-        }
-    }
-
     /// The bytes the shard's backlog counts for this session.
     pub fn in_backlog(&self) -> usize {
-        self.in_backlog.get()
+        counted_share(self.queued_bytes.get(), self.queue_limit)
     }
 
     /// Moves every queued frame into `batch` (which must be empty), for one
@@ -243,9 +190,10 @@ impl SessionHandle {
     pub fn take_outbound(&self, batch: &mut VecDeque<Utf8Bytes>) -> usize {
         debug_assert!(batch.is_empty());
         std::mem::swap(&mut *self.outbox.borrow_mut(), batch);
+        let counted = self.in_backlog();
         let taken = self.queued_bytes.replace(0);
         self.writing_bytes.set(self.writing_bytes.get() + taken);
-        self.in_backlog.replace(0)
+        counted
     }
 
     /// Counts `bytes` the session writes of its own accord (a reply, a pong)
@@ -263,18 +211,6 @@ impl SessionHandle {
     /// Everything taken for writing is in the socket.
     pub fn flushed(&self) {
         self.writing_bytes.set(0);
-    }
-
-    /// The writer is waiting for the socket (the first call of a wait counts).
-    pub fn write_waiting(&self) {
-        if self.blocked_since.get().is_none() {
-            self.blocked_since.set(Some(Instant::now()));
-        }
-    }
-
-    /// The writer's wait is over: the socket took what it was given.
-    pub fn write_done(&self) {
-        self.blocked_since.set(None);
     }
 
     /// Asks the session to close; the first reason wins.

@@ -14,7 +14,7 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Utf8Bytes;
 
@@ -28,6 +28,10 @@ use crate::history::{Recovery, Since, Ticket};
 use crate::metrics::DropReason;
 use crate::protocol::{self, ErrorCode};
 use crate::room;
+
+/// How long a subscribe waits for its room's answer before it is given up
+/// (the answer never takes this long unless it was lost).
+const ANSWER_LOST_AFTER: Duration = Duration::from_secs(10);
 
 impl Shard {
     /// One instance, history on: hands the event to the shard that orders
@@ -64,6 +68,7 @@ impl Shard {
         since: Option<Since>,
     ) -> Result<(), SubscribeError> {
         let pending = Pending {
+            asked: Instant::now(),
             session: Rc::downgrade(session),
             requested: requested.to_owned(),
             room: room.clone(),
@@ -109,7 +114,11 @@ impl Shard {
                 self.ask_history(HistoryQuery { stream: stream.to_owned(), since, limit, reply })?;
                 rx.await.map_err(|_| Unavailable)
             }
-            Bus::Redis { .. } => Err(Unavailable),
+            Bus::Redis { publisher, history: Some(history), .. } => {
+                let metrics = &self.instance.metrics;
+                history.recover(publisher, metrics, stream, since.as_ref(), limit).await
+            }
+            Bus::Redis { history: None, .. } => Err(Unavailable),
         }
     }
 
@@ -117,7 +126,7 @@ impl Shard {
     pub fn answer_history(&self, query: HistoryQuery) {
         let HistoryQuery { stream, since, limit, reply } = query;
         let Some(store) = &self.history else { return };
-        let recovery = store.borrow_mut().recover(&stream, since.as_ref(), limit, Instant::now());
+        let recovery = store.borrow().recover(&stream, since.as_ref(), limit, Instant::now());
         match reply {
             HistoryReply::Api(tx) => {
                 let _ = tx.send(recovery);
@@ -184,11 +193,24 @@ impl Shard {
         self.index.borrow().joined_at(session, room).map(|at| Some(at + 1))
     }
 
-    /// Forgets the rooms that went `HISTORY_TTL` without an event.
-    pub fn expire_history(&self) {
+    /// Forgets the rooms that went `HISTORY_TTL` without an event, and the
+    /// subscribes whose answer was lost (an inbox that was full): their
+    /// clients are told to subscribe again.
+    pub fn sweep_history(&self, now: Instant) {
         if let Some(store) = &self.history {
-            store.borrow_mut().expire(Instant::now());
+            store.borrow_mut().expire(now);
             self.count_history();
+        }
+        let mut lost = Vec::new();
+        self.pending.borrow_mut().retain(|_, pending| {
+            let waiting = now.saturating_duration_since(pending.asked) < ANSWER_LOST_AFTER;
+            if let (false, Some(session)) = (waiting, pending.session.upgrade()) {
+                lost.push((session, SubscribeError::Unavailable.frame(&pending.requested)));
+            }
+            waiting
+        });
+        for (session, frame) in lost {
+            self.queue(&session, frame);
         }
     }
 

@@ -108,6 +108,11 @@ impl Index {
         self.room_id(room).map_or(&[], |id| &self.rooms[id.0 as usize].members)
     }
 
+    /// Every room with members here, and its members.
+    pub fn rooms(&self) -> impl Iterator<Item = (&str, &[Rc<SessionHandle>])> {
+        self.rooms.iter().map(|(_, room)| (&*room.name, room.members.as_slice()))
+    }
+
     /// The room's offset when the session joined it, if it is a member.
     pub fn joined_at(&self, session: &SessionHandle, room: &str) -> Option<u64> {
         self.room_id(room).and_then(|id| session.membership(id)).map(|m| m.joined_at)

@@ -11,7 +11,8 @@
 //! - `ledger`: first and last sessions per member, for `join`/`leave`;
 //! - `presence`: presence queries over the shards, control messages, and
 //!   the `join`/`leave` tallies;
-//! - `remote`: with Redis, this shard's presence there (every instance's).
+//! - `remote`: with Redis, this shard's presence there (every instance's);
+//! - `resync`: with Redis, the rooms told to resync after an outage.
 
 pub mod handle;
 mod history;
@@ -19,6 +20,7 @@ mod index;
 mod ledger;
 mod presence;
 mod remote;
+mod resync;
 
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
@@ -40,7 +42,7 @@ use crate::metrics::{DropReason, ShardMetrics};
 use crate::protocol::{self, ErrorCode};
 use crate::room::{self, Implicit, JoinError};
 pub use crate::shard_id::ShardId;
-use handle::{Counted, LazyNow, Push, SessionHandle};
+use handle::{Push, SessionHandle};
 use index::Index;
 pub use index::{SessionKey, TooManyRooms, MAX_ROOMS_PER_SESSION};
 
@@ -168,7 +170,7 @@ impl Shard {
     /// Whether rooms' events are kept and subscribes wait for their room's
     /// history (README, History and recovery).
     fn keeps_history(&self) -> bool {
-        self.instance.config.history_size > 0 && matches!(self.bus, Bus::Local)
+        self.instance.config.history_size > 0
     }
 
     /// The shard that owns a room's order: its events' sequence and history
@@ -217,7 +219,7 @@ impl Shard {
     }
 
     /// `bytes` of the backlog are no longer owed by this shard's writers:
-    /// taken for writing, or held for a stalled client.
+    /// taken for writing.
     pub fn release_backlog(&self, bytes: usize) {
         self.backlog.remove(bytes);
     }
@@ -284,14 +286,23 @@ impl Shard {
         match &self.bus {
             Bus::Local if self.instance.config.history_size > 0 => self.publish_in_order(event)?,
             Bus::Local => self.publish_locally(Arc::new(event)),
-            Bus::Redis { publisher, channels, .. } => {
+            Bus::Redis { publisher, channels, history, .. } => {
                 // Another shard's subscriber being down would lose the event
                 // for that shard's sessions: refuse it rather than answer 202.
                 if self.instance.redis_connected() == Some(false) {
                     return Err(PublishError::Redis(Unavailable));
                 }
                 let started = Instant::now();
-                publisher.publish(channels.for_room(event.room.as_deref()), event.frame.as_str()).await?;
+                let channel = channels.for_room(event.room.as_deref());
+                match history {
+                    Some(history) => {
+                        let metrics = &self.instance.metrics;
+                        history
+                            .publish(publisher, metrics, &event.stream(), channel, event.frame.as_str())
+                            .await?;
+                    }
+                    None => publisher.publish(channel, event.frame.as_str()).await?,
+                }
                 self.metrics.redis_publish.observe(started.elapsed().as_secs_f64());
             }
         }
@@ -348,7 +359,6 @@ impl Shard {
     /// What a fan-out owes the backlog, and the clients it closed as slow.
     fn settle(&self, fanout: &Fanout) {
         self.backlog.add(fanout.counted);
-        self.backlog.remove(fanout.released);
         if fanout.slow > 0 {
             self.instance.metrics.slow_client_closes.inc_by(fanout.slow);
         }
@@ -369,6 +379,7 @@ fn local_history(instance: &Instance, id: ShardId) -> Option<RefCell<Store>> {
 
 /// A subscribe waiting for its room's answer.
 struct Pending {
+    asked: Instant,
     session: Weak<SessionHandle>,
     /// The room as the client named it, for the answer.
     requested: String,
@@ -385,13 +396,10 @@ struct Fanout {
     /// kept: that room and its offset.
     implicit: Option<(Implicit, u64)>,
     frame: Utf8Bytes,
-    now: LazyNow,
     queued: u64,
     slow: u64,
     /// Bytes the backlog gains.
     counted: usize,
-    /// Bytes of stalled sessions that leave the backlog.
-    released: usize,
 }
 
 impl Fanout {
@@ -399,16 +407,13 @@ impl Fanout {
         if self.role.is_some_and(|role| role != session.identity.role) {
             return;
         }
-        match session.push(self.frame.clone(), &mut self.now) {
+        match session.push(self.frame.clone()) {
             Push::Queued(counted) => {
                 self.queued += 1;
                 if let Some((room, offset)) = self.implicit {
                     session.had_live(room, offset);
                 }
-                match counted {
-                    Counted::Added(bytes) => self.counted += bytes,
-                    Counted::Released(bytes) => self.released += bytes,
-                }
+                self.counted += counted;
             }
             Push::Overflow => self.slow += 1,
             Push::Closing => {}

@@ -156,6 +156,39 @@ impl RedisServer {
         command.query(&mut con).unwrap_or_else(|e| panic!("{command:?} failed: {e}"))
     }
 
+    /// Adds an ACL user that may do everything, and gives its URL: an
+    /// instance on it can be cut off alone ([`RedisServer::lock_out`]).
+    pub fn add_user(&self, name: &str, password: &str) -> String {
+        let _: () = self.query(
+            redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg(name)
+                .arg("on")
+                .arg(format!(">{password}"))
+                .arg("allkeys")
+                .arg("allchannels")
+                .arg("+@all"),
+        );
+        format!("redis://{name}:{password}@127.0.0.1:{}", self.port)
+    }
+
+    /// Closes every connection of `user` and refuses new ones until
+    /// [`RedisServer::let_in`].
+    pub fn lock_out(&self, user: &str) {
+        let _: () = self.query(redis::cmd("ACL").arg("SETUSER").arg(user).arg("off"));
+        let _: i64 = self.query(redis::cmd("CLIENT").arg("KILL").arg("USER").arg(user));
+    }
+
+    pub fn let_in(&self, user: &str) {
+        let _: () = self.query(redis::cmd("ACL").arg("SETUSER").arg(user).arg("on"));
+    }
+
+    /// `CLIENT KILL TYPE pubsub USER user`: a blip of that user's
+    /// subscribers only; how many were closed.
+    pub fn kill_subscribers_of(&self, user: &str) -> i64 {
+        self.query(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").arg("USER").arg(user))
+    }
+
     /// `PUBLISH channel message` on a fresh connection; returns how many
     /// subscribers got it.
     pub fn publish(&self, channel: &str, message: &str) -> i64 {

@@ -30,6 +30,11 @@ impl Channels {
         [&self.notifications, &self.orders, &self.inventory, &self.broadcasts, &self.control]
     }
 
+    /// The four channels of events (not control).
+    pub fn events(&self) -> [&str; 4] {
+        [&self.notifications, &self.orders, &self.inventory, &self.broadcasts]
+    }
+
     /// The channel for an event with this room (`None` or `user:U`: a `send`
     /// without a room). A scoped room uses its base's channel.
     pub fn for_room(&self, room: Option<&str>) -> &str {

@@ -5,11 +5,8 @@
 //! not answered within [`PUBLISH_TIMEOUT`] fails, and the connection counts
 //! as lost: a frozen Redis must not hold publishers, nor look healthy.
 
-use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::cell::Cell;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use futures_channel::oneshot;
@@ -19,7 +16,8 @@ use tracing::warn;
 use super::backoff::Backoff;
 use super::links::LinkFlag;
 use super::outage::Outage;
-use super::resp::{within, RespConn, RespError};
+use super::resp::{within, Protocol, RespConn, RespError};
+use super::waiting::Waiting;
 use crate::config::RedisUrl;
 
 /// How long Redis may take to answer a batch of publishes (it answers in
@@ -38,8 +36,7 @@ struct Pending {
 
 #[derive(Default)]
 pub struct Publisher {
-    queue: RefCell<VecDeque<Pending>>,
-    writer: RefCell<Option<Waker>>,
+    queue: Waiting<Pending>,
     connected: Cell<bool>,
     /// Connections made so far: a new one means Redis may have lost what
     /// the last one wrote (presence rewrites its state then).
@@ -66,11 +63,7 @@ impl Publisher {
             return Err(Unavailable);
         }
         let (reply, answer) = oneshot::channel();
-        self.queue.borrow_mut().push_back(Pending { command, reply });
-        let writer = self.writer.borrow_mut().take();
-        if let Some(writer) = writer {
-            writer.wake();
-        }
+        self.queue.push(Pending { command, reply });
         answer.await.map_err(|_| Unavailable)
     }
 
@@ -79,33 +72,21 @@ impl Publisher {
         self.connections.get()
     }
 
-    /// Waits for at least one queued publish and takes them all.
-    async fn next_batch(&self) -> Vec<Pending> {
-        poll_fn(|cx| {
-            let mut queue = self.queue.borrow_mut();
-            if queue.is_empty() {
-                *self.writer.borrow_mut() = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
-            Poll::Ready(queue.drain(..).collect())
-        })
-        .await
-    }
-
     /// Drops what waits: each caller's reply channel closes, which it reads as
     /// [`Unavailable`].
     fn fail_queued(&self) {
-        self.queue.borrow_mut().clear();
+        self.queue.drain();
     }
 }
 
 /// Keeps the publisher connected for as long as the shard runs; `link` is
-/// up while it is.
-pub async fn run(publisher: Rc<Publisher>, url: RedisUrl, link: LinkFlag) {
+/// up while it is. Each new connection first loads `scripts`, so that calls
+/// by SHA find them.
+pub async fn run(publisher: Rc<Publisher>, url: RedisUrl, link: LinkFlag, scripts: Vec<&'static str>) {
     let mut backoff = Backoff::default();
     let mut outage = Outage::new("publisher");
     loop {
-        match RespConn::connect(&url).await {
+        match connect(&url, &scripts).await {
             Ok(conn) => {
                 backoff.reset();
                 publisher.connected.set(true);
@@ -124,6 +105,18 @@ pub async fn run(publisher: Rc<Publisher>, url: RedisUrl, link: LinkFlag) {
     }
 }
 
+async fn connect(url: &RedisUrl, scripts: &[&str]) -> Result<RespConn, RespError> {
+    let mut conn = RespConn::connect(url, Protocol::Resp2).await?;
+    for script in scripts {
+        within(
+            PUBLISH_TIMEOUT,
+            conn.command(&redis::cmd("SCRIPT").arg("LOAD").arg(*script).get_packed_command()),
+        )
+        .await?;
+    }
+    Ok(conn)
+}
+
 enum Wake {
     Batch(Vec<Pending>),
     Lost(RespError),
@@ -133,7 +126,7 @@ async fn serve(publisher: &Publisher, mut conn: RespConn) -> RespError {
     loop {
         // Redis sends nothing unasked on this connection: anything read while
         // idle means it is gone, and we learn that before the next publish.
-        let wake = futures_lite::future::or(async { Wake::Batch(publisher.next_batch().await) }, async {
+        let wake = futures_lite::future::or(async { Wake::Batch(publisher.queue.take_all().await) }, async {
             Wake::Lost(match conn.next_value().await {
                 Ok(_) => RespError::Protocol("unexpected data from redis".into()),
                 Err(e) => e,

@@ -2,6 +2,8 @@
 //! redis crate's encoder and incremental [`Parser`] (its own async API needs
 //! tokio). Connects, authenticates, selects the database of `REDIS_URL` and
 //! checks that Redis answers (a stopped Redis still accepts TCP connections).
+//! A subscriber speaks RESP3, where pushed messages are told apart from
+//! replies, so it can send commands while subscribed.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -38,13 +40,22 @@ pub struct RespConn {
     replies: Replies,
 }
 
+/// Which protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Resp2,
+    /// `HELLO 3`: pushes (`Value::Push`) apart from replies.
+    Resp3,
+}
+
 impl RespConn {
-    /// Connects and prepares the connection (AUTH, SELECT) as `url` says.
-    pub async fn connect(url: &RedisUrl) -> Result<Self, RespError> {
-        within(CONNECT_TIMEOUT, Self::connect_unbounded(url)).await
+    /// Connects and prepares the connection (protocol, AUTH, SELECT) as `url`
+    /// says.
+    pub async fn connect(url: &RedisUrl, protocol: Protocol) -> Result<Self, RespError> {
+        within(CONNECT_TIMEOUT, Self::connect_unbounded(url, protocol)).await
     }
 
-    async fn connect_unbounded(url: &RedisUrl) -> Result<Self, RespError> {
+    async fn connect_unbounded(url: &RedisUrl, protocol: Protocol) -> Result<Self, RespError> {
         let stream = TcpStream::connect((url.host.as_str(), url.port)).await.map_err(io::Error::from)?;
         stream.set_nodelay(true).map_err(io::Error::from)?;
         let mut conn = Self { stream, chunk: vec![0; READ_CHUNK], replies: Replies::default() };
@@ -54,6 +65,11 @@ impl RespConn {
                 auth.arg(user);
             }
             conn.command(&auth.arg(password).get_packed_command()).await?;
+        }
+        if protocol == Protocol::Resp3 {
+            // After AUTH: Redis refuses HELLO to a client not yet
+            // authenticated.
+            conn.command(&redis::cmd("HELLO").arg(3).get_packed_command()).await?;
         }
         if url.db != 0 {
             conn.command(&redis::cmd("SELECT").arg(url.db).get_packed_command()).await?;

@@ -1,23 +1,41 @@
 //! A shard's subscriber: subscribes to the four channels and hands every
-//! envelope it receives to its shard (through a callback: this code never
+//! envelope it receives to its shard (through callbacks: this code never
 //! sees the shard), and every control message of the control channel to
 //! another. Anything on a channel that is not an envelope is counted
 //! and logged without its body.
+//!
+//! With history the connection also carries the shard's recovery fetches
+//! (`recoveries`), answered in order with the events, and each time it
+//! (re)subscribes it asks the channels' catch-up logs what it missed while
+//! away and hands that on first (`catch_up`).
 
+use std::collections::VecDeque;
 use std::rc::Rc;
+use std::time::Duration;
 
-use redis::{Msg, Value};
+use redis::{PushKind, Value};
 use tracing::warn;
 
 use super::backoff::Backoff;
+use super::catch_up::{Message, Outcome, Seen, Step};
 use super::channels::Channels;
+use super::envelope::parse;
+use super::history::{self, History};
 use super::links::LinkFlag;
 use super::outage::Outage;
-use super::resp::{RespConn, RespError};
+use super::publisher::Unavailable;
+use super::recoveries::{Fetch, Recoveries};
+use super::resp::{within, Protocol, RespConn, RespError};
 use crate::config::RedisUrl;
-use crate::event::{content_id, Draft, Event, EventError, Required};
-use crate::metrics::{DropReason, Metrics, Source};
+use crate::event::Event;
+use crate::history::{Recovery, Ticket};
+use crate::metrics::{DropReason, HistoryScript, Metrics, Source};
 use crate::presence::Control;
+
+/// Subscribing, loading the scripts and catching up must finish within this.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long Redis may take to answer a fetch, as for a publish.
+const FETCH_TIMEOUT: Duration = super::publisher::PUBLISH_TIMEOUT;
 
 /// What one shard's subscriber needs.
 pub struct Subscriber {
@@ -31,37 +49,66 @@ pub struct Subscriber {
     /// Every shard receives every message: only one of them counts what is
     /// instance-wide (messages published, ignored, reconnections).
     pub counts: bool,
+    /// With history: its scripts, and the fetches the shard asks for.
+    pub history: Option<(Rc<History>, Rc<Recoveries>)>,
 }
 
 /// What a shard does with what its subscriber receives.
-pub struct Handlers<D, C> {
+pub struct Handlers<D, C, R, S> {
     pub deliver: D,
     pub control: C,
+    /// A fetch's answer, at its place among the events.
+    pub recovered: R,
+    /// The events of this channel missed while away are lost: its rooms must
+    /// resync.
+    pub resync: S,
 }
 
 /// Keeps the shard subscribed for as long as it runs, handing each event and
 /// control message to `handlers`.
-pub async fn run(subscriber: Subscriber, handlers: Handlers<impl Fn(Event), impl Fn(Control)>) {
-    let Subscriber { url, channels, link, metrics, send_queue_bytes, counts } = subscriber;
+pub async fn run(
+    subscriber: Subscriber,
+    handlers: Handlers<
+        impl Fn(Event),
+        impl Fn(Control),
+        impl Fn(Ticket, Result<Recovery, Unavailable>),
+        impl Fn(&str),
+    >,
+) {
     let mut backoff = Backoff::default();
     let mut outage = Outage::new("subscriber");
     let mut first = true;
+    let mut seen = Seen::new(subscriber.channels.events());
+    let history = subscriber.history.as_ref().map(|(history, _)| &**history);
+    let recoveries = subscriber.history.as_ref().map(|(_, recoveries)| &**recoveries);
+    let mut in_flight = VecDeque::new();
     loop {
-        match subscribe(&url, &channels).await {
-            Ok(conn) => {
+        match subscribe(&subscriber, &seen).await {
+            Ok(Subscribed { conn, missed, held }) => {
                 backoff.reset();
-                if !first && counts {
-                    metrics.redis_reconnects.inc();
+                if !first && subscriber.counts {
+                    subscriber.metrics.redis_reconnects.inc();
                 }
                 first = false;
-                link.set(true);
+                catch_up(&subscriber, &mut seen, missed, held, &handlers);
+                subscriber.link.set(true);
+                if let Some(recoveries) = recoveries {
+                    recoveries.listen(true);
+                }
                 outage.connected();
-                let error = listen(conn, |message| match message.get_channel_name() == channels.control {
-                    true => on_control(message, &handlers.control),
-                    false => on_message(message, metrics, send_queue_bytes, counts, &handlers.deliver),
+                let error = listen(conn, history, recoveries, &mut in_flight, |pushed| match pushed {
+                    Pushed::Message(message) => {
+                        seen.handed(&message.channel, &message.payload);
+                        dispatch(&subscriber, &message, &handlers);
+                    }
+                    Pushed::Answer(fetch, reply) => answer(&subscriber, fetch, reply, &handlers.recovered),
                 })
                 .await;
-                link.set(false);
+                subscriber.link.set(false);
+                let waiting = recoveries.map(|r| r.listen(false)).unwrap_or_default();
+                for fetch in in_flight.drain(..).chain(waiting) {
+                    (handlers.recovered)(fetch.ticket, Err(Unavailable));
+                }
                 outage.failed(&error);
             }
             Err(error) => outage.failed(&error),
@@ -70,47 +117,242 @@ pub async fn run(subscriber: Subscriber, handlers: Handlers<impl Fn(Event), impl
     }
 }
 
-/// Connects and subscribes; returns once Redis has confirmed every channel.
-async fn subscribe(url: &RedisUrl, channels: &Channels) -> Result<RespConn, RespError> {
-    let mut conn = RespConn::connect(url).await?;
-    let names = channels.all();
-    conn.send(&redis::cmd("SUBSCRIBE").arg(&names[..]).get_packed_command()).await?;
-    let mut confirmed = 0;
-    while confirmed < names.len() {
-        match conn.next_value().await? {
-            Value::ServerError(e) => return Err(RespError::Refused(e.to_string())),
-            _ => confirmed += 1,
+/// Hands on, before anything read later, what the channels missed while the
+/// subscriber was away and what was read while that answer was awaited; or
+/// has the rooms of a channel whose missed events are lost resync.
+fn catch_up(
+    subscriber: &Subscriber,
+    seen: &mut Seen,
+    missed: Vec<history::Missed>,
+    held: Vec<Message>,
+    handlers: &Handlers<
+        impl Fn(Event),
+        impl Fn(Control),
+        impl Fn(Ticket, Result<Recovery, Unavailable>),
+        impl Fn(&str),
+    >,
+) {
+    let (steps, outcomes) = seen.caught_up(missed, held);
+    for step in steps {
+        match step {
+            Step::Deliver(message) => dispatch(subscriber, &message, handlers),
+            Step::Resync(channel) => (handlers.resync)(&channel),
         }
     }
-    Ok(conn)
+    outcomes.into_iter().for_each(|o| subscriber.metrics.caught_up(o == Outcome::Complete));
 }
 
-async fn listen(mut conn: RespConn, on_message: impl Fn(&Msg)) -> RespError {
-    loop {
-        match conn.next_value().await {
-            Ok(value) => {
-                if let Some(message) = Msg::from_owned_value(value) {
-                    on_message(&message);
-                }
+/// A new subscription: what its channels missed, and what was read while
+/// waiting for that answer.
+struct Subscribed {
+    conn: RespConn,
+    missed: Vec<history::Missed>,
+    held: Vec<Message>,
+}
+
+/// Connects, subscribes and, with history, loads the scripts and asks what
+/// was missed since `seen`, in one pipeline; returns once Redis has
+/// confirmed every channel and answered.
+async fn subscribe(subscriber: &Subscriber, seen: &Seen) -> Result<Subscribed, RespError> {
+    let mut conn = RespConn::connect(&subscriber.url, Protocol::Resp3).await?;
+    let names = subscriber.channels.all();
+    let mut pipeline = redis::cmd("SUBSCRIBE").arg(&names[..]).get_packed_command();
+    let history = subscriber.history.as_ref().map(|(history, _)| history);
+    if let Some(history) = history {
+        for script in history.scripts() {
+            pipeline.extend(redis::cmd("SCRIPT").arg("LOAD").arg(script).get_packed_command());
+        }
+        pipeline.extend(history.missed(seen.asked()));
+    }
+    conn.send(&pipeline).await?;
+    let replies = history.map_or(0, |h| h.scripts().len() + 1);
+    let (held, last) = within(SUBSCRIBE_TIMEOUT, confirmed(&mut conn, names.len(), replies)).await?;
+    let missed = match last {
+        Some(reply) => history::missed(reply).map_err(|e| {
+            subscriber.metrics.script_failed(HistoryScript::CatchUp);
+            RespError::Protocol(e.to_string())
+        })?,
+        None => Vec::new(),
+    };
+    Ok(Subscribed { conn, missed, held })
+}
+
+/// Reads until `channels` subscriptions are confirmed and `replies` replies
+/// are in; gives the messages read meanwhile and the last reply.
+async fn confirmed(
+    conn: &mut RespConn,
+    channels: usize,
+    replies: usize,
+) -> Result<(Vec<Message>, Option<Value>), RespError> {
+    let (mut confirmed, mut answered, mut held, mut last) = (0, 0, Vec::new(), None);
+    while confirmed < channels || answered < replies {
+        match conn.next_value().await? {
+            Value::Push { kind: PushKind::Subscribe, .. } => confirmed += 1,
+            Value::Push { kind, data } => held.extend(message(kind, data)),
+            Value::ServerError(e) => return Err(RespError::Refused(e.to_string())),
+            reply => {
+                answered += 1;
+                last = Some(reply);
             }
-            Err(error) => return error,
         }
     }
+    Ok((held, last))
+}
+
+/// What the connection brings while listening.
+enum Pushed {
+    Message(Message),
+    Answer(Fetch, Value),
+}
+
+enum Wake {
+    Read(Result<Value, RespError>),
+    Fetches(Vec<Fetch>),
+}
+
+/// Reads messages and replies, and writes the shard's fetches as they come
+/// (`in_flight`: those sent and not yet answered, oldest first), until the
+/// connection fails.
+async fn listen(
+    mut conn: RespConn,
+    history: Option<&History>,
+    recoveries: Option<&Recoveries>,
+    in_flight: &mut VecDeque<Fetch>,
+    mut on: impl FnMut(Pushed),
+) -> RespError {
+    loop {
+        // While a fetch waits, Redis owes us a reply: a Redis that says
+        // nothing for that long is frozen, and the subscribes must not wait
+        // on it forever.
+        let read = async {
+            match in_flight.is_empty() {
+                true => Wake::Read(conn.next_value().await),
+                false => Wake::Read(within(FETCH_TIMEOUT, conn.next_value()).await),
+            }
+        };
+        // Dropping a pending read loses nothing: a read that got bytes has
+        // parsed them before it returns.
+        let wake = match recoveries {
+            Some(recoveries) => {
+                futures_lite::future::or(read, async { Wake::Fetches(recoveries.next_batch().await) }).await
+            }
+            None => read.await,
+        };
+        let value = match wake {
+            Wake::Read(Ok(value)) => value,
+            Wake::Read(Err(error)) => return error,
+            Wake::Fetches(fetches) => match send(&mut conn, history, fetches, in_flight).await {
+                Ok(()) => continue,
+                Err(error) => return error,
+            },
+        };
+        match value {
+            Value::Push { kind, data } => {
+                message(kind, data).into_iter().for_each(|m| on(Pushed::Message(m)))
+            }
+            reply => {
+                let Some(mut fetch) = in_flight.pop_front() else {
+                    return RespError::Protocol("a reply nobody asked for".into());
+                };
+                if history::unknown_script(&reply) && !fetch.by_text {
+                    fetch.by_text = true;
+                    if let Err(error) = send(&mut conn, history, vec![fetch], in_flight).await {
+                        return error;
+                    }
+                    continue;
+                }
+                on(Pushed::Answer(fetch, reply));
+            }
+        }
+    }
+}
+
+/// Writes `fetches` in one pipeline; they join `in_flight` first, so that a
+/// failed write answers them too.
+async fn send(
+    conn: &mut RespConn,
+    history: Option<&History>,
+    fetches: Vec<Fetch>,
+    in_flight: &mut VecDeque<Fetch>,
+) -> Result<(), RespError> {
+    let Some(history) = history else { return Ok(()) };
+    let mut pipeline = Vec::new();
+    for fetch in fetches {
+        // Without `since` a subscribe wants only the position.
+        let limit = if fetch.since.is_some() { history.size() } else { 0 };
+        pipeline.extend(history.ask(&fetch.stream, fetch.since.as_ref(), limit, fetch.by_text));
+        in_flight.push_back(fetch);
+    }
+    conn.send(&pipeline).await
+}
+
+/// The channel and payload of a pushed `message`; `None` for other pushes.
+fn message(kind: PushKind, data: Vec<Value>) -> Option<Message> {
+    if kind != PushKind::Message {
+        return None;
+    }
+    let mut data = data.into_iter();
+    match (data.next()?, data.next()?) {
+        (Value::BulkString(channel), Value::BulkString(payload)) => {
+            Some(Message { channel: String::from_utf8_lossy(&channel).into_owned(), payload })
+        }
+        _ => None,
+    }
+}
+
+fn dispatch(
+    subscriber: &Subscriber,
+    message: &Message,
+    handlers: &Handlers<
+        impl Fn(Event),
+        impl Fn(Control),
+        impl Fn(Ticket, Result<Recovery, Unavailable>),
+        impl Fn(&str),
+    >,
+) {
+    match message.channel == subscriber.channels.control {
+        true => on_control(&message.payload, &handlers.control),
+        false => on_message(
+            message,
+            subscriber.metrics,
+            subscriber.send_queue_bytes,
+            subscriber.counts,
+            &handlers.deliver,
+        ),
+    }
+}
+
+/// Hands a fetch's answer to the shard; a reply that is not one answers
+/// [`Unavailable`].
+fn answer(
+    subscriber: &Subscriber,
+    fetch: Fetch,
+    reply: Value,
+    recovered: impl Fn(Ticket, Result<Recovery, Unavailable>),
+) {
+    let recovery = history::recovery(reply, fetch.since.as_ref());
+    let recovery = recovery.map_err(|error| {
+        subscriber.metrics.script_failed(HistoryScript::Fetch);
+        warn!(error = %error, "a history fetch failed");
+        Unavailable
+    });
+    recovered(fetch.ticket, recovery);
 }
 
 fn on_message(
-    message: &Msg,
+    message: &Message,
     metrics: &Metrics,
     send_queue_bytes: usize,
     counts: bool,
     deliver: impl Fn(Event),
 ) {
-    let event = match parse(message.get_payload_bytes()) {
+    let channel = message.channel.as_str();
+    let event = match parse(&message.payload) {
         Ok(event) => event,
         Err(error) => {
             if counts {
                 metrics.dropped(DropReason::Invalid);
-                warn!(channel = message.get_channel_name(), error = %error, "ignored a message that is not an event envelope");
+                warn!(channel, error = %error, "ignored a message that is not an event envelope");
             }
             return;
         }
@@ -118,7 +360,7 @@ fn on_message(
     if let Err(too_large) = event.fits(send_queue_bytes) {
         if counts {
             metrics.dropped(DropReason::TooLarge);
-            warn!(channel = message.get_channel_name(), id = %event.id, error = %too_large, "dropped an event from Redis");
+            warn!(channel, id = %event.id, error = %too_large, "dropped an event from Redis");
         }
         return;
     }
@@ -128,108 +370,9 @@ fn on_message(
     deliver(event);
 }
 
-fn on_control(message: &Msg, control: impl Fn(Control)) {
-    match serde_json::from_slice::<Control>(message.get_payload_bytes()) {
+fn on_control(payload: &[u8], control: impl Fn(Control)) {
+    match serde_json::from_slice::<Control>(payload) {
         Ok(message) => control(message),
         Err(e) => warn!(line = e.line(), column = e.column(), "ignored a control message that is not one"),
-    }
-}
-
-/// Why a message was ignored. Its text never quotes the message: serde's
-/// messages may carry pieces of it.
-#[derive(Debug, thiserror::Error)]
-enum NotAnEnvelope {
-    #[error("not JSON or not an envelope object (line {}, column {})", .0.line(), .0.column())]
-    Json(#[from] serde_json::Error),
-    #[error("invalid {kind} payload")]
-    Payload { kind: String },
-    #[error(transparent)]
-    Event(EventError),
-}
-
-impl From<EventError> for NotAnEnvelope {
-    fn from(error: EventError) -> Self {
-        match error {
-            EventError::Payload { kind, .. } => NotAnEnvelope::Payload { kind },
-            other => NotAnEnvelope::Event(other),
-        }
-    }
-}
-
-fn parse(payload: &[u8]) -> Result<Event, NotAnEnvelope> {
-    let mut draft: Draft<'_> = serde_json::from_slice(payload)?;
-    if draft.id.as_deref().is_none_or(str::is_empty) {
-        draft.id = Some(content_id(payload, draft.timestamp.as_deref()));
-    }
-    Ok(draft.into_event(Required::Either)?)
-}
-
-/// Envelopes `PUBLISH`ed by other programs (README, Several instances): any bytes are an event
-/// or an error, never a panic, and an envelope without an `id` is named from
-/// its bytes alone, so every shard and instance names it alike
-/// (`PROPTEST_CASES` for longer runs).
-#[cfg(test)]
-mod properties {
-    use proptest::prelude::*;
-    use serde_json::{json, Value};
-
-    use super::*;
-
-    /// Each key of an envelope with the values that decide its fate.
-    fn fields() -> Vec<(&'static str, Vec<Value>)> {
-        vec![
-            ("id", vec![json!(""), json!("evt-1"), json!(7)]),
-            ("type", vec![json!("custom"), json!("broadcast"), json!("")]),
-            (
-                "room",
-                vec![json!("orders"), json!("all"), json!("cart"), json!("orders:1"), json!("bad room")],
-            ),
-            ("userId", vec![json!("5"), json!(5), json!("")]),
-            ("payload", vec![json!({}), json!({"message": "m"}), json!([1])]),
-            ("timestamp", vec![json!("2026-11-27T18:00:00.000Z"), json!("yesterday"), json!("")]),
-        ]
-    }
-
-    /// An envelope of some of those fields, and white space to put before it.
-    fn envelope() -> impl Strategy<Value = (Value, String)> {
-        let present: Vec<_> = fields()
-            .into_iter()
-            .map(|(key, values)| {
-                prop::option::weighted(0.7, prop::sample::select(values))
-                    .prop_map(move |v| v.map(|v| (key.to_owned(), v)))
-            })
-            .collect();
-        (present, " {0,2}")
-            .prop_map(|(present, pad)| (Value::Object(present.into_iter().flatten().collect()), pad))
-    }
-
-    proptest! {
-        #[test]
-        fn an_envelope_is_named_by_its_bytes((envelope, pad) in envelope()) {
-            let bytes = format!("{pad}{envelope}");
-            let (Ok(first), Ok(again)) = (parse(bytes.as_bytes()), parse(bytes.as_bytes())) else {
-                return Ok(());
-            };
-            prop_assert_eq!(&first.id, &again.id);
-            // A missing timestamp is each receiver's own (README, Several instances); the rest is the same.
-            if envelope["timestamp"].as_str().is_some_and(|t| !t.is_empty()) {
-                prop_assert_eq!(first.frame.as_str(), again.frame.as_str());
-            }
-            match envelope["id"].as_str().filter(|id| !id.is_empty()) {
-                Some(id) => prop_assert_eq!(first.id.as_str(), id),
-                None => {
-                    let ulid = ulid::Ulid::from_string(&first.id).expect("a derived id is a ULID");
-                    let dated = envelope["timestamp"] == json!("2026-11-27T18:00:00.000Z");
-                    prop_assert_eq!(ulid.timestamp_ms(), if dated { 1_795_802_400_000 } else { 0 });
-                    let other = parse(format!("{bytes} ").as_bytes()).expect("the same envelope");
-                    prop_assert_ne!(first.id, other.id, "other bytes, another id");
-                }
-            }
-        }
-
-        #[test]
-        fn any_bytes_are_an_event_or_an_error(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-            let _ = parse(&bytes);
-        }
     }
 }
