@@ -110,6 +110,7 @@ next_server=0
 start_server() {
     local log="$work/server-$next_server.log"
     next_server=$((next_server + 1))
+    : >"$log"
     # A clean environment and an empty working directory: no setting of this
     # machine and no .env reaches the servers.
     (cd "$work" && exec env -i PATH="$PATH" JWT_SECRET=$SECRET SHARDS=1 PORT="$port" BIND_ADDR=127.0.0.1 \
@@ -117,8 +118,12 @@ start_server() {
         RUST_LOG=info "$REALTIME" >/dev/null 2>"$log") &
     started=$!
     server_pids+=("$started")
-    # /ready on the shared port may be answered by another process: wait for this one's own word.
+    # /ready on the shared port may be answered by another process: wait for
+    # this one's own word that it listens and that both its Redis links (a
+    # subscriber and a publisher: SHARDS=1) are up, which is what its /ready says.
     wait_for 15 grep -q listening "$log" || fail "a server did not start listening within 15 s"
+    wait_for 15 sh -c "[ \$(grep -c 'redis link connected' '$log') -ge 2 ]" ||
+        fail "a server's Redis links were not up within 15 s"
 }
 
 for _ in $(seq "$SERVERS"); do

@@ -77,6 +77,10 @@ def rolling(extra, result):
         "delivered": result.get("delivered"),
         "expected": result.get("expected"),
         "lost_by_offsets": reconnect.get("lost_by_offsets"),
+        # Publishes a stopping or starting server refused (503): the publisher
+        # knows these were not delivered, so they are not lost, but a REST
+        # service must retry them.
+        "publishes_refused": result.get("publish_rejected"),
         "publishes_unanswered": result.get("publish_failed"),
         "reconnects": reconnect.get("reconnects"),
         "recovered": reconnect.get("recovered"),
