@@ -152,6 +152,7 @@ RUN_LIMIT_S=$((RUN_LIMIT_S + ROLL_SECONDS))
 case $SCENARIO in
     idle)
         read -r sockets_before pages_before slab_before < <(sockstat)
+        read -r redis_cpu_before _ < <(redis_figures)
         # The generator holds the connections for DURATION seconds: sample the kernel's side meanwhile.
         bench --pid "$(pids)" --conns "$CONNS" --duration "$DURATION" idle >"$work/result" 2>"$work/bench.log" &
         bench_pid=$!
@@ -165,7 +166,9 @@ case $SCENARIO in
         done
         wait "$bench_pid" || true
         bench_pid=
-        extra="\"kernel_tcp_sockets\":$((peak_sockets - sockets_before)),\"kernel_tcp_mem_kib\":$(((peak_pages - pages_before) * 4)),\"kernel_slab_kib\":$((peak_slab - slab_before))"
+        read -r redis_cpu_after _ < <(redis_figures)
+        # Redis's work for idle connections: presence, at connect and kept fresh while they stay.
+        extra="\"redis_cpu_s\":[$redis_cpu_before,$redis_cpu_after],\"kernel_tcp_sockets\":$((peak_sockets - sockets_before)),\"kernel_tcp_mem_kib\":$(((peak_pages - pages_before) * 4)),\"kernel_slab_kib\":$((peak_slab - slab_before))"
         ;;
     fanout)
         # Reading the figures is output of its own: measured once, taken off.

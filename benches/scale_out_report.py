@@ -24,6 +24,7 @@ def idle(extra, result):
         "kernel_tcp_buffers_kib_per_conn": per(extra["kernel_tcp_mem_kib"], connected),
         "kernel_slab_kib_per_conn": per(extra["kernel_slab_kib"], connected),
         "connect_s": result.get("connect_s"),
+        "redis_cpu_s": round(extra["redis_cpu_s"][1] - extra["redis_cpu_s"][0], 3),
     }
 
 
