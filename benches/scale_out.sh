@@ -22,7 +22,8 @@
 #   STORM_COUNT   handshakes of the storm              CONNS
 #   SERVER_CAP    MAX_CONNECTIONS of each server       19000 (below the 20,000 open files: a full
 #                 server answers 503 and the client tries again, landing elsewhere)
-#   ROLL_SECONDS  publishing time of `rolling`         20 + 12 × SERVERS
+#   ROLL_SECONDS  publishing time of `rolling`         20 + 15 × SERVERS
+#   STEP_PAUSE    seconds between one old server's exit and the next new one (`rolling`)  10
 #   PER_PROCESS   connections per generator process    18000
 #   REALTIME, BENCH  the binaries                      target/release/realtime, target/release/realtime-bench
 #   KEEP_LOGS     a directory to copy the servers' logs to (default: removed)
@@ -37,7 +38,8 @@ DURATION=${DURATION:-10}
 RATE=${RATE:-1}
 STORM_COUNT=${STORM_COUNT:-$CONNS}
 SERVER_CAP=${SERVER_CAP:-19000}
-ROLL_SECONDS=${ROLL_SECONDS:-$((20 + 12 * SERVERS))}
+ROLL_SECONDS=${ROLL_SECONDS:-$((20 + 15 * SERVERS))}
+STEP_PAUSE=${STEP_PAUSE:-10}
 PER_PROCESS=${PER_PROCESS:-18000}
 REALTIME=${REALTIME:-target/release/realtime}
 SECRET=benchsecret
@@ -199,6 +201,9 @@ case $SCENARIO in
             kill -TERM "$old"
             wait_for 30 sh -c "! kill -0 $old 2>/dev/null" || fail "a server did not stop within 30 s of SIGTERM"
             restarts+=("{\"sigterm_ms\":$sigterm_ms,\"exited_ms\":$(now_ms)}")
+            # Time for this step's clients to come back before the next step
+            # closes more: each step's reconnects are then told apart.
+            sleep "$STEP_PAUSE"
         done
         restarts_done_ms=$(now_ms)
         wait "$bench_pid" || true

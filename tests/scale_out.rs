@@ -105,7 +105,7 @@ fn a_rolling_restart_under_fan_out_loses_and_repeats_nothing() {
         return;
     }
     // 50 events a second: every client away for longer than 20 ms misses live ones and must recover them.
-    let rolling = scale_out("rolling", 300, &[("RATE", "50"), ("ROLL_SECONDS", "12")]);
+    let rolling = scale_out("rolling", 300, &[("RATE", "50"), ("ROLL_SECONDS", "12"), ("STEP_PAUSE", "1")]);
     assert_eq!(rolling["restarts_under_load"], true, "{rolling}");
     assert_eq!((rolling["lost"].as_u64(), rolling["duplicates"].as_u64()), (Some(0), Some(0)), "{rolling}");
     // By offsets, which also count the events whose publish a stopping server left unanswered.
