@@ -64,14 +64,15 @@ BENCH=$(realpath "$BENCH")
 work=$(mktemp -d)
 redis_pid=
 bench_pid=
+sampler_pid=
 declare -a server_pids=()
 # Everything started here ends here, whatever way the script ends.
 cleanup() {
     local pid
-    for pid in "$bench_pid" "${server_pids[@]}" "$redis_pid"; do
+    for pid in "$bench_pid" "$sampler_pid" "${server_pids[@]}" "$redis_pid"; do
         [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
     done
-    for pid in "$bench_pid" "${server_pids[@]}" "$redis_pid"; do
+    for pid in "$bench_pid" "$sampler_pid" "${server_pids[@]}" "$redis_pid"; do
         [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
     done
     if [ -n "${KEEP_LOGS:-}" ]; then
@@ -150,37 +151,58 @@ redis_figures() {
     echo "$cpu $out"
 }
 
+# redis_window: once the generator says every connection is open (its
+# --ready-file), Redis's CPU and output over the next WINDOW seconds of the
+# measured phase, read before the connections close (closing is presence
+# work of its own); reading the figures is output of its own, measured once
+# and taken off. Sets $redis_window as JSON fields.
+WINDOW=$((DURATION > 2 ? DURATION - 1 : 1))
+redis_window() {
+    local cpu_before out_first out_before cpu_after out_after
+    wait_for $((60 + CONNS / 500)) test -e "$work/ready" || fail "the load generator was not ready in time"
+    read -r _ out_first < <(redis_figures)
+    read -r cpu_before out_before < <(redis_figures)
+    sleep "$WINDOW"
+    read -r cpu_after out_after < <(redis_figures)
+    redis_window="\"redis_window_s\":$WINDOW,\"redis_cpu_s\":[$cpu_before,$cpu_after],\"redis_output_bytes\":[$((2 * out_before - out_first)),$out_after]"
+}
+
 RUN_LIMIT_S=$((RUN_LIMIT_S + ROLL_SECONDS))
 case $SCENARIO in
     idle)
         read -r sockets_before pages_before slab_before < <(sockstat)
-        read -r redis_cpu_before _ < <(redis_figures)
         # The generator holds the connections for DURATION seconds: sample the kernel's side meanwhile.
-        bench --pid "$(pids)" --conns "$CONNS" --duration "$DURATION" idle >"$work/result" 2>"$work/bench.log" &
+        bench --pid "$(pids)" --conns "$CONNS" --duration "$DURATION" --ready-file "$work/ready" idle \
+            >"$work/result" 2>"$work/bench.log" &
         bench_pid=$!
-        peak_sockets=$sockets_before peak_pages=$pages_before peak_slab=$slab_before
-        while kill -0 "$bench_pid" 2>/dev/null; do
-            read -r sockets pages slab < <(sockstat)
-            [ "$pages" -gt "$peak_pages" ] && peak_pages=$pages
-            [ "$sockets" -gt "$peak_sockets" ] && peak_sockets=$sockets
-            [ "$slab" -gt "$peak_slab" ] && peak_slab=$slab
-            sleep 1
-        done
+        (
+            peak_sockets=$sockets_before peak_pages=$pages_before peak_slab=$slab_before
+            while kill -0 "$bench_pid" 2>/dev/null; do
+                read -r sockets pages slab < <(sockstat)
+                [ "$pages" -gt "$peak_pages" ] && peak_pages=$pages
+                [ "$sockets" -gt "$peak_sockets" ] && peak_sockets=$sockets
+                [ "$slab" -gt "$peak_slab" ] && peak_slab=$slab
+                sleep 1
+            done
+            echo "$peak_sockets $peak_pages $peak_slab" >"$work/peaks"
+        ) &
+        sampler_pid=$!
+        # Redis's work for idle connections while they stay: presence keeping them fresh.
+        redis_window
         wait "$bench_pid" || true
         bench_pid=
-        read -r redis_cpu_after _ < <(redis_figures)
-        # Redis's work for idle connections: presence, at connect and kept fresh while they stay.
-        extra="\"redis_cpu_s\":[$redis_cpu_before,$redis_cpu_after],\"kernel_tcp_sockets\":$((peak_sockets - sockets_before)),\"kernel_tcp_mem_kib\":$(((peak_pages - pages_before) * 4)),\"kernel_slab_kib\":$((peak_slab - slab_before))"
+        wait "$sampler_pid"
+        read -r peak_sockets peak_pages peak_slab <"$work/peaks"
+        extra="$redis_window,\"kernel_tcp_sockets\":$((peak_sockets - sockets_before)),\"kernel_tcp_mem_kib\":$(((peak_pages - pages_before) * 4)),\"kernel_slab_kib\":$((peak_slab - slab_before))"
         ;;
     fanout)
-        # Reading the figures is output of its own: measured once, taken off.
-        read -r _ redis_out_first < <(redis_figures)
-        read -r redis_cpu_before redis_out_before < <(redis_figures)
-        redis_out_before=$((2 * redis_out_before - redis_out_first))
-        bench --pid "$(pids)" --conns "$CONNS" --duration "$DURATION" fanout --rate "$RATE" --drain 15 \
-            >"$work/result" 2>"$work/bench.log" || true
-        read -r redis_cpu_after redis_out_after < <(redis_figures)
-        extra="\"redis_cpu_s\":[$redis_cpu_before,$redis_cpu_after],\"redis_output_bytes\":[$redis_out_before,$redis_out_after]"
+        bench --pid "$(pids)" --conns "$CONNS" --duration "$DURATION" --ready-file "$work/ready" \
+            fanout --rate "$RATE" --drain 15 >"$work/result" 2>"$work/bench.log" &
+        bench_pid=$!
+        redis_window
+        wait "$bench_pid" || true
+        bench_pid=
+        extra="$redis_window,\"rate\":$RATE"
         ;;
     storm)
         bench --pid "$(pids)" --threads 2 --duration 120 storm --count "$STORM_COUNT" --concurrency 64 \

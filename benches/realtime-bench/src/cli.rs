@@ -69,6 +69,11 @@ pub struct Common {
     /// API key for the publish API, when the server sets API_KEY
     #[arg(long, global = true, env = "API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Create this file once every connection is open, as the measured
+    /// phase begins (idle: the hold; fanout: just before the first
+    /// publish), for a script that measures or acts on the servers meanwhile
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ready_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -117,10 +122,6 @@ pub enum Scenario {
         /// across the reconnects, and the recovered events apart
         #[arg(long)]
         reconnect: bool,
-        /// Create this file once every connection is open, just before the
-        /// first publish (for a script that acts on the servers meanwhile)
-        #[arg(long, value_name = "PATH")]
-        ready_file: Option<std::path::PathBuf>,
     },
     /// N connections with distinct users, targeted sends to random ones
     Send {

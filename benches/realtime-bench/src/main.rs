@@ -79,17 +79,12 @@ fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Scenario::Storm { concurrency, count, private_key, subscribe } => {
             scenarios::storm(&settings, *concurrency, *count, private_key.as_deref(), *subscribe)
         }
-        Scenario::Fanout { publish, no_subscribe, closed_window, publishers, reconnect, ready_file } => {
+        Scenario::Fanout { publish, no_subscribe, closed_window, publishers, reconnect } => {
             if *no_subscribe && settings.common.room != "all" {
                 anyhow::bail!("with --no-subscribe only room `all` reaches the connections: add --room all");
             }
             let closed = closed_window.map(|window| Closed { window, publishers: *publishers });
-            let fanout = Fanout {
-                subscribe: !no_subscribe,
-                closed,
-                reconnect: *reconnect,
-                ready_file: ready_file.clone(),
-            };
+            let fanout = Fanout { subscribe: !no_subscribe, closed, reconnect: *reconnect };
             scenarios::publish(&settings, publish, false, fanout)
         }
         Scenario::Send { publish } => scenarios::publish(&settings, publish, true, Fanout::default()),

@@ -3,7 +3,7 @@
 //! JSON result plus a human summary.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -94,6 +94,12 @@ impl Settings {
             pings,
             reconnect,
         }
+    }
+
+    /// Creates `--ready-file`, if given: the measured phase begins.
+    fn say_ready(&self) -> anyhow::Result<()> {
+        let Some(path) = &self.common.ready_file else { return Ok(()) };
+        std::fs::write(path, b"ready\n").with_context(|| format!("--ready-file {}", path.display()))
     }
 
     fn rss(&self) -> anyhow::Result<Option<u64>> {
@@ -197,6 +203,10 @@ pub fn idle(s: &Settings, subscribe: bool) -> anyhow::Result<Outcome> {
     let bench_before = procstat::own_cpu_s();
     let held = Instant::now();
     fleet.go()?;
+    if let Err(e) = s.say_ready() {
+        let _ = fleet.stop();
+        return Err(e);
+    }
     std::thread::sleep(s.duration);
     let cpu_after = s.cpu()?;
     let bench_own = procstat::own_cpu_s() - bench_before;
@@ -342,12 +352,11 @@ pub struct Fanout {
     pub subscribe: bool,
     pub closed: Option<Closed>,
     pub reconnect: bool,
-    pub ready_file: Option<PathBuf>,
 }
 
 /// `fanout` (broadcast to a room, open or closed loop) and `send` (to single users).
 pub fn publish(s: &Settings, p: &Publish, send: bool, fanout: Fanout) -> anyhow::Result<Outcome> {
-    let Fanout { subscribe, closed, reconnect, ready_file } = fanout;
+    let Fanout { subscribe, closed, reconnect } = fanout;
     let rate = p.rate.unwrap_or(if closed.is_some() { 0.0 } else { 20.0 });
     if !(0.0..=1e6).contains(&rate) {
         bail!("--rate must be in [0, 1000000] events/s");
@@ -389,11 +398,9 @@ pub fn publish(s: &Settings, p: &Publish, send: bool, fanout: Fanout) -> anyhow:
     let cpu_before = s.cpu()?;
     let bench_before = procstat::own_cpu_s();
     fleet.go()?;
-    if let Some(path) = &ready_file {
-        if let Err(e) = std::fs::write(path, b"ready\n") {
-            let _ = fleet.stop();
-            return Err(e).with_context(|| format!("--ready-file {}", path.display()));
-        }
+    if let Err(e) = s.say_ready() {
+        let _ = fleet.stop();
+        return Err(e);
     }
     let published = publisher::run(PubSpec {
         target: s.target.clone(),
