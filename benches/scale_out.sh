@@ -23,6 +23,7 @@
 #   SERVER_CAP    MAX_CONNECTIONS of each server       19000 (below the 20,000 open files: a full
 #                 server answers 503 and the client tries again, landing elsewhere)
 #   ROLL_SECONDS  publishing time of `rolling`         20 + 15 × SERVERS
+#   DRAIN         seconds the fan-outs wait for late deliveries after publishing   15
 #   STEP_PAUSE    seconds between one old server's exit and the next new one (`rolling`)  10
 #   PER_PROCESS   connections per generator process    18000
 #   REALTIME, BENCH  the binaries                      target/release/realtime, target/release/realtime-bench
@@ -40,6 +41,7 @@ STORM_COUNT=${STORM_COUNT:-$CONNS}
 SERVER_CAP=${SERVER_CAP:-19000}
 ROLL_SECONDS=${ROLL_SECONDS:-$((20 + 15 * SERVERS))}
 STEP_PAUSE=${STEP_PAUSE:-10}
+DRAIN=${DRAIN:-15}
 PER_PROCESS=${PER_PROCESS:-18000}
 REALTIME=${REALTIME:-target/release/realtime}
 SECRET=benchsecret
@@ -197,7 +199,7 @@ case $SCENARIO in
         ;;
     fanout)
         bench --pid "$(pids)" --conns "$CONNS" --duration "$DURATION" --ready-file "$work/ready" \
-            fanout --rate "$RATE" --drain 15 >"$work/result" 2>"$work/bench.log" &
+            fanout --rate "$RATE" --drain "$DRAIN" >"$work/result" 2>"$work/bench.log" &
         bench_pid=$!
         redis_window
         wait "$bench_pid" || true
@@ -210,7 +212,7 @@ case $SCENARIO in
         extra="\"storm_count\":$STORM_COUNT"
         ;;
     rolling)
-        bench --conns "$CONNS" --duration "$ROLL_SECONDS" fanout --rate "$RATE" --drain 15 --reconnect \
+        bench --conns "$CONNS" --duration "$ROLL_SECONDS" fanout --rate "$RATE" --drain "$DRAIN" --reconnect \
             --ready-file "$work/ready" >"$work/result" 2>"$work/bench.log" &
         bench_pid=$!
         wait_for $((60 + CONNS / 500)) test -e "$work/ready" || fail "the load generator was not ready in time"
