@@ -11,8 +11,9 @@ use redis::{Connection, RedisResult};
 
 use super::{drain, free_port, Buf, DEFAULT_DEADLINE};
 
-/// Whether `redis-server` can run here; says loudly when it cannot.
-fn installed() -> bool {
+/// Whether `redis-server` can run here; says loudly when it cannot (and
+/// fails with `REALTIME_REQUIRE_REDIS=1`).
+pub fn redis_installed() -> bool {
     let runs = Command::new("redis-server")
         .arg("--version")
         .stdout(Stdio::null())
@@ -41,12 +42,12 @@ impl RedisServer {
     /// on a fresh machine. With `REALTIME_REQUIRE_REDIS=1` (CI) a missing
     /// `redis-server` fails the test instead.
     pub fn start() -> Option<RedisServer> {
-        installed().then(|| RedisServer::start_inner(None))
+        redis_installed().then(|| RedisServer::start_inner(None))
     }
 
     /// [`RedisServer::start`] with `--requirepass password`.
     pub fn start_with_password(password: &str) -> Option<RedisServer> {
-        installed().then(|| RedisServer::start_inner(Some(password.to_string())))
+        redis_installed().then(|| RedisServer::start_inner(Some(password.to_string())))
     }
 
     fn start_inner(password: Option<String>) -> RedisServer {

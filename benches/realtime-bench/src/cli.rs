@@ -39,9 +39,11 @@ pub struct Common {
     /// JWT_SECRET of the server, to mint HS256 client tokens
     #[arg(long, global = true, env = "JWT_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
-    /// Server pid: RSS from /proc/PID/status, CPU from /proc/PID/stat
-    #[arg(long, global = true)]
-    pub pid: Option<u32>,
+    /// Server pid: RSS from /proc/PID/status, CPU from /proc/PID/stat; a
+    /// deployment of several processes on one port: every pid (comma list or
+    /// the flag repeated), summed
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub pid: Vec<u32>,
     /// Connections (idle, fanout, send, ping)
     #[arg(long, global = true, default_value_t = 1000)]
     pub conns: usize,
@@ -69,6 +71,11 @@ pub struct Common {
     /// API key for the publish API, when the server sets API_KEY
     #[arg(long, global = true, env = "API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Create this file once every connection is open, as the measured
+    /// phase begins (idle: the hold; fanout: just before the first
+    /// publish), for a script that measures or acts on the servers meanwhile
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ready_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -111,6 +118,12 @@ pub enum Scenario {
         /// Keep-alive publisher connections with --closed-window
         #[arg(long, default_value_t = 4)]
         publishers: usize,
+        /// A connection the server closes reconnects (with retries) and
+        /// subscribes again with `since` its last event's offset and epoch,
+        /// as a real client does; loss and duplicates are then counted
+        /// across the reconnects, and the recovered events apart
+        #[arg(long)]
+        reconnect: bool,
     },
     /// N connections with distinct users, targeted sends to random ones
     Send {

@@ -13,6 +13,7 @@ use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use futures_util::StreamExt;
 
+use crate::recovery::{self, Position, Subscribed};
 use crate::target::{self, Target};
 
 pub type Ws = WebSocketStream<glommio::net::TcpStream>;
@@ -37,6 +38,9 @@ pub enum Failure {
     Unexpected(String),
     Closed,
     Timeout,
+    /// A subscribe answered `unavailable`: the room's history cannot be
+    /// reached yet (its Redis link is down or still connecting).
+    Unavailable,
 }
 
 impl Failure {
@@ -55,6 +59,7 @@ impl Failure {
             Failure::Unexpected(_) => "unexpected_message".into(),
             Failure::Closed => "closed".into(),
             Failure::Timeout => "timeout".into(),
+            Failure::Unavailable => "history_unavailable".into(),
         }
     }
 
@@ -73,6 +78,7 @@ impl fmt::Display for Failure {
             Failure::Unexpected(m) => write!(f, "unexpected message: {m}"),
             Failure::Closed => f.write_str("closed by the server"),
             Failure::Timeout => f.write_str("timed out"),
+            Failure::Unavailable => f.write_str("the room's history is unavailable"),
         }
     }
 }
@@ -93,23 +99,25 @@ pub async fn within<T>(
 pub const CONNECT_TRIES: u32 = 4;
 
 /// Runs `attempt` until it succeeds, fails for good (not `retryable`, or
-/// `CONNECT_TRIES` tries, or `give_up` says so), pausing 100, 200, 400 ms
-/// between tries; returns the last outcome and how many retries it took.
+/// `tries` tries, or `give_up` says so), pausing 100, 200, 400 ms and so on
+/// between tries, at most a second; returns the last outcome and how many
+/// retries it took.
 pub async fn retrying<T, F>(
+    tries: u32,
     give_up: impl Fn() -> bool,
     mut attempt: impl FnMut() -> F,
 ) -> (Result<T, Failure>, u32)
 where
     F: std::future::Future<Output = Result<T, Failure>>,
 {
-    let mut tries = 0;
+    let mut tried = 0;
     loop {
-        tries += 1;
+        tried += 1;
         match attempt().await {
-            Err(e) if tries < CONNECT_TRIES && e.retryable() && !give_up() => {
-                glommio::timer::sleep(Duration::from_millis(50 << tries)).await;
+            Err(e) if tried < tries && e.retryable() && !give_up() => {
+                glommio::timer::sleep(Duration::from_millis((50 << tried.min(5)).min(1000))).await;
             }
-            other => return (other, tries - 1),
+            other => return (other, tried - 1),
         }
     }
 }
@@ -131,18 +139,28 @@ pub async fn open(target: &Target, src: Option<IpAddr>, token: &str, limit: Dura
     Ok(ws)
 }
 
-/// Subscribes to `room`: `Ok(true)` on `subscribed`, `Ok(false)` when the
-/// server answers with an error (refused, or no subscriptions yet).
-pub async fn subscribe(ws: &mut Ws, room: &str) -> Result<bool, Failure> {
-    let request = serde_json::json!({ "type": "subscribe", "room": room }).to_string();
+/// Subscribes to `room`, resuming `since` a place when given: the
+/// `subscribed` answer, or `None` when the server refuses it;
+/// `Failure::Unavailable` when it asks for the subscribe again later.
+pub async fn subscribe(
+    ws: &mut Ws,
+    room: &str,
+    since: Option<&Position>,
+) -> Result<Option<Subscribed>, Failure> {
+    let request = recovery::subscribe_request(room, since);
     ws.send(Message::Text(request.into())).await.map_err(Failure::Ws)?;
     // Events for `all` may come first; skip a few.
     for _ in 0..64 {
         let text = next_text(ws).await?;
-        match message_type(&text).as_deref() {
-            Some("subscribed") => return Ok(true),
-            Some("error") => return Ok(false),
-            _ => {}
+        if let Some(answer) = Subscribed::parse(&text) {
+            return Ok(Some(answer));
+        }
+        if message_type(&text).as_deref() == Some("error") {
+            return if text.contains("\"code\":\"unavailable\"") {
+                Err(Failure::Unavailable)
+            } else {
+                Ok(None)
+            };
         }
     }
     Err(Failure::Unexpected("no answer to subscribe".into()))

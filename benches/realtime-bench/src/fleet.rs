@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::client::{self, Answer, Failure, Seen, SeqTracker, Ws};
 use crate::hist::Histogram;
 use crate::procstat;
+use crate::recovery::{self, Position, RoomTrack, Subscribed};
 use crate::signal::{Signal, Wait};
 use crate::target::Target;
 use crate::token::{self, Minter};
@@ -85,6 +86,9 @@ pub struct WorkerSpec {
     /// A child stops by itself this long after it is ready, whatever its parent does.
     pub max_lifetime_s: u64,
     pub pings: Option<PingPlan>,
+    /// A connection the server closes comes back, as a real client would:
+    /// it reconnects and subscribes with `since` its last event's place.
+    pub reconnect: bool,
 }
 
 /// Client pings from the connections with global index below `busy`:
@@ -236,6 +240,41 @@ pub struct WorkerReport {
     pub connect_latency: Histogram,
     /// Client `ping` to its `pong`, µs.
     pub pong_rtt: Histogram,
+    /// Connections that came back after the server closed them (`reconnect`).
+    pub reconnects: u64,
+    /// Events that reached a connection through a recovery (a replay).
+    pub recovered: u64,
+    /// Subscribes with `since` answered `recovered:false`.
+    pub not_recovered: u64,
+    /// Offsets a connection skipped between two events it saw.
+    pub offset_gaps: u64,
+    pub epoch_changes: u64,
+    /// Where each connection's room ended for it: how many connections
+    /// know an offset, the sum of their last offsets, and the highest. The
+    /// room's last event is the highest; each connection short of it missed
+    /// the difference, so loss counts by offsets even for events whose
+    /// publish got no answer but went through.
+    pub offset_ends: u64,
+    pub offset_end_sum: u64,
+    pub offset_end_max: u64,
+    /// From the server's close to the new connection's `subscribed`, µs.
+    pub reconnect_latency: Histogram,
+    /// The reconnects by when their connection was closed (Unix
+    /// milliseconds, rounded down to `OUTAGE_SLOT_MS`): how many, and when
+    /// the last of them was back.
+    pub outages: BTreeMap<u64, Outage>,
+}
+
+/// Closes are counted in slots of this many milliseconds: fine enough to
+/// tell apart restarts a fraction of a second apart.
+pub const OUTAGE_SLOT_MS: u64 = 100;
+
+/// The connections closed within one slot, and when the last was back.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+pub struct Outage {
+    pub clients: u64,
+    /// Unix milliseconds.
+    pub last_back_ms: u64,
 }
 
 impl Merge for WorkerReport {
@@ -262,6 +301,20 @@ impl Merge for WorkerReport {
         self.latency.merge(&o.latency);
         self.connect_latency.merge(&o.connect_latency);
         self.pong_rtt.merge(&o.pong_rtt);
+        self.reconnects += o.reconnects;
+        self.recovered += o.recovered;
+        self.not_recovered += o.not_recovered;
+        self.offset_gaps += o.offset_gaps;
+        self.epoch_changes += o.epoch_changes;
+        self.offset_ends += o.offset_ends;
+        self.offset_end_sum += o.offset_end_sum;
+        self.offset_end_max = self.offset_end_max.max(o.offset_end_max);
+        self.reconnect_latency.merge(&o.reconnect_latency);
+        for (second, outage) in o.outages {
+            let mine = self.outages.entry(second).or_default();
+            mine.clients += outage.clients;
+            mine.last_back_ms = mine.last_back_ms.max(outage.last_back_ms);
+        }
     }
 }
 
@@ -439,6 +492,8 @@ struct ShardState {
     not_ready: Sender<u32>,
     window: Option<Arc<DeliveryWindow>>,
     report: RefCell<WorkerReport>,
+    /// Connection attempts in flight, opening and reconnecting alike.
+    permits: Rc<Semaphore>,
     pending: Cell<usize>,
     all_connected: Rc<Signal>,
     /// The measured phase has begun (at `went`).
@@ -477,6 +532,7 @@ async fn shard_main(
         not_ready,
         window,
         report: RefCell::new(WorkerReport::default()),
+        permits: Rc::new(Semaphore::new(in_flight)),
         pending: Cell::new(mine.len()),
         all_connected: Rc::new(Signal::default()),
         go: Rc::new(Signal::default()),
@@ -486,10 +542,9 @@ async fn shard_main(
     if mine.is_empty() {
         state.all_connected.fire();
     }
-    let permits = Rc::new(Semaphore::new(in_flight));
     let mut tasks = Vec::with_capacity(mine.len());
     for local in mine {
-        let Ok(permit) = permits.acquire_static_permit(1).await else { break };
+        let Ok(permit) = state.permits.acquire_static_permit(1).await else { break };
         if control.phase.load(Ordering::Acquire) >= PHASE_STOP {
             break;
         }
@@ -508,39 +563,42 @@ async fn shard_main(
     state.report.take()
 }
 
-/// One connection's whole life: open (with retries), then listen until stop.
+/// Tries per reconnect: a client keeps trying while its server is replaced
+/// (a full instance answers 503, a closing listener resets).
+const RECONNECT_TRIES: u32 = 20;
+
+/// What became of a connection's subscribe.
+enum Joined {
+    /// The fleet does not subscribe.
+    NotAsked,
+    Refused,
+    Subscribed(Subscribed),
+}
+
+/// One connection's whole life: open (with retries), then listen until
+/// stop; with `reconnect`, come back each time the server closes it.
 async fn connection(state: Rc<ShardState>, local: usize, permit: StaticPermit) {
     let spec = &state.spec;
     let global = spec.index_base + local;
     let token = state.minter.token(&token::user_id(global));
-    let src = spec.target.source(spec.source_slot);
-    let limit = Duration::from_millis(spec.connect_timeout_ms);
     let started = Instant::now();
-    let (opened, retries) = client::retrying(
-        || state.stop.is_fired(),
-        || {
-            client::within(limit, async {
-                let mut ws = client::open(&spec.target, src, &token, limit).await?;
-                let subscribed =
-                    if spec.subscribe { client::subscribe(&mut ws, &spec.room).await? } else { false };
-                Ok((ws, subscribed))
-            })
-        },
-    )
-    .await;
-    state.report.borrow_mut().connect_retries += u64::from(retries);
+    let mut room = RoomTrack::default();
+    let opened = open(&state, &token, None, client::CONNECT_TRIES).await;
     drop(permit);
     let ws = match opened {
-        Ok((ws, subscribed)) => {
+        Ok((ws, joined)) => {
             let mut report = state.report.borrow_mut();
             report.connect_latency.record(started.elapsed().as_micros() as u64);
             report.connected += 1;
             state.control.connected.fetch_add(1, Ordering::AcqRel);
-            if spec.subscribe {
-                if subscribed {
+            match joined {
+                Joined::NotAsked => {}
+                Joined::Subscribed(answer) => {
+                    room.subscribed(&answer);
                     report.subscribed += 1;
                     state.control.subscribed.fetch_add(1, Ordering::AcqRel);
-                } else {
+                }
+                Joined::Refused => {
                     report.subscribe_failed += 1;
                     *report.errors.entry("subscribe_refused".into()).or_default() += 1;
                     state.control.subscribe_failed.fetch_add(1, Ordering::AcqRel);
@@ -558,9 +616,111 @@ async fn connection(state: Rc<ShardState>, local: usize, permit: StaticPermit) {
             return;
         }
     };
-    let pinger = Pinger::new(&state, global);
+    let mut pinger = Pinger::new(&state, global);
     state.connect_done();
-    listen(&state, ws, pinger).await;
+    let mut tracker = SeqTracker::default();
+    let mut ws = Some(ws);
+    while let Some(open) = ws.take() {
+        let Some(lost) = listen(&state, open, pinger.as_mut(), &mut tracker, &mut room).await else { break };
+        if spec.reconnect && !state.stop.is_fired() {
+            ws = reconnect(&state, &token, &mut room).await;
+        }
+        if ws.is_none() {
+            state.report.borrow_mut().disconnects += 1;
+            state.error(format!("lost_{}", lost.kind()));
+        }
+    }
+    if let Some(p) = pinger.as_mut() {
+        p.finish(&state.control);
+    }
+    let mut report = state.report.borrow_mut();
+    report.skipped += tracker.skipped;
+    report.recovered += room.recovered;
+    report.not_recovered += room.not_recovered;
+    report.offset_gaps += room.gaps;
+    report.epoch_changes += room.epoch_changes;
+    if let Some(end) = room.end() {
+        report.offset_ends += 1;
+        report.offset_end_sum += end;
+        report.offset_end_max = report.offset_end_max.max(end);
+    }
+}
+
+impl WorkerReport {
+    /// Events of the room that connections did not get, by offsets: the
+    /// gaps between what each saw, and how far each ended short of the
+    /// room's last event.
+    pub fn lost_by_offsets(&self) -> u64 {
+        self.offset_gaps + (self.offset_ends * self.offset_end_max).saturating_sub(self.offset_end_sum)
+    }
+}
+
+/// Connects, upgrades and (when the fleet subscribes) subscribes, resuming
+/// `since` a place when given; retries what may pass, up to `tries` times.
+async fn open(
+    state: &ShardState,
+    token: &str,
+    since: Option<&Position>,
+    tries: u32,
+) -> Result<(Ws, Joined), Failure> {
+    let spec = &state.spec;
+    let src = spec.target.source(spec.source_slot);
+    let limit = Duration::from_millis(spec.connect_timeout_ms);
+    let (opened, retries) = client::retrying(
+        tries,
+        || state.stop.is_fired(),
+        || {
+            client::within(limit, async {
+                let mut ws = client::open(&spec.target, src, token, limit).await?;
+                let joined = if !spec.subscribe {
+                    Joined::NotAsked
+                } else {
+                    match client::subscribe(&mut ws, &spec.room, since).await? {
+                        Some(answer) => Joined::Subscribed(answer),
+                        None => Joined::Refused,
+                    }
+                };
+                Ok((ws, joined))
+            })
+        },
+    )
+    .await;
+    state.report.borrow_mut().connect_retries += u64::from(retries);
+    opened
+}
+
+/// After the server closed a connection: opens it again as a client whose
+/// server went away would (a connect slot, backoff), subscribing with
+/// `since` the last place it saw. The new connection, or `None`.
+async fn reconnect(state: &ShardState, token: &str, room: &mut RoomTrack) -> Option<Ws> {
+    let closed = Instant::now();
+    let closed_unix_ms = client::unix_micros() / 1000;
+    let permit = state.permits.acquire_static_permit(1).await.ok()?;
+    let since = room.since().cloned();
+    let opened = open(state, token, since.as_ref(), RECONNECT_TRIES).await;
+    drop(permit);
+    let ws = match opened {
+        Ok((ws, Joined::Subscribed(answer))) => {
+            room.subscribed(&answer);
+            ws
+        }
+        Ok((ws, Joined::NotAsked)) => ws,
+        Ok((_, Joined::Refused)) => {
+            state.error("resubscribe_refused".into());
+            return None;
+        }
+        Err(e) => {
+            state.error(format!("reconnect_{}", e.kind()));
+            return None;
+        }
+    };
+    let mut report = state.report.borrow_mut();
+    report.reconnects += 1;
+    report.reconnect_latency.record(closed.elapsed().as_micros() as u64);
+    let outage = report.outages.entry(closed_unix_ms - closed_unix_ms % OUTAGE_SLOT_MS).or_default();
+    outage.clients += 1;
+    outage.last_back_ms = outage.last_back_ms.max(client::unix_micros() / 1000);
+    Some(ws)
 }
 
 /// A busy connection's client pings: its turns in the shared schedule, and
@@ -645,9 +805,15 @@ enum Wake {
 }
 
 /// Reads everything the server sends until the stop signal, then closes;
-/// a busy connection sends its pings meanwhile.
-async fn listen(state: &ShardState, mut ws: Ws, mut pinger: Option<Pinger>) {
-    let mut tracker = SeqTracker::default();
+/// a busy connection sends its pings meanwhile. Why the connection ended
+/// early, if it did.
+async fn listen(
+    state: &ShardState,
+    mut ws: Ws,
+    mut pinger: Option<&mut Pinger>,
+    tracker: &mut SeqTracker,
+    room: &mut RoomTrack,
+) -> Option<Failure> {
     let mut stop = pin!(state.stop.wait());
     let mut go = pin!(state.go.wait());
     let lost = loop {
@@ -659,7 +825,7 @@ async fn listen(state: &ShardState, mut ws: Ws, mut pinger: Option<Pinger>) {
                     Wake::Stop
                 },
                 async {
-                    ping_due(state, pinger.as_ref(), go.as_mut()).await;
+                    ping_due(state, pinger.as_deref(), go.as_mut()).await;
                     Wake::Ping
                 },
             ),
@@ -668,33 +834,34 @@ async fn listen(state: &ShardState, mut ws: Ws, mut pinger: Option<Pinger>) {
         let next = match wake {
             Wake::Message(next) => next,
             Wake::Stop => break None,
-            Wake::Ping => match ping(state, &mut ws, pinger.as_mut()).await {
+            Wake::Ping => match ping(state, &mut ws, pinger.as_deref_mut()).await {
                 Ok(()) => continue,
                 Err(e) => break Some(e),
             },
         };
         match next {
-            Some(Ok(Message::Text(text))) => on_text(state, &mut tracker, pinger.as_mut(), text.as_str()),
+            Some(Ok(Message::Text(text))) => {
+                on_text(state, tracker, room, pinger.as_deref_mut(), text.as_str())
+            }
             Some(Ok(Message::Ping(_))) => state.report.borrow_mut().pings += 1,
             Some(Ok(Message::Close(_))) | None => break Some(Failure::Closed),
             Some(Ok(_)) => {}
             Some(Err(e)) => break Some(Failure::Ws(e)),
         }
     };
-    if let Some(p) = pinger.as_mut() {
-        p.finish(&state.control);
+    if lost.is_none() {
+        client::close(ws, CLOSE_LIMIT).await;
     }
-    state.report.borrow_mut().skipped += tracker.skipped;
-    match lost {
-        None => client::close(ws, CLOSE_LIMIT).await,
-        Some(e) => {
-            state.report.borrow_mut().disconnects += 1;
-            state.error(format!("lost_{}", e.kind()));
-        }
-    }
+    lost
 }
 
-fn on_text(state: &ShardState, tracker: &mut SeqTracker, pinger: Option<&mut Pinger>, text: &str) {
+fn on_text(
+    state: &ShardState,
+    tracker: &mut SeqTracker,
+    room: &mut RoomTrack,
+    pinger: Option<&mut Pinger>,
+    text: &str,
+) {
     let mut report = state.report.borrow_mut();
     if let Some(p) = pinger {
         if let Some(answer) = client::ping_answer(text) {
@@ -715,6 +882,11 @@ fn on_text(state: &ShardState, tracker: &mut SeqTracker, pinger: Option<&mut Pin
         report.other_messages += 1;
         return;
     };
+    if state.spec.reconnect {
+        if let Some((offset, epoch)) = recovery::event_position(text) {
+            room.event(offset, epoch);
+        }
+    }
     match tracker.see(seq) {
         Seen::Duplicate => report.duplicates += 1,
         seen => {

@@ -22,6 +22,7 @@ mod hist;
 mod procstat;
 mod publisher;
 mod recover;
+mod recovery;
 mod scenarios;
 mod signal;
 mod storm;
@@ -34,7 +35,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::{Cli, Scenario};
-use scenarios::{Closed, Outcome, RecoverStorm, Settings};
+use scenarios::{Closed, Fanout, Outcome, RecoverStorm, Settings};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -82,14 +83,15 @@ fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Scenario::Storm { concurrency, count, private_key, subscribe } => {
             scenarios::storm(&settings, *concurrency, *count, private_key.as_deref(), *subscribe)
         }
-        Scenario::Fanout { publish, no_subscribe, closed_window, publishers } => {
+        Scenario::Fanout { publish, no_subscribe, closed_window, publishers, reconnect } => {
             if *no_subscribe && settings.common.room != "all" {
                 anyhow::bail!("with --no-subscribe only room `all` reaches the connections: add --room all");
             }
             let closed = closed_window.map(|window| Closed { window, publishers: *publishers });
-            scenarios::publish(&settings, publish, false, !no_subscribe, closed)
+            let fanout = Fanout { subscribe: !no_subscribe, closed, reconnect: *reconnect };
+            scenarios::publish(&settings, publish, false, fanout)
         }
-        Scenario::Send { publish } => scenarios::publish(&settings, publish, true, false, None),
+        Scenario::Send { publish } => scenarios::publish(&settings, publish, true, Fanout::default()),
         Scenario::Ping { busy, rate, drain } => scenarios::ping(&settings, *busy, *rate, *drain),
         Scenario::Recover { rooms, missed, pad, window, client_limit } => {
             let storm = RecoverStorm { rooms: *rooms, missed: *missed, pad: *pad, window: *window };

@@ -20,11 +20,12 @@ use anyhow::{anyhow, bail};
 use async_tungstenite::tungstenite::Message;
 use glommio::sync::Semaphore;
 use glommio::PoolThreadHandles;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::client::{self, Failure, Ws};
 use crate::fleet::executor_pool;
 use crate::hist::Histogram;
+use crate::recovery::{subscribe_request, Position};
 use crate::target::Target;
 use crate::token::{self, Minter};
 
@@ -56,18 +57,10 @@ impl RecoverSpec {
     }
 }
 
-/// Where a client stands in its room: the `since` it reconnects with.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Position {
-    pub offset: u64,
-    pub epoch: String,
-}
-
-impl Position {
-    /// The position a `subscribed` answer (or a kept event) gives.
-    fn of(message: &Value) -> Option<Position> {
-        Some(Position { offset: message["offset"].as_u64()?, epoch: message["epoch"].as_str()?.to_owned() })
-    }
+/// The position a `subscribed` answer (or a kept event) gives: the `since`
+/// a client reconnects with.
+fn position_of(message: &Value) -> Option<Position> {
+    Some(Position { offset: message["offset"].as_u64()?, epoch: message["epoch"].as_str()?.to_owned() })
 }
 
 /// What one phase saw, summed over its executors.
@@ -312,6 +305,7 @@ async fn client(shared: &Shared, i: usize, since: Option<Position>) -> Outcome {
     let room = spec.room_of(i);
     let started = Instant::now();
     let (opened, retries) = client::retrying(
+        client::CONNECT_TRIES,
         || false,
         || client::within(spec.client_limit, client::open(&spec.target, src, &token, spec.client_limit)),
     )
@@ -330,9 +324,9 @@ async fn client(shared: &Shared, i: usize, since: Option<Position>) -> Outcome {
 
 /// Subscribes without `since`: the room's position from the answer.
 async fn join(ws: &mut Ws, room: &str) -> Result<Position, Failure> {
-    send(ws, json!({ "type": "subscribe", "room": room })).await?;
+    send(ws, subscribe_request(room, None)).await?;
     let answer = answer(ws, room).await?;
-    Position::of(&answer)
+    position_of(&answer)
         .ok_or_else(|| Failure::Unexpected(format!("no offset/epoch (history off?): {answer}")))
 }
 
@@ -377,13 +371,10 @@ impl Recovery {
 /// Subscribes with `since`; reads the answer and, when recovered, the
 /// room's events up to the answer's offset.
 async fn recover(ws: &mut Ws, room: &str, since: &Position) -> Result<Recovery, Failure> {
-    let request = json!({
-        "type": "subscribe", "room": room, "since": { "offset": since.offset, "epoch": since.epoch },
-    });
-    send(ws, request).await?;
+    send(ws, subscribe_request(room, Some(since))).await?;
     let answer = answer(ws, room).await?;
     let mut recovery = Recovery { recovered: answer["recovered"] == true, ..Recovery::default() };
-    let Some(head) = Position::of(&answer) else {
+    let Some(head) = position_of(&answer) else {
         return Err(Failure::Unexpected(format!("no offset/epoch: {answer}")));
     };
     if !recovery.recovered {
@@ -405,8 +396,8 @@ async fn recover(ws: &mut Ws, room: &str, since: &Position) -> Result<Recovery, 
     Ok(recovery)
 }
 
-async fn send(ws: &mut Ws, message: Value) -> Result<(), Failure> {
-    ws.send(Message::Text(message.to_string().into())).await.map_err(Failure::Ws)
+async fn send(ws: &mut Ws, message: String) -> Result<(), Failure> {
+    ws.send(Message::Text(message.into())).await.map_err(Failure::Ws)
 }
 
 /// The answer to a subscribe to `room`: `subscribed`, or a failure with the error.

@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use crate::cli::{self, Common, Publish};
-use crate::fleet::{self, Fleet, PingPlan, Progress, Readiness, WorkerSpec};
+use crate::fleet::{self, Fleet, PingPlan, Progress, Readiness, WorkerReport, WorkerSpec};
 use crate::procstat::{self, ServerProc};
 use crate::publisher::{self, ClosedLoop, Kind, PubSpec};
 use crate::recover::{Phase, RecoverSpec};
@@ -63,14 +63,20 @@ impl Settings {
         Ok(Settings {
             target,
             secret,
-            server: ServerProc::maybe(common.pid)?,
+            server: ServerProc::maybe(&common.pid)?,
             conns: common.conns,
             duration: Duration::from_secs_f64(common.duration),
             common: common.clone(),
         })
     }
 
-    fn worker_spec(&self, subscribe: bool, tail: Duration, pings: Option<PingPlan>) -> WorkerSpec {
+    fn worker_spec(
+        &self,
+        subscribe: bool,
+        tail: Duration,
+        pings: Option<PingPlan>,
+        reconnect: bool,
+    ) -> WorkerSpec {
         let connect = fleet::connect_limit(self.conns);
         WorkerSpec {
             target: self.target.clone(),
@@ -87,7 +93,14 @@ impl Settings {
             token_ttl_s: (connect + self.duration + tail).as_secs() + 3600,
             max_lifetime_s: (self.duration + tail + Duration::from_secs(120)).as_secs(),
             pings,
+            reconnect,
         }
+    }
+
+    /// Creates `--ready-file`, if given: the measured phase begins.
+    fn say_ready(&self) -> anyhow::Result<()> {
+        let Some(path) = &self.common.ready_file else { return Ok(()) };
+        std::fs::write(path, b"ready\n").with_context(|| format!("--ready-file {}", path.display()))
     }
 
     fn rss(&self) -> anyhow::Result<Option<u64>> {
@@ -178,7 +191,7 @@ fn wait_drained(
 pub fn idle(s: &Settings, subscribe: bool) -> anyhow::Result<Outcome> {
     let rss_before = s.rss()?;
     let (mut fleet, ready, connect_time) =
-        open_fleet(s, s.worker_spec(subscribe, Duration::ZERO, None), None)?;
+        open_fleet(s, s.worker_spec(subscribe, Duration::ZERO, None, false), None)?;
     if ready.connected == 0 {
         let report = fleet.stop()?;
         bail!("no connection opened (errors {:?})", report.errors);
@@ -191,6 +204,10 @@ pub fn idle(s: &Settings, subscribe: bool) -> anyhow::Result<Outcome> {
     let bench_before = procstat::own_cpu_s();
     let held = Instant::now();
     fleet.go()?;
+    if let Err(e) = s.say_ready() {
+        let _ = fleet.stop();
+        return Err(e);
+    }
     std::thread::sleep(s.duration);
     let cpu_after = s.cpu()?;
     let bench_own = procstat::own_cpu_s() - bench_before;
@@ -329,14 +346,18 @@ pub struct Closed {
     pub publishers: usize,
 }
 
+/// How the connections of a `fanout` take part (a `send` takes the default:
+/// no subscribe, open loop, no reconnects).
+#[derive(Default)]
+pub struct Fanout {
+    pub subscribe: bool,
+    pub closed: Option<Closed>,
+    pub reconnect: bool,
+}
+
 /// `fanout` (broadcast to a room, open or closed loop) and `send` (to single users).
-pub fn publish(
-    s: &Settings,
-    p: &Publish,
-    send: bool,
-    subscribe: bool,
-    closed: Option<Closed>,
-) -> anyhow::Result<Outcome> {
+pub fn publish(s: &Settings, p: &Publish, send: bool, fanout: Fanout) -> anyhow::Result<Outcome> {
+    let Fanout { subscribe, closed, reconnect } = fanout;
     let rate = p.rate.unwrap_or(if closed.is_some() { 0.0 } else { 20.0 });
     if !(0.0..=1e6).contains(&rate) {
         bail!("--rate must be in [0, 1000000] events/s");
@@ -361,7 +382,7 @@ pub fn publish(
     let scenario = if send { "send" } else { "fanout" };
     let window = closed.map(|_| Arc::new(DeliveryWindow::default()));
     let (mut fleet, ready, connect_time) =
-        open_fleet(s, s.worker_spec(subscribe, drain, None), window.clone())?;
+        open_fleet(s, s.worker_spec(subscribe, drain, None, reconnect), window.clone())?;
     let receivers = if subscribe { ready.subscribed } else { ready.connected };
     let not_ready: HashSet<u32> = ready.not_ready.iter().copied().collect();
     let targets: Vec<u32> = (0..s.conns as u32).filter(|i| !not_ready.contains(i)).collect();
@@ -379,6 +400,10 @@ pub fn publish(
     let cpu_before = s.cpu()?;
     let bench_before = procstat::own_cpu_s();
     fleet.go()?;
+    if let Err(e) = s.say_ready() {
+        let _ = fleet.stop();
+        return Err(e);
+    }
     let published = publisher::run(PubSpec {
         target: s.target.clone(),
         kind,
@@ -462,6 +487,9 @@ pub fn publish(
         "bench_cpu_s": bench_cpu,
         "errors": report.errors,
     });
+    if reconnect {
+        json["reconnect"] = reconnect_json(&report);
+    }
     if send {
         json["cpu_us_per_event"] = json!(cpu_us_per(cpu, delivered));
     }
@@ -488,6 +516,18 @@ pub fn publish(
     if let Some(per) = json["cpu_us_per_event"].as_f64() {
         summary += &format!(", {per:.1} µs per event");
     }
+    if reconnect {
+        summary += &format!(
+            "\n  reconnects {}, lost by offsets {}, events recovered {}, not recovered {}, offset gaps {}, away p99 {:.0} ms, max {:.0} ms",
+            report.reconnects,
+            report.lost_by_offsets(),
+            report.recovered,
+            report.not_recovered,
+            report.offset_gaps,
+            report.reconnect_latency.quantile(0.99) as f64 / 1000.0,
+            report.reconnect_latency.max() as f64 / 1000.0,
+        );
+    }
     summary += &format!("\n  load generator CPU {bench_cpu:.2} s");
     Ok(Outcome { json, summary })
 }
@@ -511,7 +551,7 @@ pub fn ping(s: &Settings, busy: usize, rate: f64, drain_s: f64) -> anyhow::Resul
     let drain_limit = drain_limit(drain_s)?;
     let plan = PingPlan { busy, rate, for_ms: s.duration.as_millis() as u64 };
     let (mut fleet, ready, connect_time) =
-        open_fleet(s, s.worker_spec(false, drain_limit, Some(plan)), None)?;
+        open_fleet(s, s.worker_spec(false, drain_limit, Some(plan), false), None)?;
     let busy_ready = busy - ready.not_ready.iter().filter(|&&i| (i as usize) < busy).count();
     if busy_ready == 0 {
         let report = fleet.stop()?;
@@ -751,6 +791,26 @@ fn metric_sum(text: &str, family: &str) -> Option<u64> {
         .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
         .collect();
     (!samples.is_empty()).then(|| samples.iter().sum())
+}
+
+/// What `--reconnect` saw: the connections that came back, the events they
+/// recovered, what could not be, the loss counted by offsets (which, unlike
+/// `lost`, also knows the events whose publish got no answer from a
+/// stopping server but went through), and how long each was away; `outages` by
+/// when they were closed (Unix ms), for a script that knows when it stopped
+/// which server.
+fn reconnect_json(report: &WorkerReport) -> Value {
+    json!({
+        "reconnects": report.reconnects,
+        "lost_by_offsets": report.lost_by_offsets(),
+        "last_offset": report.offset_end_max,
+        "recovered": report.recovered,
+        "not_recovered": report.not_recovered,
+        "offset_gaps": report.offset_gaps,
+        "epoch_changes": report.epoch_changes,
+        "away_ms": report.reconnect_latency.summary_ms(),
+        "outages": report.outages,
+    })
 }
 
 fn fleet_processes(s: &Settings) -> usize {

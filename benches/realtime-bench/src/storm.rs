@@ -104,7 +104,7 @@ async fn worker(
         let attempt = async {
             let mut ws = client::open(&spec.target, src, &token, limit).await?;
             if let Some(room) = &spec.room {
-                if !client::subscribe(&mut ws, room).await? {
+                if client::subscribe(&mut ws, room, None).await?.is_none() {
                     return Err(client::Failure::Unexpected(format!("subscribe to {room} refused")));
                 }
             }
