@@ -85,3 +85,32 @@ fn publishes_during_the_shutdown_drain_answer_503() {
     }
     s.wait_exit(Duration::from_secs(15)).unwrap_or_else(|| panic!("still running\n{}", s.output_dump()));
 }
+
+/// A client that ignores the 1001 (neither reads nor hangs up) keeps its
+/// session past `SHUTDOWN_TIMEOUT`; the process still exits 0, with Redis and
+/// its presence bookkeeping too (the sessions left are dropped while the
+/// shard still runs).
+#[test]
+fn a_drain_that_times_out_still_exits_0() {
+    let Some(redis) = RedisServer::start() else { return };
+    for redis_url in [None, Some(redis.url())] {
+        let mut s = server().env("SHUTDOWN_TIMEOUT", "1").env("SHARDS", "1");
+        if let Some(url) = &redis_url {
+            s = s.env("REDIS_URL", url);
+        }
+        let mut s = s.start();
+        if redis_url.is_some() {
+            s.wait_health("redis", &serde_json::json!("connected"), Duration::from_secs(30));
+        }
+        let deaf: Vec<RawWs> =
+            (0..300).map(|i| RawWs::connect(s.port, &token(SECRET, &format!("deaf{i}"), "seller"))).collect();
+        s.wait_connections(deaf.len() as u64);
+        s.signal(libc::SIGTERM);
+        let status = s
+            .wait_exit(Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("still running 15 s after SIGTERM\n{}", s.output_dump()));
+        assert_eq!(status.code(), Some(0), "redis {redis_url:?}: exit status {status}\n{}", s.output_dump());
+        assert!(s.output_dump().contains("drain timed out"), "the drain did time out\n{}", s.output_dump());
+        drop(deaf);
+    }
+}
