@@ -130,6 +130,10 @@ async fn run(instance: &'static Instance, parts: ShardParts, listener: OwnedFd, 
     let open = shard.session_count();
     shard.close_all(CloseReason::GoingAway);
     let drained = glommio::timer::timeout(instance.config.shutdown_timeout, sessions.close()).await;
+    let left = shard.session_count();
+    if drained.is_err() {
+        shard.forget_sessions();
+    }
     keepalive.cancel().await;
     trimming.cancel().await;
     shard.leave_presence().await;
@@ -139,7 +143,7 @@ async fn run(instance: &'static Instance, parts: ShardParts, listener: OwnedFd, 
     }
     match drained {
         Ok(()) => info!(closed = open, "shard drained"),
-        Err(_) => warn!(left = shard.session_count(), "shard drain timed out"),
+        Err(_) => warn!(left, "shard drain timed out"),
     }
 }
 

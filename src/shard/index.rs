@@ -65,6 +65,11 @@ impl Index {
         Some(session)
     }
 
+    /// Every session's key.
+    pub fn keys(&self) -> Vec<SessionKey> {
+        self.sessions.iter().map(|(key, _)| SessionKey(key)).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.sessions.len()
     }

@@ -218,6 +218,15 @@ impl Shard {
         }
     }
 
+    /// Removes every session still registered (a drain that timed out), so
+    /// that nothing is left to unregister when their tasks are dropped with
+    /// the executor: unregistering may spawn work (presence in Redis), which
+    /// only a running executor can take.
+    pub fn forget_sessions(&self) {
+        let keys = self.index.borrow().keys();
+        keys.into_iter().for_each(|key| self.unregister(key));
+    }
+
     /// `bytes` of the backlog are no longer owed by this shard's writers:
     /// taken for writing.
     pub fn release_backlog(&self, bytes: usize) {
