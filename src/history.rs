@@ -251,6 +251,15 @@ impl Store {
     }
 }
 
+/// How many of a room's kept events a subscribe asks for: all it may have
+/// missed with `since`, none without (it wants only the position).
+pub fn replay_limit(since: Option<&Since>, size: usize) -> usize {
+    match since {
+        Some(_) => size,
+        None => 0,
+    }
+}
+
 /// A subscribe waiting for its room's answer, as the shard that asked
 /// numbers it; carried through the bus and back unread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

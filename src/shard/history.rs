@@ -24,7 +24,7 @@ use crate::bus::local::{HistoryQuery, HistoryReply, ShardMsg};
 use crate::bus::redis::Unavailable;
 use crate::bus::Bus;
 use crate::event::Event;
-use crate::history::{Mark, Recovery, Since, Ticket};
+use crate::history::{replay_limit, Mark, Recovery, Since, Ticket};
 use crate::metrics::DropReason;
 use crate::protocol::{self, ErrorCode};
 use crate::room;
@@ -77,11 +77,7 @@ impl Shard {
         let ticket = Ticket(self.pending.borrow_mut().insert(pending));
         let asked = match &self.bus {
             Bus::Local => {
-                // Without `since` only the position is wanted: no events.
-                let limit = match since {
-                    Some(_) => self.instance.config.history_size,
-                    None => 0,
-                };
+                let limit = replay_limit(since.as_ref(), self.instance.config.history_size);
                 let reply = HistoryReply::Subscribe { from: self.id, ticket };
                 self.ask_history(HistoryQuery { stream: room, since, limit, reply })
             }

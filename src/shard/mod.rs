@@ -294,7 +294,7 @@ impl Shard {
     /// delivered, while any of the instance's Redis links is down.
     pub async fn publish(&self, event: Event) -> Result<(), PublishError> {
         match &self.bus {
-            Bus::Local if self.instance.config.history_size > 0 => self.publish_in_order(event)?,
+            Bus::Local if self.keeps_history() => self.publish_in_order(event)?,
             Bus::Local => self.publish_locally(Arc::new(event)),
             Bus::Redis { publisher, channels, history, .. } => {
                 // Another shard's subscriber being down would lose the event

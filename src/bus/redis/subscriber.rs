@@ -28,7 +28,7 @@ use super::recoveries::{Fetch, Recoveries};
 use super::resp::{within, Protocol, RespConn, RespError};
 use crate::config::RedisUrl;
 use crate::event::Event;
-use crate::history::{Recovery, Ticket};
+use crate::history::{replay_limit, Recovery, Ticket};
 use crate::metrics::{DropReason, HistoryScript, Metrics, Source};
 use crate::presence::Control;
 
@@ -278,8 +278,7 @@ async fn send(
     let Some(history) = history else { return Ok(()) };
     let mut pipeline = Vec::new();
     for fetch in fetches {
-        // Without `since` a subscribe wants only the position.
-        let limit = if fetch.since.is_some() { history.size() } else { 0 };
+        let limit = replay_limit(fetch.since.as_ref(), history.size());
         pipeline.extend(history.ask(&fetch.stream, fetch.since.as_ref(), limit, fetch.by_text));
         in_flight.push_back(fetch);
     }
