@@ -72,6 +72,21 @@ bench_against() {
 # generators): kill_started stops them all; a script runs it on exit with
 # `trap kill_started EXIT`.
 PIDS=()
+
+# start_server PORT [VAR=VALUE...]: starts $SERVER (SHARDS=2, JWT_SECRET
+# $SECRET) on PORT with the given settings, in the background, and waits for
+# /health (at most 10 s); sets SERVER_PID and adds it to PIDS.
+start_server() {
+    local port=$1
+    shift
+    env JWT_SECRET="$SECRET" SHARDS=2 PORT="$port" BIND_ADDR=127.0.0.1 RUST_LOG=warn "$@" "$SERVER" >/dev/null 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/health" && return; sleep 0.1; done
+    echo "the server did not answer /health within 10 s" >&2
+    exit 1
+}
+
 kill_started() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 
 # CPU seconds (user + system) of a process.

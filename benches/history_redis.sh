@@ -43,10 +43,8 @@ run_once() {
     rport=$REDIS_PORT rpid=$REDIS_PID
     PIDS+=("$rpid")
     port=$(free_port)
-    env JWT_SECRET=$SECRET SHARDS=2 PORT="$port" BIND_ADDR=127.0.0.1 RUST_LOG=warn \
-        REDIS_URL="redis://127.0.0.1:$rport" HISTORY_SIZE="$size" "$SERVER" >/dev/null 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
+    start_server "$port" REDIS_URL="redis://127.0.0.1:$rport" HISTORY_SIZE="$size"
+    pid=$SERVER_PID
     wait_for sh -c "curl -sf http://127.0.0.1:$port/health | grep -q '\"redis\":\"connected\"'"
     redis-cli -p "$rport" config resetstat >/dev/null
     redis_before=$(cpu_s "$rpid")

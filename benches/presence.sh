@@ -30,18 +30,6 @@ raise_fd_limit
 
 trap kill_started EXIT
 
-# start_server PORT [VAR=VALUE...]: starts the server, waits for /health; sets SERVER_PID.
-start_server() {
-    local port=$1
-    shift
-    env JWT_SECRET=$SECRET SHARDS=2 PORT="$port" BIND_ADDR=127.0.0.1 RUST_LOG=warn "$@" "$SERVER" >/dev/null 2>&1 &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/health" && return; sleep 0.1; done
-    echo "the server did not answer /health within 10 s" >&2
-    exit 1
-}
-
 # hold PORT N SECONDS: N idle connections in room `orders`, in the background.
 hold() {
     "$BENCH" --url "ws://127.0.0.1:$1" --secret $SECRET --conns "$2" --duration "$3" --room orders idle \

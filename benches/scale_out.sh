@@ -111,8 +111,8 @@ wait_for 10 sh -c "redis-cli -p $redis_port ping 2>/dev/null | grep -q PONG" || 
 
 port=$(free_port)
 next_server=0
-# start_server: one more server process on the port; its pid in $started.
-start_server() {
+# add_server: one more server process on the port; its pid in $started.
+add_server() {
     local log="$work/server-$next_server.log"
     next_server=$((next_server + 1))
     : >"$log"
@@ -132,7 +132,7 @@ start_server() {
 }
 
 for _ in $(seq "$SERVERS"); do
-    start_server
+    add_server
 done
 wait_for 15 curl -sf -o /dev/null "http://127.0.0.1:$port/ready" || fail "the deployment was not ready within 15 s"
 
@@ -220,7 +220,7 @@ case $SCENARIO in
         sleep 3
         restarts=()
         for old in "${server_pids[@]:0:$SERVERS}"; do
-            start_server
+            add_server
             sigterm_ms=$(now_ms)
             kill -TERM "$old"
             wait_for 30 sh -c "! kill -0 $old 2>/dev/null" || fail "a server did not stop within 30 s of SIGTERM"
