@@ -173,6 +173,12 @@ pub(crate) struct Reactor {
     /// refcell) every time. Acquire during initialization
     preempt_ptr_head: *const u32,
     preempt_ptr_tail: *const AtomicU32,
+
+    // realtime: the main ring's completion queue, and how many completions
+    // waiting there preempt the running task queue.
+    main_cq_head: *const u32,
+    main_cq_tail: *const AtomicU32,
+    main_cq_limit: u32,
 }
 
 impl Reactor {
@@ -185,6 +191,7 @@ impl Reactor {
     ) -> io::Result<Reactor> {
         let sys = sys::Reactor::new(notifier, io_memory, ring_depth, blocking_thread)?;
         let (preempt_ptr_head, preempt_ptr_tail) = sys.preempt_pointers();
+        let (main_cq_head, main_cq_tail) = sys.main_cq_pointers();
         Ok(Reactor {
             sys,
             timers: RefCell::new(Timers::new()),
@@ -193,6 +200,9 @@ impl Reactor {
             record_io_latencies,
             preempt_ptr_head,
             preempt_ptr_tail: preempt_ptr_tail as _,
+            main_cq_head,
+            main_cq_tail: main_cq_tail as _,
+            main_cq_limit: ring_depth as u32,
         })
     }
 
@@ -206,7 +216,19 @@ impl Reactor {
 
     #[inline(always)]
     pub(crate) fn need_preempt(&self) -> bool {
-        unsafe { *self.preempt_ptr_head != (*self.preempt_ptr_tail).load(Ordering::Acquire) }
+        // realtime: or a ring's worth of completions waits in the main ring
+        // (upstream armed a timer counting them at every wake-up), or the
+        // clock says the running task queue has had its time (upstream armed
+        // a timer for that too).
+        let (latency_ring, main_waiting) = unsafe {
+            (
+                *self.preempt_ptr_head != (*self.preempt_ptr_tail).load(Ordering::Acquire),
+                (*self.main_cq_tail)
+                    .load(Ordering::Acquire)
+                    .wrapping_sub(*self.main_cq_head),
+            )
+        };
+        latency_ring || main_waiting >= self.main_cq_limit || self.sys.preempt_due()
     }
 
     pub(crate) fn id(&self) -> usize {

@@ -1078,29 +1078,26 @@ impl SleepableRing {
             // We have now prepared the SQE that links the two rings. We now need to submit
             // it successfully to be able to safely sleep.
 
-            if self
-                .submit_sqes()
+            // realtime: the link is submitted and the wait begins in one
+            // `io_uring_enter`, not two: a syscall less on every wake-up.
+            let waited = self
+                .ring
+                .submit_sqes_and_wait(1)
+                .map(|_| 1)
                 .or_else(Reactor::busy_ok)
                 .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
+                .or_else(Reactor::intr_ok);
+            if self.waiting_kernel_submission() > 0 {
                 // We failed to submit the `SQE` that links the rings. Just can't sleep.
                 // Waiting here is unsafe because we could end up waiting much longer than
                 // needed.
                 // We make the SQE a no-op and return
                 unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
-                Err(io::Error::from_raw_os_error(libc::EBUSY))
-            } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
+                return Err(io::Error::from_raw_os_error(libc::EBUSY));
             }
+            // The rings were linked, and we slept (or a signal cut it short).
+            self.in_kernel += 1;
+            waited
         } else {
             // Can't link rings because we ran out of `CQE`s. Just can't sleep.
             // Submit what we have, once we're out of here we'll consume them
@@ -1228,6 +1225,11 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    // realtime: when the latency ring's timer above fires.
+    latency_preemption_deadline: Cell<Option<Instant>>,
+    // realtime: when the running task queue is to be preempted (read from
+    // the clock by `preempt_due`, not armed as a timer in the ring).
+    preempt_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1284,6 +1286,11 @@ macro_rules! flush_rings {
         io::Result::Ok(ret)
     }}
 }
+
+/// realtime: how much later than asked a kept timer may fire. A timer armed
+/// anew fires late too: by the time between reading the clock and the
+/// submission, which is of this order.
+const LATE_ENOUGH: Duration = Duration::from_micros(50);
 
 fn align_up(v: usize, align: usize) -> usize {
     (v + align - 1) & !(align - 1)
@@ -1359,6 +1366,8 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_preemption_deadline: Cell::new(None),
+            preempt_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1820,22 +1829,18 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
-
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // realtime: no preemption timers are armed in the rings. Upstream
+        // replaced two at every call (a removal and a submission each, and
+        // the kernel's timer work with them, on every wake-up): a timeout in
+        // the latency ring, now the clock (`preempt_due`), and one counting
+        // the main ring's completions, now `need_preempt` reading that ring's
+        // completion queue. The latency ring's timer is only the next user
+        // timer's, replaced only when that deadline moves.
+        let preempt = preempt_timer();
+        self.preempt_deadline.set(preempt.map(|p| Instant::now() + p));
+        if !self.latency_timer_will_do(user_timer) {
+            self.drop_latency_timer();
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1847,7 +1852,7 @@ impl Reactor {
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
         // If we generated any event so far, we can't sleep. Need to handle them.
-        let should_sleep = preempt_timer().is_none()
+        let should_sleep = preempt.is_none()
             && (woke == 0)
             && poll_ring.can_sleep()
             && main_ring.can_sleep()
@@ -1857,9 +1862,10 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                if !self.latency_timer_will_do(Some(dur)) {
+                    self.arm_latency_timer(&mut lat_ring, dur);
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1885,9 +1891,7 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+        if preempt.is_some() {
             flush_rings!(lat_ring, main_ring)?;
         }
 
@@ -1905,9 +1909,52 @@ impl Reactor {
         self.blocking_thread.flush()
     }
 
+    /// realtime: whether the running task queue has had its time.
+    pub(crate) fn preempt_due(&self) -> bool {
+        self.preempt_deadline
+            .get()
+            .map_or(false, |deadline| Instant::now() >= deadline)
+    }
+
+    /// realtime: whether the latency ring's pending timer can stand for one
+    /// that fires `wanted` from now: it has not fired, it fires at most
+    /// [`LATE_ENOUGH`] later, and at most a quarter of `wanted` (and 1 ms)
+    /// sooner, which costs a spurious wake-up.
+    fn latency_timer_will_do(&self, wanted: Option<Duration>) -> bool {
+        let (Some(wanted), Some(deadline)) = (wanted, self.latency_preemption_deadline.get())
+        else {
+            return false;
+        };
+        let src = self.latency_preemption_timeout_src.take();
+        let pending = src.as_ref().map_or(false, |src| src.result().is_none());
+        self.latency_preemption_timeout_src.set(src);
+        let due = Instant::now() + wanted;
+        let early = (wanted / 4).min(Duration::from_millis(1));
+        pending && deadline <= due + LATE_ENOUGH && deadline + early >= due
+    }
+
+    fn drop_latency_timer(&self) {
+        drop(self.latency_preemption_timeout_src.take());
+        self.latency_preemption_deadline.set(None);
+    }
+
+    fn arm_latency_timer(&self, lat_ring: &mut SleepableRing, d: Duration) {
+        let src = lat_ring.prepare_latency_preemption_timer(d);
+        drop(self.latency_preemption_timeout_src.replace(Some(src)));
+        self.latency_preemption_deadline.set(Some(Instant::now() + d));
+    }
+
     pub(crate) fn preempt_pointers(&self) -> (*const u32, *const u32) {
         let mut lat_ring = self.latency_ring.borrow_mut();
         let cq = unsafe { &lat_ring.ring.raw_mut().cq };
+        (cq.khead, cq.ktail)
+    }
+
+    /// realtime: the main ring's completion queue head and tail, read by
+    /// `need_preempt` as the throughput timer's replacement.
+    pub(crate) fn main_cq_pointers(&self) -> (*const u32, *const u32) {
+        let mut main_ring = self.main_ring.borrow_mut();
+        let cq = unsafe { &main_ring.ring.raw_mut().cq };
         (cq.khead, cq.ktail)
     }
 
