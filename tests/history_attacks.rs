@@ -204,7 +204,10 @@ fn positions_a_client_makes_up_are_answered_not_obeyed() {
 /// follow the live ones they came before).
 #[test]
 fn rooms_a_connection_is_always_in_recover_exactly_once_under_load() {
-    let s = server().start();
+    // History long enough for what the publisher sends while the client is
+    // away, however slow the machine makes the reconnect; a publisher paced
+    // at about 1,000 a second keeps the replay well within the client's queue.
+    let s = server().env("HISTORY_SIZE", "100000").start();
     for (room, body) in [
         ("all", json!({"room": "all", "type": "t", "payload": {}})),
         ("user", json!({"userId": "u5", "type": "t", "payload": {}})),
@@ -217,6 +220,7 @@ fn rooms_a_connection_is_always_in_recover_exactly_once_under_load() {
                 let mut conn = HttpConn::open(port);
                 while !stop.load(Ordering::SeqCst) {
                     accepted_id(&conn.request("POST", path, &[], Some(&body)), "steady publish");
+                    thread::sleep(Duration::from_millis(1));
                 }
             })
         };
