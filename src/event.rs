@@ -43,6 +43,18 @@ impl Audience {
         }
     }
 
+    /// The stream a shard must hold (`bus::interest`) to have anyone this
+    /// event is for; `None` when every shard has (room `all`).
+    pub fn interest(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match self {
+            Audience::Everyone => None,
+            Audience::Room(room) => Some(room.as_str().into()),
+            Audience::User(user) | Audience::UserInRoom { user, .. } | Audience::Personal(user) => {
+                Some(room::personal_user_room(user).into())
+            }
+        }
+    }
+
     /// The one user a shared room's event is for, whom alone a replay may
     /// reach, like its delivery.
     pub fn only_user(&self) -> Option<&str> {

@@ -100,6 +100,9 @@ pub struct ShardMetrics {
     pub connections: Gauge,
     /// `realtime_shard_deliveries_total{shard}`.
     pub deliveries: Counter,
+    /// `realtime_shard_inbox_events_total{shard}`: events this shard took
+    /// from its inbox to deliver (posted by another shard).
+    pub inbox_events: Counter,
     /// `realtime_redis_publish_seconds{shard}`: from an API publish to Redis's
     /// reply. The histogram's lock is only ever taken by its shard and the
     /// scrape, so it is uncontended.
@@ -515,6 +518,7 @@ fn to_text_format(open_metrics: &str) -> String {
 struct ShardFamilies {
     connections: Family<ShardLabel, Gauge>,
     deliveries: Family<ShardLabel, Counter>,
+    inbox_events: Family<ShardLabel, Counter>,
     inbox_messages: Family<ShardLabel, Gauge>,
     send_queue_bytes: Family<ShardLabel, Gauge>,
     redis_publish: Family<ShardLabel, Histogram, fn() -> Histogram>,
@@ -527,6 +531,7 @@ impl ShardFamilies {
         let families = Self {
             connections: Family::default(),
             deliveries: Family::default(),
+            inbox_events: Family::default(),
             inbox_messages: Family::default(),
             send_queue_bytes: Family::default(),
             // 100 µs to ~1.6 s: a loopback Redis answers in well under a
@@ -542,6 +547,11 @@ impl ShardFamilies {
             "realtime_shard_deliveries",
             "Events queued to a client, by shard",
             families.deliveries.clone(),
+        );
+        registry.register(
+            "realtime_shard_inbox_events",
+            "Events a shard took from its inbox to deliver, posted by another shard",
+            families.inbox_events.clone(),
         );
         registry.register(
             "realtime_redis_publish_seconds",
@@ -590,6 +600,7 @@ impl ShardFamilies {
                 let owned = ShardMetrics {
                     connections,
                     deliveries: self.deliveries.get_or_create(&label).clone(),
+                    inbox_events: self.inbox_events.get_or_create(&label).clone(),
                     redis_publish: self.redis_publish.get_or_create(&label).clone(),
                     history_events: self.history_events.get_or_create(&label).clone(),
                     history_bytes: self.history_bytes.get_or_create(&label).clone(),

@@ -36,6 +36,35 @@ fn wait_for_offset(s: &Server, room: &str, offset: u64) {
         .unwrap_or_else(|h| panic!("{room} did not reach offset {offset}: {h}"));
 }
 
+/// Publishes to a room back to back, on one kept-alive connection, until
+/// stopped.
+struct Steady {
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl Steady {
+    fn start(s: &Server, room: &str) -> Steady {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (port, room, stopped) = (s.port, room.to_owned(), stop.clone());
+        let thread = thread::spawn(move || {
+            let mut conn = HttpConn::open(port);
+            let mut n = 0;
+            while !stopped.load(Ordering::SeqCst) {
+                let r = conn.request("POST", BROADCAST, &[], Some(&room_event(&room, n).to_string()));
+                accepted_id(&r, "steady publish");
+                n += 1;
+            }
+        });
+        Steady { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("publisher");
+    }
+}
+
 fn offsets(events: &[Value]) -> Vec<u64> {
     events.iter().filter_map(|v| v["offset"].as_u64()).collect()
 }
@@ -90,19 +119,7 @@ fn subscribed_tells_the_position_and_recovery_replays_what_was_missed() {
 fn recovery_has_no_gap_and_no_duplicate_while_events_keep_coming() {
     // A history long enough for what a steady publisher sends while a client reconnects.
     let s = server().env("HISTORY_SIZE", "100000").start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let publisher = {
-        let (port, stop) = (s.port, stop.clone());
-        thread::spawn(move || {
-            let mut conn = HttpConn::open(port);
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let r = conn.request("POST", BROADCAST, &[], Some(&room_event(ORDERS, n).to_string()));
-                accepted_id(&r, "steady publish");
-                n += 1;
-            }
-        })
-    };
+    let publisher = Steady::start(&s, ORDERS);
     for round in 0..5 {
         let mut ws = s.subscriber(&format!("r{round}"), "seller", &[ORDERS]);
         let mut got: Vec<Value> = (0..20).map(|_| next_json(&mut ws, DEFAULT_DEADLINE)).collect();
@@ -121,8 +138,30 @@ fn recovery_has_no_gap_and_no_duplicate_while_events_keep_coming() {
         assert_eq!(offsets, want, "round {round}: every offset once, in order");
         assert!(got.iter().all(|v| v["epoch"] == got[0]["epoch"]), "round {round}");
     }
-    stop.store(true, Ordering::SeqCst);
-    publisher.join().expect("publisher");
+    publisher.stop();
+}
+
+/// What held: a subscribe to a room no session of its shard is in yet,
+/// while the room's events keep coming, gets every event after the offset
+/// its answer names. The shard must hold the room (and so be posted its
+/// events) from before it asks for the position, not from when the session
+/// joins, which is after the answer.
+#[test]
+fn a_subscribe_new_to_its_shard_misses_nothing_after_its_answer() {
+    let s = server().start();
+    let publisher = Steady::start(&s, ORDERS);
+    for round in 0..12 {
+        // Alone in the room on its shard: the last round's client is gone.
+        s.wait_connections(0);
+        let (mut ws, _) = s.connect(&format!("n{round}"), "seller");
+        send_json(&mut ws, &json!({"type": "subscribe", "room": ORDERS}));
+        let answer = next_json(&mut ws, DEFAULT_DEADLINE);
+        assert_eq!(answer["type"], "subscribed", "round {round}: {answer}");
+        let from = answer["offset"].as_u64().expect("offset") + 1;
+        let got: Vec<Value> = (0..5).map(|_| next_json(&mut ws, DEFAULT_DEADLINE)).collect();
+        assert_eq!(offsets(&got), (from..from + 5).collect::<Vec<_>>(), "round {round}: after {answer}");
+    }
+    publisher.stop();
 }
 
 #[test]

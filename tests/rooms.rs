@@ -351,6 +351,32 @@ fn send_reaches_every_session_of_the_user_on_both_shards() {
     expect_only_marker(&mut other, &marker, "other user");
 }
 
+/// An event is posted only to the shards that may have someone it is for:
+/// with one client, the other shard takes none of the `send`s to its user
+/// nor the broadcasts to its room, from whichever shard took the publish
+/// (each publish is a connection of its own, so both shards take some),
+/// with history (where the room's owner shard puts each event in order) and
+/// without.
+#[test]
+fn events_reach_only_the_shards_that_have_someone_they_are_for() {
+    for history in [false, true] {
+        let s = if history { server().start() } else { server().without_history().start() };
+        let mut ws = s.subscriber("lone", "client", &["notifications"]);
+        let other = if s.shard_gauges().0 == 1.0 { 1 } else { 0 };
+        for n in 0..20 {
+            s.send(json!({"userId": "lone", "type": "t", "payload": {"n": n}}));
+            s.broadcast(json!({"room": "notifications", "type": "t", "payload": {"n": n}}));
+        }
+        // Every one arrives (with history, not in publish order across the two streams).
+        let mut got: Vec<u64> =
+            (0..40).filter_map(|_| next_json(&mut ws, DEFAULT_DEADLINE)["payload"]["n"].as_u64()).collect();
+        got.sort_unstable();
+        assert_eq!(got, (0..40).map(|i| i / 2).collect::<Vec<u64>>(), "history {history}");
+        let posted = s.metric(&format!("realtime_shard_inbox_events_total{{shard=\"{other}\"}}"));
+        assert_eq!(posted, 0.0, "history {history}: events posted to the shard without the client");
+    }
+}
+
 #[test]
 fn broadcast_reaches_every_member_once_and_nobody_else() {
     let s = server().without_history().start();

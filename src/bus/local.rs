@@ -11,6 +11,7 @@ use std::task::Poll;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use futures_util::task::AtomicWaker;
 
+use super::interest::{self, Interest, InterestWriter};
 use crate::auth::KeySet;
 use crate::event::Event;
 use crate::history::{Recovery, Since, Ticket};
@@ -77,10 +78,11 @@ pub struct TallyChange {
     pub joined: bool,
 }
 
-/// The sending side of one shard's inbox.
+/// The sending side of one shard's inbox, and what the shard listens to.
 struct Mailbox {
     tx: Sender<ShardMsg>,
     bell: Arc<AtomicWaker>,
+    interest: Arc<Interest>,
 }
 
 /// The sending sides of every shard's inbox, by [`ShardId`]: how anyone
@@ -96,17 +98,26 @@ pub struct Inbox {
     bell: Arc<AtomicWaker>,
 }
 
+/// What one shard owns of the bus: its inbox, and the writer of what it
+/// listens to.
+pub struct ShardEnd {
+    pub inbox: Inbox,
+    pub interest: InterestWriter,
+}
+
 impl Mailboxes {
-    /// The mailboxes of `shards` shards, and their inboxes by shard index.
-    pub fn new(shards: usize) -> (Self, Vec<Inbox>) {
-        let (shards, inboxes) = (0..shards)
+    /// The mailboxes of `shards` shards, and each shard's end by shard index.
+    pub fn new(shards: usize) -> (Self, Vec<ShardEnd>) {
+        let (shards, ends) = (0..shards)
             .map(|_| {
                 let (tx, rx) = crossbeam_channel::bounded(CAPACITY);
                 let bell = Arc::new(AtomicWaker::new());
-                (Mailbox { tx, bell: bell.clone() }, Inbox { rx, bell })
+                let (interest, writer) = interest::filter();
+                let mailbox = Mailbox { tx, bell: bell.clone(), interest };
+                (mailbox, ShardEnd { inbox: Inbox { rx, bell }, interest: writer })
             })
             .unzip();
-        (Self { shards }, inboxes)
+        (Self { shards }, ends)
     }
 
     pub fn len(&self) -> usize {
@@ -117,13 +128,16 @@ impl Mailboxes {
         self.shards.is_empty()
     }
 
-    /// Posts the event to every shard but `from`, without blocking (safe
-    /// from an executor thread); says how many inboxes were full.
+    /// Posts the event to every shard but `from` that may have someone it
+    /// is for, without blocking (safe from an executor thread); says how
+    /// many inboxes were full.
     pub fn post_to_others(&self, from: ShardId, event: &Arc<Event>) -> usize {
+        let stream = event.audience.interest();
         self.shards
             .iter()
             .enumerate()
             .filter(|(index, _)| *index != from.index())
+            .filter(|(_, mailbox)| stream.as_ref().is_none_or(|stream| mailbox.interest.may_hold(stream)))
             .filter(|(_, mailbox)| mailbox.post(ShardMsg::Deliver(event.clone())).is_err())
             .count()
     }

@@ -4,6 +4,7 @@
 //! receives). The bus never sees a shard's sessions: it hands events back to
 //! whoever owns them.
 
+pub mod interest;
 pub mod local;
 pub mod redis;
 

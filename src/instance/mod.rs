@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::auth::{KeySet, TokenVerifier};
+use crate::bus::interest::InterestWriter;
 use crate::bus::local::{Inbox, Mailboxes};
 use crate::bus::redis::{Links, ShardLinks};
 use crate::config::Config;
@@ -53,6 +54,8 @@ pub struct Instance {
 pub struct ShardParts {
     pub id: ShardId,
     pub inbox: Inbox,
+    /// What its sessions listen to, as the other shards read it.
+    pub interest: InterestWriter,
     pub backlog: BacklogWriter,
     pub metrics: ShardMetrics,
     /// Its Redis connections' flags, for its subscriber and publisher tasks.
@@ -72,19 +75,20 @@ impl Instance {
     ) -> (Self, Vec<ShardParts>) {
         let shards = config.shards;
         let (config_max, http_max) = (config.max_connections, config.max_http_connections());
-        let (mailboxes, inboxes) = Mailboxes::new(shards);
+        let (mailboxes, ends) = Mailboxes::new(shards);
         let (backlogs, backlog_writers) = Backlogs::new(shards);
         let (metrics, shard_metrics) = Metrics::new(shards);
         let (redis_links, shard_links) = Links::new(shards);
-        let parts = inboxes
+        let parts = ends
             .into_iter()
             .zip(backlog_writers)
             .zip(shard_metrics)
             .zip(shard_links)
             .enumerate()
-            .map(|(index, (((inbox, backlog), metrics), redis_links))| ShardParts {
+            .map(|(index, (((end, backlog), metrics), redis_links))| ShardParts {
                 id: ShardId::new(index),
-                inbox,
+                inbox: end.inbox,
+                interest: end.interest,
                 backlog,
                 metrics,
                 redis_links,

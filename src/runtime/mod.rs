@@ -157,7 +157,10 @@ async fn read_inbox(shard: Rc<Shard>) {
         // what was posted before it is delivered before the 1001.
         for msg in batch.drain(..) {
             match msg {
-                ShardMsg::Deliver(event) => shard.deliver(&event),
+                ShardMsg::Deliver(event) => {
+                    shard.metrics.inbox_events.inc();
+                    shard.deliver(&event);
+                }
                 ShardMsg::Shutdown => stopping = true,
                 ShardMsg::Keys(keys) => shard.replace_keys(keys),
                 ShardMsg::Presence { query, reply } => {

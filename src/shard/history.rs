@@ -73,6 +73,7 @@ impl Shard {
             requested: requested.to_owned(),
             room: room.clone(),
             since: since.clone(),
+            _held: self.interest.hold(&room),
         };
         let ticket = Ticket(self.pending.borrow_mut().insert(pending));
         let asked = match &self.bus {

@@ -1,7 +1,9 @@
 //! Who is where on one shard: its sessions, room → members, user → sessions.
 //! Compact for many sessions: a room's members are a plain vector (fast
 //! fan-out), and each session remembers its slot in every room it joined, so
-//! leaving is O(1) and closing leaves nothing behind.
+//! leaving is O(1) and closing leaves nothing behind. What the other shards
+//! see of it is which streams it holds (`bus::interest`): its users'
+//! `user:U` and its rooms, from the first session or member to the last.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -9,7 +11,9 @@ use std::rc::Rc;
 use slab::Slab;
 
 use super::handle::{Membership, RoomId, SessionHandle};
+use crate::bus::interest::InterestWriter;
 use crate::history::Mark;
+use crate::room;
 
 /// Rooms one connection may be in, besides `all`.
 pub const MAX_ROOMS_PER_SESSION: usize = 128;
@@ -33,15 +37,22 @@ pub struct Index {
     rooms: Slab<Room>,
     room_ids: HashMap<Rc<str>, RoomId>,
     users: HashMap<Rc<str>, Vec<Rc<SessionHandle>>>,
+    interest: Rc<InterestWriter>,
 }
 
 impl Index {
+    /// An empty index whose streams `interest` tells the other shards.
+    pub fn new(interest: Rc<InterestWriter>) -> Self {
+        Self { interest, ..Self::default() }
+    }
+
     pub fn insert(&mut self, session: Rc<SessionHandle>) -> SessionKey {
         let user = session.identity.user_id.as_str();
         // A user's first session names the entry; later ones reuse it.
         match self.users.get_mut(user) {
             Some(sessions) => sessions.push(session.clone()),
             None => {
+                self.interest.add(&room::personal_user_room(user));
                 self.users.insert(Rc::from(user), vec![session.clone()]);
             }
         }
@@ -60,6 +71,7 @@ impl Index {
             sessions.retain(|s| !Rc::ptr_eq(s, &session));
             if sessions.is_empty() {
                 self.users.remove(user);
+                self.interest.remove(&room::personal_user_room(user));
             }
         }
         Some(session)
@@ -151,6 +163,7 @@ impl Index {
     }
 
     fn open_room(&mut self, room: &str) -> RoomId {
+        self.interest.add(room);
         let name: Rc<str> = Rc::from(room);
         let id = RoomId(self.rooms.insert(Room { name: name.clone(), members: Vec::new() }) as u32);
         self.room_ids.insert(name, id);
@@ -169,6 +182,7 @@ impl Index {
         if room.members.is_empty() {
             let room = self.rooms.remove(index);
             self.room_ids.remove(&room.name);
+            self.interest.remove(&room.name);
         }
     }
 }

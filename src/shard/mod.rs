@@ -30,6 +30,7 @@ use std::time::Instant;
 use async_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::auth::{AuthError, KeySet, Role, Verified};
+use crate::bus::interest::{Held, InterestWriter};
 use crate::bus::local::{Inbox, ShardMsg};
 use crate::bus::redis::{ShardLinks, Unavailable};
 use crate::bus::Bus;
@@ -103,6 +104,9 @@ pub struct Shard {
     /// Bytes queued to this shard's clients; nobody else writes it.
     backlog: BacklogWriter,
     inbox: Inbox,
+    /// What this shard's sessions listen to, as the other shards read it:
+    /// written by its index, and by the subscribes waiting for history.
+    interest: Rc<InterestWriter>,
     index: RefCell<Index>,
     /// This shard's copy of the JWKS keys, replaced whole from its inbox.
     /// Borrowed only for one token's check.
@@ -123,7 +127,8 @@ impl Shard {
     /// The shard made of its parts; its Redis link flags are handed back for
     /// the tasks that own its Redis connections.
     pub fn new(instance: &'static Instance, parts: ShardParts) -> (Self, ShardLinks) {
-        let ShardParts { id, inbox, backlog, metrics, redis_links, keys } = parts;
+        let ShardParts { id, inbox, interest, backlog, metrics, redis_links, keys } = parts;
+        let interest = Rc::new(interest);
         let shard = Self {
             id,
             instance,
@@ -131,7 +136,8 @@ impl Shard {
             metrics,
             backlog,
             inbox,
-            index: RefCell::new(Index::default()),
+            index: RefCell::new(Index::new(interest.clone())),
+            interest,
             keys: RefCell::new(keys),
             ledger: (instance.config.presence_events || instance.config.redis.is_some())
                 .then(RefCell::default),
@@ -395,6 +401,9 @@ struct Pending {
     requested: String,
     room: String,
     since: Option<Since>,
+    /// The room is held from before the question until the session has
+    /// joined, so that the events after the answer are posted here.
+    _held: Held,
 }
 
 /// One event's delivery on one shard: the role it is for, if any, and its
