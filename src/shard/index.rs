@@ -43,7 +43,13 @@ pub struct Index {
 impl Index {
     /// An empty index whose streams `interest` tells the other shards.
     pub fn new(interest: Rc<InterestWriter>) -> Self {
-        Self { interest, ..Self::default() }
+        Self {
+            sessions: Slab::new(),
+            rooms: Slab::new(),
+            room_ids: HashMap::new(),
+            users: HashMap::new(),
+            interest,
+        }
     }
 
     pub fn insert(&mut self, session: Rc<SessionHandle>) -> SessionKey {
@@ -221,6 +227,23 @@ mod tests {
             assert!(index.remove(key).is_some());
         }
         assert_eq!((index.len(), index.rooms.len(), index.user_sessions("1").len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn users_and_rooms_are_held_from_their_first_session_to_their_last() {
+        let (interest, writer) = crate::bus::interest::filter();
+        let mut index = Index::new(Rc::new(writer));
+        let (a, b) = (session("1"), session("1"));
+        let (key_a, key_b) = (index.insert(a.clone()), index.insert(b.clone()));
+        for s in [&a, &b] {
+            index.join(s, "orders", Mark::default()).expect("room");
+        }
+        assert!(interest.may_hold("user:1") && interest.may_hold("orders"));
+        assert!(index.leave(&a, "orders"));
+        index.remove(key_a);
+        assert!(interest.may_hold("user:1") && interest.may_hold("orders"), "b is still here");
+        index.remove(key_b);
+        assert!(!interest.may_hold("user:1") && !interest.may_hold("orders"));
     }
 
     #[test]
