@@ -37,11 +37,17 @@ pub struct InterestWriter {
     interest: Arc<Interest>,
 }
 
+/// A stream name's two slots, worked out once for every filter it is looked
+/// up in: two halves of one SipHash with fixed keys, so that every thread
+/// agrees.
+#[derive(Debug, Clone, Copy)]
+pub struct Key([usize; 2]);
+
 /// A stream held for as long as this lives (a subscribe waiting for its
 /// room's history).
 pub struct Held {
     writer: Rc<InterestWriter>,
-    stream: String,
+    key: Key,
 }
 
 /// One shard's filter: the side publishers read and the one its shard writes.
@@ -51,39 +57,48 @@ pub fn filter() -> (Arc<Interest>, InterestWriter) {
     (interest.clone(), InterestWriter { interest })
 }
 
+impl Key {
+    pub fn of(stream: &str) -> Key {
+        let mut hasher = DefaultHasher::new();
+        stream.hash(&mut hasher);
+        let hash = hasher.finish();
+        Key([hash as usize % SLOTS, (hash >> 32) as usize % SLOTS])
+    }
+}
+
 impl Interest {
-    /// `false` only when the shard holds no session that listens to
-    /// `stream`.
-    pub fn may_hold(&self, stream: &str) -> bool {
-        slots(stream).iter().all(|&slot| self.counts[slot].load(Ordering::Acquire) > 0)
+    /// `false` only when the shard holds no session that listens to the
+    /// stream.
+    pub fn may_hold(&self, key: Key) -> bool {
+        key.0.iter().all(|&slot| self.counts[slot].load(Ordering::Acquire) > 0)
     }
 }
 
 impl InterestWriter {
     pub fn add(&self, stream: &str) {
-        for slot in slots(stream) {
-            let count = &self.interest.counts[slot];
-            let now = count.load(Ordering::Relaxed);
-            if now < SATURATED {
-                count.store(now + 1, Ordering::Release);
-            }
-        }
+        self.count(Key::of(stream), |now| now.checked_add(1));
     }
 
     pub fn remove(&self, stream: &str) {
-        for slot in slots(stream) {
-            let count = &self.interest.counts[slot];
-            let now = count.load(Ordering::Relaxed);
-            if now > 0 && now < SATURATED {
-                count.store(now - 1, Ordering::Release);
-            }
-        }
+        self.count(Key::of(stream), |now| now.checked_sub(1));
     }
 
     /// Holds `stream` until the returned value is dropped.
     pub fn hold(self: &Rc<Self>, stream: &str) -> Held {
-        self.add(stream);
-        Held { writer: self.clone(), stream: stream.to_owned() }
+        let key = Key::of(stream);
+        self.count(key, |now| now.checked_add(1));
+        Held { writer: self.clone(), key }
+    }
+
+    /// Moves each of the key's counts by `step`, but for a saturated one.
+    fn count(&self, key: Key, step: impl Fn(u8) -> Option<u8>) {
+        for slot in key.0 {
+            let count = &self.interest.counts[slot];
+            let now = count.load(Ordering::Relaxed);
+            if let (true, Some(next)) = (now < SATURATED, step(now)) {
+                count.store(next, Ordering::Release);
+            }
+        }
     }
 }
 
@@ -96,17 +111,8 @@ impl Default for InterestWriter {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.writer.remove(&self.stream);
+        self.writer.count(self.key, |now| now.checked_sub(1));
     }
-}
-
-/// The two slots of a name: two halves of one SipHash with fixed keys, so
-/// that every thread agrees.
-fn slots(stream: &str) -> [usize; 2] {
-    let mut hasher = DefaultHasher::new();
-    stream.hash(&mut hasher);
-    let hash = hasher.finish();
-    [hash as usize % SLOTS, (hash >> 32) as usize % SLOTS]
 }
 
 #[cfg(test)]
@@ -116,13 +122,13 @@ mod tests {
     #[test]
     fn a_stream_is_held_from_its_first_add_to_its_last_remove() {
         let (interest, writer) = filter();
-        assert!(!interest.may_hold("orders"));
+        assert!(!interest.may_hold(Key::of("orders")));
         writer.add("orders");
         writer.add("orders");
         writer.remove("orders");
-        assert!(interest.may_hold("orders"));
+        assert!(interest.may_hold(Key::of("orders")));
         writer.remove("orders");
-        assert!(!interest.may_hold("orders"));
+        assert!(!interest.may_hold(Key::of("orders")));
     }
 
     #[test]
@@ -130,8 +136,8 @@ mod tests {
         let (interest, writer) = filter();
         let names: Vec<String> = (0..20_000).map(|i| format!("user:{i}")).collect();
         names.iter().for_each(|name| writer.add(name));
-        assert!(names.iter().all(|name| interest.may_hold(name)), "no false negative");
-        let strangers = (0..10_000).filter(|i| interest.may_hold(&format!("room:{i}"))).count();
+        assert!(names.iter().all(|name| interest.may_hold(Key::of(name))), "no false negative");
+        let strangers = (0..10_000).filter(|i| interest.may_hold(Key::of(&format!("room:{i}")))).count();
         assert!(strangers < 1_000, "{strangers} of 10,000 names never added read as held");
         names.iter().for_each(|name| writer.remove(name));
         assert!(interest.counts.iter().all(|count| count.load(Ordering::Relaxed) == 0));
@@ -142,7 +148,7 @@ mod tests {
         let (interest, writer) = filter();
         (0..300).for_each(|_| writer.add("busy"));
         (0..300).for_each(|_| writer.remove("busy"));
-        assert!(interest.may_hold("busy"));
+        assert!(interest.may_hold(Key::of("busy")));
     }
 
     #[test]
@@ -150,8 +156,8 @@ mod tests {
         let (interest, writer) = filter();
         let writer = Rc::new(writer);
         let held = writer.hold("orders");
-        assert!(interest.may_hold("orders"));
+        assert!(interest.may_hold(Key::of("orders")));
         drop(held);
-        assert!(!interest.may_hold("orders"));
+        assert!(!interest.may_hold(Key::of("orders")));
     }
 }

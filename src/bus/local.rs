@@ -11,7 +11,7 @@ use std::task::Poll;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use futures_util::task::AtomicWaker;
 
-use super::interest::{self, Interest, InterestWriter};
+use super::interest::{self, Interest, InterestWriter, Key};
 use crate::auth::KeySet;
 use crate::event::Event;
 use crate::history::{Recovery, Since, Ticket};
@@ -132,12 +132,12 @@ impl Mailboxes {
     /// is for, without blocking (safe from an executor thread); says how
     /// many inboxes were full.
     pub fn post_to_others(&self, from: ShardId, event: &Arc<Event>) -> usize {
-        let stream = event.audience.interest();
+        let key = event.audience.interest().map(|stream| Key::of(&stream));
         self.shards
             .iter()
             .enumerate()
             .filter(|(index, _)| *index != from.index())
-            .filter(|(_, mailbox)| stream.as_ref().is_none_or(|stream| mailbox.interest.may_hold(stream)))
+            .filter(|(_, mailbox)| key.is_none_or(|key| mailbox.interest.may_hold(key)))
             .filter(|(_, mailbox)| mailbox.post(ShardMsg::Deliver(event.clone())).is_err())
             .count()
     }

@@ -231,19 +231,23 @@ mod tests {
 
     #[test]
     fn users_and_rooms_are_held_from_their_first_session_to_their_last() {
-        let (interest, writer) = crate::bus::interest::filter();
+        use crate::bus::interest::{filter, Key};
+        let (interest, writer) = filter();
         let mut index = Index::new(Rc::new(writer));
         let (a, b) = (session("1"), session("1"));
         let (key_a, key_b) = (index.insert(a.clone()), index.insert(b.clone()));
         for s in [&a, &b] {
             index.join(s, "orders", Mark::default()).expect("room");
         }
-        assert!(interest.may_hold("user:1") && interest.may_hold("orders"));
+        assert!(interest.may_hold(Key::of("user:1")) && interest.may_hold(Key::of("orders")));
         assert!(index.leave(&a, "orders"));
         index.remove(key_a);
-        assert!(interest.may_hold("user:1") && interest.may_hold("orders"), "b is still here");
+        assert!(
+            interest.may_hold(Key::of("user:1")) && interest.may_hold(Key::of("orders")),
+            "b is still here"
+        );
         index.remove(key_b);
-        assert!(!interest.may_hold("user:1") && !interest.may_hold("orders"));
+        assert!(!interest.may_hold(Key::of("user:1")) && !interest.may_hold(Key::of("orders")));
     }
 
     #[test]
