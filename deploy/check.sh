@@ -60,11 +60,14 @@ python_yaml() {
     apt_install python3-yaml && /usr/bin/python3 -c 'import yaml' 2>/dev/null && echo /usr/bin/python3
 }
 
+# Where cargo puts its builds: CARGO_TARGET_DIR when set, as cargo itself reads it.
+target_dir=${CARGO_TARGET_DIR:-target}
+
 # A built server binary, newest first, for the checks that can use one.
 built_binary() {
     local b
     # The newer of the two builds: a stale release binary would check old code.
-    b=$(ls -t target/release/realtime target/debug/realtime 2>/dev/null | head -n 1)
+    b=$(ls -t "$target_dir/release/realtime" "$target_dir/debug/realtime" 2>/dev/null | head -n 1)
     [ -n "$b" ] && [ -x "$b" ] && echo "$b"
 }
 
@@ -187,7 +190,12 @@ PY
 check_env_example() {
     local example=deploy/.env.example vars missing="" var value bin dir port pid status=0
     if ! bin=$(built_binary); then
-        skipped "$example: no built binary (target/*/realtime) to list its variables"
+        # CI builds the binary before this script runs: missing there, it is a failure, not a skip.
+        if [ "${CI:-}" = true ]; then
+            fail "$example: no built binary ($target_dir/*/realtime) to list its variables"
+        else
+            skipped "$example: no built binary ($target_dir/*/realtime) to list its variables"
+        fi
         return
     fi
     # The variables the server reads, as its own --help names them: the file

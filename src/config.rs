@@ -35,6 +35,9 @@ pub enum LogFormat {
 pub enum AllowedOrigins {
     /// Unset: the Origin's host and port must equal the `Host` header's.
     SameHost,
+    /// Unset in development mode: the same host, or a page from a frontend
+    /// dev server on this machine (`http://localhost:*`, `http://127.0.0.1:*`).
+    SameHostOrLocalDev,
     /// `*`.
     Any,
     /// Exact origins, lower-cased, without a trailing slash.
@@ -128,7 +131,7 @@ impl Config {
             history_ttl: seconds("HISTORY_TTL", present(&args.history_ttl), 300)?,
         };
         config.check_message_fits_queue()?;
-        Ok(config)
+        Ok(config.with_development_origins())
     }
 
     /// A message the server accepts must fit in a client's send queue
@@ -145,6 +148,16 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// A first try's page comes from a frontend dev server (another port of
+    /// this machine) or the same host: development mode lets both in unless
+    /// `ALLOWED_ORIGINS` says otherwise.
+    fn with_development_origins(mut self) -> Self {
+        if self.development_mode() && self.allowed_origins == AllowedOrigins::SameHost {
+            self.allowed_origins = AllowedOrigins::SameHostOrLocalDev;
+        }
+        self
     }
 
     /// No way to check a token is configured: the server makes up a secret.
@@ -338,8 +351,11 @@ mod tests {
         assert_eq!(c.port, 8080);
         assert_eq!(c.ws_read_timeout, Duration::from_secs(60));
         assert_eq!(c.max_message_size, 65_536);
-        assert_eq!(c.allowed_origins, AllowedOrigins::SameHost);
+        assert_eq!(c.allowed_origins, AllowedOrigins::SameHostOrLocalDev, "no secret: development mode");
         assert_eq!(c.listen_addr(), IpAddr::V4(Ipv4Addr::LOCALHOST), "no secret means loopback only");
+        let mut a = args();
+        a.jwt_secret = Some("s".into());
+        assert_eq!(Config::from_args(&a).expect("valid").allowed_origins, AllowedOrigins::SameHost);
         assert_eq!(c.jwks_refresh, Duration::from_secs(300));
         assert_eq!(c.token_refresh_notice, Duration::from_secs(30));
     }

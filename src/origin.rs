@@ -1,6 +1,8 @@
-//! The Origin rules of README's Client protocol section and §8: no `Origin` (not a browser) is allowed;
+//! The Origin rules of README's Client protocol section: no `Origin` (not a browser) is allowed;
 //! with `ALLOWED_ORIGINS` unset the Origin's host and port must equal the
-//! `Host` header's; otherwise only the listed origins (or `*`).
+//! `Host` header's (in development mode a page from `http://localhost:*` or
+//! `http://127.0.0.1:*` may also connect); otherwise only the listed origins
+//! (or `*`).
 
 use http::uri::Authority;
 
@@ -12,7 +14,17 @@ pub fn allowed(rules: &AllowedOrigins, origin: Option<&str>, host: Option<&str>)
         AllowedOrigins::Any => true,
         AllowedOrigins::List(list) => listed(list, origin),
         AllowedOrigins::SameHost => host.is_some_and(|host| same_host(origin, host)),
+        AllowedOrigins::SameHostOrLocalDev => {
+            local_dev_server(origin) || host.is_some_and(|host| same_host(origin, host))
+        }
     }
+}
+
+/// A page served over plain HTTP by this machine, on any port: how a
+/// frontend dev server (Vite, webpack) serves the page of a first try.
+fn local_dev_server(origin: &str) -> bool {
+    url::Url::parse(origin)
+        .is_ok_and(|url| url.scheme() == "http" && matches!(url.host_str(), Some("localhost" | "127.0.0.1")))
 }
 
 /// Is `origin` one of `list` (entries already lower-case, no trailing slash)?
@@ -57,6 +69,21 @@ mod tests {
         assert!(!allowed(&rules, Some("http://evil.example:8080"), Some("shop.example:8080")));
         assert!(!allowed(&rules, Some("http://shop.example:9090"), Some("shop.example:8080")));
         assert!(!allowed(&rules, Some("null"), Some("shop.example")));
+    }
+
+    #[test]
+    fn development_mode_also_lets_local_dev_servers_in() {
+        let rules = AllowedOrigins::SameHostOrLocalDev;
+        let host = Some("127.0.0.1:8080");
+        assert!(allowed(&rules, Some("http://localhost:5173"), host));
+        assert!(allowed(&rules, Some("http://127.0.0.1:3000"), host));
+        assert!(allowed(&rules, Some("http://localhost"), host));
+        assert!(allowed(&rules, Some("http://127.0.0.1:8080"), host));
+        assert!(!allowed(&rules, Some("https://localhost.evil.example"), host));
+        assert!(!allowed(&rules, Some("http://localhost.evil.example:5173"), host));
+        assert!(!allowed(&rules, Some("http://evil.example:8080"), host));
+        assert!(!allowed(&rules, Some("null"), host));
+        assert!(!allowed(&AllowedOrigins::SameHost, Some("http://localhost:5173"), host));
     }
 
     #[test]

@@ -79,6 +79,7 @@ pub fn run(config: Config, public_key: Option<VerifyingKey>) -> anyhow::Result<(
     let unexpected = match wait_ready(&events, shards, || pool.handles().iter().any(|h| h.is_finished())) {
         Ok(Start::Ready) => {
             info!(%addr, shards, "listening");
+            print_listening(addr, shards);
             if let Some(secret) = dev_secret {
                 print_dev_banner(&secret, addr.port())?;
             }
@@ -185,7 +186,16 @@ fn random_secret() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Development mode: a token per role and the URL, on stdout for a person.
+/// The line a person (or a script waiting for readiness) reads on stdout
+/// once every shard accepts: where to connect, with no token in it.
+fn print_listening(addr: SocketAddr, shards: usize) {
+    println!(
+        "listening on http://{addr} ({shards} shards): WebSocket ws://{addr}/ws, health http://{addr}/health, metrics http://{addr}/metrics"
+    );
+}
+
+/// Development mode: a token per role, the URL, and how to publish, on
+/// stdout for a person.
 fn print_dev_banner(secret: &str, port: u16) -> anyhow::Result<()> {
     warn!("development mode: JWT_SECRET is not set; using a random secret and listening on 127.0.0.1 only");
     let key = SigningKey::hs256(secret.as_bytes());
@@ -204,6 +214,12 @@ fn print_dev_banner(secret: &str, port: u16) -> anyhow::Result<()> {
     for (role, token) in &tokens {
         banner.push_str(&format!("  {:<9} {token}\n", role.as_str()));
     }
+    banner.push_str(&format!(
+        "Publish to every connection (from this machine no API_KEY is needed):\n  \
+         curl -X POST http://127.0.0.1:{port}/api/notifications/broadcast -H 'Content-Type: application/json' \
+         -d '{{\"room\":\"all\",\"type\":\"broadcast\",\"payload\":{{\"message\":\"hello\"}}}}'\n\
+         Browser pages from this host and from http://localhost:* or http://127.0.0.1:* (a frontend dev server) may connect.\n"
+    ));
     print!("{banner}");
     Ok(())
 }

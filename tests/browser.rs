@@ -1,5 +1,5 @@
-//! A real browser against the real server (README, Client protocol and Publish API, the Origin rules of
-//! §8): headless Chromium loads a page that connects with `new WebSocket()`
+//! A real browser against the real server (README, Client protocol and Publish API, its Origin
+//! rules): headless Chromium loads a page that connects with `new WebSocket()`
 //! and a token and subscribes; a Node script publishes with axios, as the
 //! seed's REST service does; the page must show the events. The same page
 //! served from an origin that `ALLOWED_ORIGINS` does not list must get no

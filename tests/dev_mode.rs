@@ -107,6 +107,48 @@ fn dev_mode_prints_working_tokens_and_binds_loopback_only() {
 }
 
 #[test]
+fn dev_mode_lets_pages_of_a_local_dev_server_connect() {
+    let s = server().unset("JWT_SECRET").start();
+    let out = s.wait_stdout(DEFAULT_DEADLINE, |o| token_line(o, "client").is_some());
+    let url = s.ws_url(token_line(&out, "client").unwrap());
+    for page in ["http://localhost:5173", "http://127.0.0.1:3000", &format!("http://127.0.0.1:{}", s.port)] {
+        let (ws, _) = ws_connect_with(&url, &[("Origin", page)])
+            .unwrap_or_else(|e| panic!("development mode refused a page from {page}: {e}"));
+        close(ws);
+    }
+    for page in ["https://evil.example", "http://localhost.evil.example:5173", "null"] {
+        let (status, body) = ws_reject(&url, &[("Origin", page)]);
+        assert_eq!(status, 403, "Origin {page}: body {body:?}");
+    }
+    // ALLOWED_ORIGINS still decides alone where it is set
+    let listed = server().unset("JWT_SECRET").env("ALLOWED_ORIGINS", "https://shop.example").start();
+    let out = listed.wait_stdout(DEFAULT_DEADLINE, |o| token_line(o, "client").is_some());
+    let (status, _) = ws_reject(
+        &listed.ws_url(token_line(&out, "client").unwrap()),
+        &[("Origin", "http://localhost:5173")],
+    );
+    assert_eq!(status, 403, "a dev server's page with ALLOWED_ORIGINS set");
+}
+
+#[test]
+fn dev_mode_banner_says_how_to_publish_and_the_command_works() {
+    let s = server().unset("JWT_SECRET").start();
+    let out = s.wait_stdout(DEFAULT_DEADLINE, |o| o.contains("curl ") && token_line(o, "client").is_some());
+    let listening = format!("listening on http://127.0.0.1:{}", s.port);
+    assert!(out.lines().next().is_some_and(|l| l.starts_with(&listening)), "first line of stdout:\n{out}");
+    let curl = out.lines().map(str::trim).find(|l| l.starts_with("curl ")).expect("a curl line");
+    let (mut ws, _) = s.connect_token(token_line(&out, "client").unwrap());
+    // the printed body is what the banner's curl sends
+    let body = curl.split("-d '").nth(1).and_then(|b| b.strip_suffix('\'')).expect("a -d '...' body");
+    let body: serde_json::Value = serde_json::from_str(body).expect("the printed body is JSON");
+    let answer = s.publish("/api/notifications/broadcast", &body);
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let event = next_json(&mut ws, DEFAULT_DEADLINE);
+    assert_eq!(event["payload"]["message"], "hello", "{event}");
+    close(ws);
+}
+
+#[test]
 fn dev_mode_secret_is_random_per_start() {
     let a = server().unset("JWT_SECRET").start();
     let b = server().unset("JWT_SECRET").start();

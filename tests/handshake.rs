@@ -57,7 +57,7 @@ fn sub_claim_and_numeric_user_id() {
     close(ws);
 }
 
-/// Every kind of bad token of README's Client protocol section/§8 gets 401 with a JSON error body.
+/// Every kind of bad token of README's Client protocol section gets 401 with a JSON error body.
 #[test]
 fn bad_tokens_get_401_with_json_error() {
     let s = server().start();
@@ -179,6 +179,8 @@ fn origin_same_host_by_default() {
         "https://evil.example".to_string(),
         format!("http://127.0.0.1:{}", s.port.wrapping_add(1).max(1)),
         format!("http://localhost.evil.example:{}", s.port),
+        // a local dev server's page is development mode's alone
+        "http://localhost:5173".to_string(),
     ] {
         let (status, body) = ws_reject(&url, &[("Origin", &other)]);
         assert_eq!(status, 403, "Origin {other}: body {body:?}");

@@ -58,9 +58,19 @@ fn health_and_ready() {
     let ready = s.get("/ready");
     assert_eq!(ready.status, 200, "{ready:?}");
 
-    // logs go to stderr; stdout is for people and scripts (nothing here)
+    // logs go to stderr; stdout is for people and scripts: outside development mode only the
+    // line that says where to connect, with no token in it
     s.wait_stderr(DEFAULT_DEADLINE, |e| !e.trim().is_empty());
-    assert!(s.stdout().trim().is_empty(), "unexpected stdout outside development mode:\n{}", s.stdout());
+    let out = s.wait_stdout(DEFAULT_DEADLINE, |o| o.ends_with('\n'));
+    let addr = format!("127.0.0.1:{}", s.port);
+    assert_eq!(
+        out,
+        format!(
+            "listening on http://{addr} (2 shards): WebSocket ws://{addr}/ws, health http://{addr}/health, \
+             metrics http://{addr}/metrics\n"
+        ),
+        "stdout outside development mode"
+    );
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Asymmetric tokens (README, Tokens during a session): `JWT_PUBLIC_KEY` of each type, a JWKS
 //! served by a test server (keys by `kid`, rotation, failed fetches), the
-//! algorithm always taken from the key, and the claims of README's Client protocol section and §11
+//! algorithm always taken from the key, and the claims of README's Tokens during a session section
 //! (`nbf`, `exp` = now, `iss`, `aud`), each refusal counted by its reason.
 
 mod support;

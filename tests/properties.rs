@@ -1,7 +1,7 @@
 //! Properties of the pure vocabulary, on generated input: room names (README, Client protocol)
 //! against an independent model of the rule, the room a subscription joins
-//! and the room an event reaches, publish drafts and envelopes (README, Client protocol and Publish API,
-//! §8) and the REST service's types. Case counts are proptest's
+//! and the room an event reaches, publish drafts and envelopes (README, Client protocol and Publish API)
+//! and the REST service's types. Case counts are proptest's
 //! (`PROPTEST_CASES`, 256 by default); `tests/fuzz.sh` runs them longer.
 
 use proptest::prelude::*;

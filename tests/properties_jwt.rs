@@ -100,7 +100,7 @@ fn claims() -> impl Strategy<Value = Value> {
     })
 }
 
-/// README's Client protocol section and §8 on claims: who the token names, or `None` when it must be refused.
+/// README's Client protocol section on claims: who the token names, or `None` when it must be refused.
 fn expected_identity(claims: &Value) -> Option<Identity> {
     let exp = claims.get("exp")?.as_u64()?;
     if exp <= now_secs() {

@@ -1,4 +1,4 @@
-//! The JWT check of README's Client protocol section and §11: `exp`, `userId` (or `sub`) and
+//! The JWT check of README's Client protocol and Tokens during a session sections: `exp`, `userId` (or `sub`) and
 //! `role` required; `nbf`, `iss` and `aud` checked; the key chosen by the
 //! token's `kid` (a JWKS) or its algorithm (`JWT_SECRET`, `JWT_PUBLIC_KEY`),
 //! and only ever used with the algorithms the key itself accepts. Also mints

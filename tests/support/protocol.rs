@@ -1,4 +1,4 @@
-//! The service's message protocol on the WebSocket side (README, Client protocol-§4):
+//! The service's message protocol on the WebSocket side (README, Client protocol and Publish API):
 //! connecting as a user, `connected`, subscribing to rooms, errors, and
 //! proving with a marker event what arrived and what did not.
 
