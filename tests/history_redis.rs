@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -20,6 +20,10 @@ use support::*;
 /// Time for an instance to (re)connect every shard's links; the backoff is
 /// capped at 5 s.
 const REDIS_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Events a steady publisher must have had taken before each blip of a
+/// test, so that every blip falls among events in flight.
+const EVENTS_PER_BLIP: usize = 11;
 
 /// An instance on `url` with `HISTORY_SIZE=size`, once Redis is connected.
 fn instance(url: &str, size: usize) -> Server {
@@ -123,8 +127,9 @@ fn a_subscriber_blip_loses_nothing_and_repeats_nothing() {
     // B publishes steadily until told to stop; what it took (202) must reach
     // every client once, in order.
     let stop = Arc::new(AtomicBool::new(false));
+    let counted = Arc::new(AtomicUsize::new(0));
     let publisher = {
-        let (stop, port) = (stop.clone(), b.port);
+        let (stop, counted, port) = (stop.clone(), counted.clone(), b.port);
         thread::spawn(move || {
             let mut taken = Vec::new();
             for n in 1.. {
@@ -134,11 +139,17 @@ fn a_subscriber_blip_loses_nothing_and_repeats_nothing() {
                 let r = publish(port, BROADCAST, &room_event("orders", n).to_string(), &[]);
                 assert_eq!(r.status, 202, "B's links are never cut: {r:?}");
                 taken.push(accepted_id(&r, "publish on B"));
+                counted.store(taken.len(), Ordering::Relaxed);
             }
             taken
         })
     };
     for blip in 1..=3 {
+        // Events flow between the blips however slowly the publisher gets
+        // going: each blip waits for a few more to be taken.
+        let flowed = counted.load(Ordering::Relaxed) + EVENTS_PER_BLIP;
+        poll(REDIS_DEADLINE, Duration::from_millis(5), || counted.load(Ordering::Relaxed), |n| *n >= flowed)
+            .unwrap_or_else(|n| panic!("blip {blip}: only {n} events taken\n{}", b.output_dump()));
         let before = catch_ups(&a, "complete");
         // Both shards' subscribers, and nothing else.
         assert_eq!(redis.kill_subscribers_of("blip"), 2, "blip {blip}");
@@ -148,7 +159,7 @@ fn a_subscriber_blip_loses_nothing_and_repeats_nothing() {
     }
     stop.store(true, Ordering::Relaxed);
     let taken = publisher.join().expect("the publishing thread");
-    assert!(taken.len() > 30, "events flowed during the blips: {}", taken.len());
+    assert!(taken.len() >= 3 * EVENTS_PER_BLIP, "events flowed during the blips: {}", taken.len());
     assert_eq!(catch_ups(&a, "resync"), 0.0);
 
     let marker = b.marker();
@@ -246,8 +257,14 @@ fn recovery_while_events_keep_coming_has_no_gap_and_no_duplicate() {
     // Clients on both shards of A join while events flow, each from a point
     // a few events back.
     let mut joined = Vec::new();
+    let mut last = 0;
     for round in 0..6 {
-        let (epoch, latest) = orders_position(&redis);
+        // Each round joins while events are in flight, however slowly the
+        // publisher gets going.
+        let (epoch, latest) =
+            poll(REDIS_DEADLINE, Duration::from_millis(5), || orders_position(&redis), |(_, n)| *n > last)
+                .unwrap_or_else(|(_, n)| panic!("round {round}: the stream stayed at {n}"));
+        last = latest;
         let since = latest.saturating_sub(3);
         let (mut ws, _) = a.connect(&format!("r{round}"), "seller");
         let answer = subscribe_since(&mut ws, "orders", since, &epoch);
