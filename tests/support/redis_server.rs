@@ -1,7 +1,9 @@
-//! A real `redis-server` child on a free loopback port, without persistence,
-//! and clients for it from the `redis` crate's sync API: one-off commands and
-//! Pub/Sub subscribers read with a deadline.
+//! A real `redis-server` child on a free loopback port, without persistence
+//! unless asked (a snapshot taken and restored by hand), and clients for it
+//! from the `redis` crate's sync API: one-off commands and Pub/Sub
+//! subscribers read with a deadline.
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::thread;
@@ -33,8 +35,15 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     password: Option<String>,
+    /// More `redis-server` arguments, kept for a restart.
+    extra: Vec<String>,
+    /// Where `SAVE` writes its snapshot, for [`RedisServer::start_saving`].
+    dir: Option<PathBuf>,
     log: Buf,
 }
+
+/// The name of the snapshot file in a saving server's directory.
+const SNAPSHOT: &str = "dump.rdb";
 
 impl RedisServer {
     /// A started `redis-server`; `None` (and a loud line on stderr) where it
@@ -42,20 +51,40 @@ impl RedisServer {
     /// on a fresh machine. With `REALTIME_REQUIRE_REDIS=1` (CI) a missing
     /// `redis-server` fails the test instead.
     pub fn start() -> Option<RedisServer> {
-        redis_installed().then(|| RedisServer::start_inner(None))
+        redis_installed().then(|| RedisServer::start_inner(None, &[], false))
     }
 
     /// [`RedisServer::start`] with `--requirepass password`.
     pub fn start_with_password(password: &str) -> Option<RedisServer> {
-        redis_installed().then(|| RedisServer::start_inner(Some(password.to_string())))
+        redis_installed().then(|| RedisServer::start_inner(Some(password.to_string()), &[], false))
     }
 
-    fn start_inner(password: Option<String>) -> RedisServer {
+    /// [`RedisServer::start`] with more arguments (`--name value` pairs).
+    pub fn start_with(args: &[&str]) -> Option<RedisServer> {
+        redis_installed().then(|| RedisServer::start_inner(None, args, false))
+    }
+
+    /// [`RedisServer::start`] with a directory of its own, where
+    /// [`RedisServer::snapshot`] saves and from which
+    /// [`RedisServer::restart_from`] loads.
+    pub fn start_saving() -> Option<RedisServer> {
+        redis_installed().then(|| RedisServer::start_inner(None, &[], true))
+    }
+
+    fn start_inner(password: Option<String>, extra: &[&str], saving: bool) -> RedisServer {
         for _ in 0..3 {
+            let port = free_port();
+            let dir = saving.then(|| {
+                let dir = std::env::temp_dir().join(format!("realtime-redis-{}-{port}", std::process::id()));
+                std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+                dir
+            });
             let mut r = RedisServer {
                 child: None,
-                port: free_port(),
+                port,
                 password: password.clone(),
+                extra: extra.iter().map(|a| a.to_string()).collect(),
+                dir,
                 log: Arc::default(),
             };
             if r.spawn_and_wait() {
@@ -81,6 +110,10 @@ impl RedisServer {
         if let Some(pw) = &self.password {
             cmd.args(["--requirepass", pw]);
         }
+        if let Some(dir) = &self.dir {
+            cmd.arg("--dir").arg(dir).args(["--dbfilename", SNAPSHOT]);
+        }
+        cmd.args(&self.extra);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child =
             cmd.spawn().unwrap_or_else(|e| panic!("cannot run redis-server (is it installed?): {e}"));
@@ -149,6 +182,22 @@ impl RedisServer {
             );
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// `SAVE`, and the snapshot's bytes (with [`RedisServer::start_saving`]).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let _: () = self.query(&redis::cmd("SAVE"));
+        let path = self.dir.as_ref().expect("a saving redis-server").join(SNAPSHOT);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Kills the server and starts it again on the same port from
+    /// `snapshot`, as a Redis restored from an older backup.
+    pub fn restart_from(&mut self, snapshot: &[u8]) {
+        self.kill();
+        let path = self.dir.as_ref().expect("a saving redis-server").join(SNAPSHOT);
+        std::fs::write(&path, snapshot).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        self.restart();
     }
 
     /// One command on a fresh connection, its reply as `T`.
@@ -258,6 +307,9 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         if thread::panicking() {
             eprintln!("--- redis-server port {} ---\n{}\n--- end ---", self.port, self.log());
         }
