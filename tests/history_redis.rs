@@ -369,3 +369,146 @@ fn scripts_flushed_from_redis_are_sent_again_by_text() {
     expect_event(&mut ws, &second);
     assert_eq!(a.metric("realtime_redis_script_failures_total"), 0.0);
 }
+
+/// Each event's (epoch, offset), in the order read; `resync`s are left out.
+fn positions(events: &[Value]) -> Vec<(String, u64)> {
+    events
+        .iter()
+        .filter(|e| e["type"] != "resync")
+        .map(|e| (e["epoch"].as_str().unwrap_or("").to_owned(), e["offset"].as_u64().unwrap_or(0)))
+        .collect()
+}
+
+/// The (epoch, offset) pairs that come more than once.
+fn repeated(positions: &[(String, u64)]) -> Vec<&(String, u64)> {
+    let mut seen = std::collections::HashSet::new();
+    positions.iter().filter(|p| !seen.insert(*p)).collect()
+}
+
+/// Publishes to `room` on `s`, again while a link of `s` is still coming
+/// back (503, nothing published), until it is taken.
+fn publish_once_back(s: &Server, room: &str, n: u64) -> String {
+    let body = room_event(room, n).to_string();
+    let taken = poll(
+        REDIS_DEADLINE,
+        Duration::from_millis(20),
+        || publish(s.port, BROADCAST, &body, &[]),
+        |r| r.status == 202,
+    )
+    .unwrap_or_else(|r| panic!("no publish taken after Redis came back: {r:?}\n{}", s.output_dump()));
+    accepted_id(&taken, "publish after Redis came back")
+}
+
+/// A Redis restarted from a snapshot older than what it had given: the
+/// history goes on in a new epoch. A client with a position past the
+/// snapshot is not told it recovered (it would miss the events numbered
+/// again), and one connected throughout is told to resync and then gets no
+/// (epoch, offset) twice.
+#[test]
+fn a_redis_restored_from_an_older_snapshot_begins_a_new_epoch() {
+    let Some(mut redis) = RedisServer::start_saving() else { return };
+    let a = instance(&redis.url(), 100);
+    let mut throughout = a.subscriber("t1", "seller", &["orders"]);
+    for n in 1..=5 {
+        a.broadcast(room_event("orders", n));
+    }
+    let snapshot = redis.snapshot();
+    for n in 6..=10 {
+        a.broadcast(room_event("orders", n));
+    }
+    let (epoch, latest) = orders_position(&redis);
+    assert_eq!(latest, 10);
+
+    redis.restart_from(&snapshot);
+    let after: Vec<String> = (11..=16).map(|n| publish_once_back(&a, "orders", n)).collect();
+    let (mut again, _) = a.connect("s1", "seller");
+    let answer = subscribe_since(&mut again, "orders", latest, &epoch);
+    assert_eq!((&answer["type"], &answer["recovered"]), (&json!("subscribed"), &json!(false)), "{answer}");
+    assert_ne!(answer["epoch"], json!(epoch), "{answer}");
+
+    let marker = a.marker();
+    let got = read_until_marker(&mut throughout, &marker);
+    assert!(got.contains(&json!({"type": "resync", "room": "orders"})), "told to resync: {got:?}");
+    let positions = positions(&got);
+    assert_eq!(repeated(&positions), Vec::<&(String, u64)>::new(), "{positions:?}");
+    assert_eq!(ids(&got[got.len() - after.len()..]), after, "the new events come live: {got:?}");
+}
+
+/// A stream whose meta key is lost (`DEL`, an eviction) while its list is
+/// kept begins again in an epoch no client was given: a client's position in
+/// the old one is not recovered, and one in the room throughout gets no
+/// (epoch, offset) twice.
+#[test]
+fn a_lost_meta_key_begins_a_new_epoch() {
+    let Some(redis) = RedisServer::start() else { return };
+    let a = instance(&redis.url(), 100);
+    let mut throughout = a.subscriber("t1", "seller", &["orders"]);
+    for n in 1..=5 {
+        a.broadcast(room_event("orders", n));
+    }
+    let (epoch, _) = orders_position(&redis);
+    let _: i64 = redis.query(redis::cmd("DEL").arg("realtime:history-meta:orders"));
+    for n in 6..=8 {
+        a.broadcast(room_event("orders", n));
+    }
+    let (mut again, _) = a.connect("s1", "seller");
+    let answer = subscribe_since(&mut again, "orders", 2, &epoch);
+    assert_eq!((&answer["type"], &answer["recovered"]), (&json!("subscribed"), &json!(false)), "{answer}");
+
+    let marker = a.marker();
+    let positions = positions(&read_until_marker(&mut throughout, &marker));
+    assert_eq!(positions.len(), 8, "{positions:?}");
+    assert_eq!(repeated(&positions), Vec::<&(String, u64)>::new(), "{positions:?}");
+}
+
+/// Many recoveries at once of a room whose history is larger than Redis
+/// lets a subscriber's unread replies grow (here 8 MB; 32 MB by default):
+/// each answer is bounded by what its session can take, and those in flight
+/// on a shard's connection together, so Redis never closes the subscriber:
+/// every subscribe is answered, and publishes go on.
+#[test]
+fn recoveries_at_once_cannot_get_the_subscriber_closed() {
+    let limit = ["--client-output-buffer-limit", "pubsub 8mb 8mb 0"];
+    let Some(redis) = RedisServer::start_with(&limit) else { return };
+    // Queues of 4 MB: a session's first recovery may take 2 MB, the whole
+    // history.
+    let a = server()
+        .env("REDIS_URL", &redis.url())
+        .env("HISTORY_SIZE", "100")
+        .env("SEND_QUEUE_BYTES", "4194304")
+        .start();
+    a.wait_health("redis", &json!("connected"), REDIS_DEADLINE);
+    let pad = "x".repeat(20_000);
+    for n in 0..100 {
+        a.broadcast(json!({"room": "orders", "type": "t", "payload": {"n": n, "pad": pad}}));
+    }
+    let (epoch, _) = orders_position(&redis);
+
+    // 4 clients × 8 recoveries of 2 MB: 64 MB asked for at once.
+    let mut clients = a.connect_on_both_shards(4, |i| a.connect(&format!("r{i}"), "seller").0);
+    let since = json!({"type": "subscribe", "room": "orders", "since": {"offset": 0, "epoch": epoch}});
+    for ws in &mut clients {
+        for _ in 0..8 {
+            ws.write(tungstenite::Message::text(since.to_string())).expect("write");
+        }
+        ws.flush().expect("flush");
+    }
+    for (i, ws) in clients.iter_mut().enumerate() {
+        // The answers, among the replayed events.
+        let mut answers = Vec::new();
+        while answers.len() < 8 {
+            let v = next_json(ws, DEFAULT_DEADLINE);
+            if v.get("id").is_none() {
+                answers.push(v);
+            }
+        }
+        assert!(answers.iter().all(|v| v["type"] == "subscribed"), "client {i}: {answers:?}");
+        assert!(
+            answers.iter().any(|v| v["recovered"] == true),
+            "client {i}: one fits its queue: {answers:?}"
+        );
+    }
+    assert_eq!(a.metric("realtime_redis_reconnects_total"), 0.0, "{}", redis.log());
+    assert!(!redis.log().contains("output buffer limits"), "{}", redis.log());
+    a.broadcast(room_event("orders", 101));
+}

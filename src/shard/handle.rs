@@ -13,7 +13,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -73,6 +73,22 @@ pub struct SessionHandle {
     /// the room's current epoch (offset 0: none yet), so that a recovery of
     /// those rooms, which it is always in, replays only what came before.
     first_live: [Cell<Mark>; 2],
+    /// Bytes set aside for the replays of its subscribes waiting for Redis.
+    replays_reserved: Cell<usize>,
+}
+
+/// Bytes of a session's queue set aside for one replay; given back on drop.
+pub struct Reserved {
+    session: Weak<SessionHandle>,
+    pub bytes: usize,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.upgrade() {
+            session.replays_reserved.set(session.replays_reserved.get().saturating_sub(self.bytes));
+        }
+    }
 }
 
 /// What became of a frame offered to a session.
@@ -121,6 +137,7 @@ impl SessionHandle {
             waker: RefCell::new(None),
             memberships: RefCell::new(Vec::new()),
             first_live: [Cell::new(Mark::default()), Cell::new(Mark::default())],
+            replays_reserved: Cell::new(0),
         }
     }
 
@@ -147,6 +164,15 @@ impl SessionHandle {
     /// Bytes the session's queue can still take.
     pub fn room_left(&self) -> usize {
         self.queue_limit.saturating_sub(self.queued_bytes.get() + self.writing_bytes.get())
+    }
+
+    /// Sets aside what a replay asked for now may take: half of what the
+    /// queue can take beside the replays already asked for, so that however
+    /// many a client asks for at once, they fit its queue together.
+    pub fn reserve_replay(self: &Rc<Self>) -> Reserved {
+        let bytes = self.room_left().saturating_sub(self.replays_reserved.get()) / 2;
+        self.replays_reserved.set(self.replays_reserved.get() + bytes);
+        Reserved { session: Rc::downgrade(self), bytes }
     }
 
     /// Queues a frame; a client whose queue would pass the limit is closed as

@@ -67,6 +67,9 @@ impl Shard {
         room: String,
         since: Option<Since>,
     ) -> Result<(), SubscribeError> {
+        // Redis writes a subscriber's answers at once, and closes it when it
+        // cannot: each answer is bounded by what its session can take.
+        let redis = matches!(self.bus, Bus::Redis { .. });
         let pending = Pending {
             asked: Instant::now(),
             session: Rc::downgrade(session),
@@ -74,7 +77,9 @@ impl Shard {
             room: room.clone(),
             since: since.clone(),
             _held: self.interest.hold(&room),
+            replay: (redis && since.is_some()).then(|| session.reserve_replay()),
         };
+        let budget = pending.replay.as_ref().map_or(0, |replay| replay.bytes);
         let ticket = Ticket(self.pending.borrow_mut().insert(pending));
         let asked = match &self.bus {
             Bus::Local => {
@@ -82,7 +87,7 @@ impl Shard {
                 let reply = HistoryReply::Subscribe { from: self.id, ticket };
                 self.ask_history(HistoryQuery { stream: room, since, limit, reply })
             }
-            Bus::Redis { recoveries, .. } => recoveries.fetch(ticket, &room, since.as_ref()),
+            Bus::Redis { recoveries, .. } => recoveries.fetch(ticket, &room, since.as_ref(), budget),
         };
         if asked.is_err() {
             self.pending.borrow_mut().try_remove(ticket.0);

@@ -43,7 +43,7 @@ use crate::metrics::{DropReason, ShardMetrics};
 use crate::protocol::{self, ErrorCode};
 use crate::room::{self, Implicit, JoinError};
 pub use crate::shard_id::ShardId;
-use handle::{Push, SessionHandle};
+use handle::{Push, Reserved, SessionHandle};
 use index::Index;
 pub use index::{SessionKey, TooManyRooms, MAX_ROOMS_PER_SESSION};
 
@@ -404,6 +404,9 @@ struct Pending {
     /// The room is held from before the question until the session has
     /// joined, so that the events after the answer are posted here.
     _held: Held,
+    /// With Redis and `since`: what the replay may take of the session's
+    /// queue, set aside until the answer comes.
+    replay: Option<Reserved>,
 }
 
 /// One event's delivery on one shard: the role it is for, if any, and its

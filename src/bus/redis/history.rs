@@ -34,22 +34,34 @@ use crate::metrics::{HistoryScript, Metrics};
 /// enough for an outage of a few seconds at thousands of events a second.
 pub const LOG_PER_HISTORY: usize = 100;
 
-/// The epoch a stream begins with: this Redis's history life (a random
-/// token, ARGV[2], kept in KEYS[5] when there is none: Redis losing its data
-/// starts a new life) and the `HISTORY_TTL` window it begins in. A stream
-/// lives a whole TTL after its last event, so it begins at most once per
-/// window and no two of its lives share an epoch; and the position given
+/// This Redis's history life, and the epochs made in it. The life is a
+/// random token (ARGV `fresh` when a new one is needed) kept in KEYS
+/// `lifekey` with the `run_id` of the Redis process that made it (ARGV `run`,
+/// read by each connection from `INFO server`): a Redis that restarted,
+/// whether empty or from an older snapshot, or a replica that took over, has
+/// another `run_id`, and so begins a new life, and no epoch of the old one
+/// goes on with offsets it may already have given.
+///
+/// A stream's epoch is its life and the `HISTORY_TTL` window it begins in. A
+/// stream lives a whole TTL after its last event, so it begins at most once
+/// per window and no two of its lives share an epoch; and the position given
 /// for a room without events stays true when its first event comes in the
-/// same window, without keeping anything for the question.
-macro_rules! epoch_lua {
+/// same window, without keeping anything for the question. A channel's
+/// sequence epoch is its life and the token of whoever began it.
+macro_rules! life_lua {
     () => {
         r#"
-local function epoch_now(lifekey, fresh, ttl)
+local function life_now(lifekey, fresh, run)
   local life = redis.call('GET', lifekey)
-  if not life then
-    life = fresh
-    redis.call('SET', lifekey, life)
-  end
+  local cut = life and string.find(life, ' ', 1, true)
+  if cut and string.sub(life, 1, cut - 1) == run then return string.sub(life, cut + 1) end
+  redis.call('SET', lifekey, run .. ' ' .. fresh)
+  return fresh
+end
+local function of_life(epoch, life, mark)
+  return epoch and string.sub(epoch, 1, #life + 1) == life .. mark
+end
+local function epoch_now(life, ttl)
   return life .. '-' .. math.floor(tonumber(redis.call('TIME')[1]) / tonumber(ttl))
 end
 "#
@@ -57,21 +69,27 @@ end
 }
 
 /// Appends the envelope ARGV[1] to its stream (beginning the stream when it
-/// has none), and publishes it with its offset and the channel's sequence on
-/// ARGV[6], keeping that in the channel's log too. Returns the offset. Each
-/// `redis.call` costs Redis about 1.5 µs, so lists are trimmed only once
-/// past their cap (the log once 64 past it), and a channel's sequence epoch
-/// is written only when its sequence starts.
+/// has none, or one of a past life), and publishes it with its offset and
+/// the channel's sequence on ARGV[6], keeping that in the channel's log too.
+/// Returns the offset. Each `redis.call` costs Redis about 1.5 µs, so lists
+/// are trimmed only once past their cap (the log once 64 past it).
+///
+/// A stream whose meta is gone while its list is kept lost its offset (a
+/// `DEL`, an eviction): it may have given out offsets in this window's
+/// epoch already, so it begins again in one of its own.
 const PUBLISH_SCRIPT: &str = concat!(
-    epoch_lua!(),
+    life_lua!(),
     r#"
 local list, meta, seq, log, lifekey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local envelope, fresh, size, ttl, logsize, channel =
-  ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local envelope, fresh, size, ttl, logsize, channel, run =
+  ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local life = life_now(lifekey, fresh, run)
 local epoch = redis.call('HGET', meta, 'epoch')
-if not epoch then
-  epoch = epoch_now(lifekey, fresh, ttl)
-  redis.call('DEL', list)
+if not of_life(epoch, life, '-') then
+  local lost = not epoch and redis.call('EXISTS', list) == 1
+  epoch = epoch_now(life, ttl)
+  if lost then epoch = epoch .. '-' .. fresh end
+  redis.call('DEL', list, meta)
   redis.call('HSET', meta, 'epoch', epoch)
 end
 local offset = redis.call('HINCRBY', meta, 'offset', 1)
@@ -79,11 +97,11 @@ local kept = string.sub(envelope, 1, -2) .. ',"offset":' .. offset .. ',"epoch":
 if redis.call('RPUSH', list, kept .. '}') > size then redis.call('LTRIM', list, -size, -1) end
 redis.call('EXPIRE', list, ttl)
 redis.call('EXPIRE', meta, ttl)
-local n = redis.call('HINCRBY', seq, 'n', 1)
-if n == 1 then
-  redis.call('HSETNX', seq, 'epoch', fresh)
-  redis.call('DEL', log)
+if not of_life(redis.call('HGET', seq, 'epoch'), life, '/') then
+  redis.call('DEL', seq, log)
+  redis.call('HSET', seq, 'epoch', life .. '/' .. fresh)
 end
+local n = redis.call('HINCRBY', seq, 'n', 1)
 local sent = kept .. ',"seq":' .. n .. '}'
 if redis.call('RPUSH', log, sent) > logsize + 64 then redis.call('LTRIM', log, -logsize, -1) end
 redis.call('EXPIRE', log, ttl)
@@ -94,40 +112,66 @@ return offset
 
 /// A stream's position and up to ARGV[5] kept envelopes: the newest without
 /// `since` (ARGV[3] empty), else those after it when the stream still holds
-/// them all. A stream without events answers offset 0 in the epoch it would
-/// begin with now, and keeps nothing (a client's questions cannot make Redis
-/// grow). Returns epoch, offset, how many are kept, the envelopes.
+/// them all. A stream without events (or only one of a past life) answers
+/// offset 0 in the epoch it would begin with now, and keeps nothing (a
+/// client's questions cannot make Redis grow). The envelopes are read a page
+/// at a time, and none is given once they pass ARGV[6] bytes: Redis is
+/// never asked to write more than what the reader can take. Returns epoch,
+/// offset, how many are kept, the envelopes, and 1 when they passed the
+/// budget (else 0).
 const FETCH_SCRIPT: &str = concat!(
-    epoch_lua!(),
+    life_lua!(),
     r#"
 local list, meta, lifekey = KEYS[1], KEYS[2], KEYS[3]
-local fresh, ttl, since, since_epoch, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local fresh, ttl, since, since_epoch, limit, budget, run =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local life = life_now(lifekey, fresh, run)
 local epoch = redis.call('HGET', meta, 'epoch')
-if not epoch then return {epoch_now(lifekey, fresh, ttl), 0, 0, {}} end
+if not of_life(epoch, life, '-') then return {epoch_now(life, ttl), 0, 0, {}, 0} end
 local offset = tonumber(redis.call('HGET', meta, 'offset') or '0')
 local kept = redis.call('LLEN', list)
 local first = offset + 1 - kept
-local events = {}
+local from, count = 0, 0
 if limit > 0 and since == '' then
-  events = redis.call('LRANGE', list, -limit, -1)
+  count = math.min(limit, kept)
+  from = kept - count
 elseif limit > 0 and since_epoch == epoch and tonumber(since) <= offset and tonumber(since) + 1 >= first then
-  local from = tonumber(since) + 1 - first
-  events = redis.call('LRANGE', list, from, from + limit - 1)
+  from = tonumber(since) + 1 - first
+  count = math.min(limit, kept - from)
 end
-return {epoch, offset, kept, events}
+local events, bytes = {}, 0
+while #events < count do
+  local page = redis.call('LRANGE', list, from + #events, from + math.min(#events + 16, count) - 1)
+  if #page == 0 then break end
+  for _, event in ipairs(page) do
+    bytes = bytes + #event
+    events[#events + 1] = event
+  end
+  if bytes > budget then return {epoch, offset, kept, {}, 1} end
+end
+return {epoch, offset, kept, events, 0}
 "#
 );
 
-/// For each channel (KEYS: its sequence and log; ARGV[2i], ARGV[2i+1]: the
-/// epoch and last sequence a subscriber handed on, empty when none), where
-/// the channel stands and what the subscriber missed: epoch, sequence,
-/// 1 when the log no longer holds all of it (else 0), the messages.
-const CATCH_UP_SCRIPT: &str = r#"
+/// For each channel (KEYS[1]: the life; then per channel its sequence and
+/// log; ARGV[2i+1], ARGV[2i+2]: the epoch and last sequence a subscriber
+/// handed on, empty when none), where the channel stands and what the
+/// subscriber missed: epoch, sequence, 1 when the log no longer holds all of
+/// it (else 0), the messages. A channel whose sequence is of a past life
+/// begins a new one: whoever had the old one missed what it cannot know.
+const CATCH_UP_SCRIPT: &str = concat!(
+    life_lua!(),
+    r#"
 local fresh, out = ARGV[1], {}
-for i = 1, #KEYS / 2 do
-  local seq, log, had, last = KEYS[2 * i - 1], KEYS[2 * i], ARGV[2 * i], ARGV[2 * i + 1]
-  if redis.call('HSETNX', seq, 'epoch', fresh) == 1 then redis.call('DEL', log) end
+local life = life_now(KEYS[1], fresh, ARGV[2])
+for i = 1, (#KEYS - 1) / 2 do
+  local seq, log, had, last = KEYS[2 * i], KEYS[2 * i + 1], ARGV[2 * i + 1], ARGV[2 * i + 2]
   local epoch = redis.call('HGET', seq, 'epoch')
+  if not of_life(epoch, life, '/') then
+    epoch = life .. '/' .. fresh
+    redis.call('DEL', seq, log)
+    redis.call('HSET', seq, 'epoch', epoch)
+  end
   local n = tonumber(redis.call('HGET', seq, 'n') or '0')
   local missed = had == epoch and n - tonumber(last) or -1
   if had == '' then
@@ -141,7 +185,8 @@ for i = 1, #KEYS / 2 do
   end
 end
 return out
-"#;
+"#
+);
 
 /// A script and its SHA-1, for `EVALSHA`.
 pub struct Script {
@@ -238,8 +283,8 @@ impl History {
     }
 
     /// The script call that appends `envelope` to `stream` and publishes it
-    /// on `channel`.
-    pub fn append(&self, stream: &str, channel: &str, envelope: &str, by_text: bool) -> Vec<u8> {
+    /// on `channel`, for the Redis process `run`.
+    pub fn append(&self, stream: &str, channel: &str, envelope: &str, run: &str, by_text: bool) -> Vec<u8> {
         let keys = [
             self.list(stream),
             self.meta(stream),
@@ -254,6 +299,7 @@ impl History {
             self.ttl_secs.to_string(),
             (self.size * LOG_PER_HISTORY).to_string(),
             channel.to_owned(),
+            run.to_owned(),
         ];
         self.publish.call(&keys, &args, by_text)
     }
@@ -269,9 +315,10 @@ impl History {
         channel: &str,
         envelope: &str,
     ) -> Result<u64, Unavailable> {
-        let mut reply = publisher.command(self.append(stream, channel, envelope, false)).await?;
+        let run = publisher.run()?;
+        let mut reply = publisher.command(self.append(stream, channel, envelope, &run, false)).await?;
         if unknown_script(&reply) {
-            reply = publisher.command(self.append(stream, channel, envelope, true)).await?;
+            reply = publisher.command(self.append(stream, channel, envelope, &run, true)).await?;
         }
         appended(&reply).map_err(|error| {
             metrics.script_failed(HistoryScript::Publish);
@@ -290,9 +337,13 @@ impl History {
         since: Option<&Since>,
         limit: usize,
     ) -> Result<Recovery, Unavailable> {
-        let mut reply = publisher.command(self.ask(stream, since, limit, false)).await?;
+        // The publisher connection has no output limit of its own, and
+        // `limit` bounds the answer.
+        let ask = Ask { stream, since, limit, budget: usize::MAX };
+        let run = publisher.run()?;
+        let mut reply = publisher.command(self.ask(&ask, &run, false)).await?;
         if unknown_script(&reply) {
-            reply = publisher.command(self.ask(stream, since, limit, true)).await?;
+            reply = publisher.command(self.ask(&ask, &run, true)).await?;
         }
         recovery(reply, since).map_err(|error| {
             metrics.script_failed(HistoryScript::Fetch);
@@ -301,21 +352,33 @@ impl History {
         })
     }
 
-    /// The script call that answers `since` (or, without it, gives the
-    /// newest `limit` events) for `stream`.
-    pub fn ask(&self, stream: &str, since: Option<&Since>, limit: usize, by_text: bool) -> Vec<u8> {
-        let keys = [self.list(stream), self.meta(stream), self.life()];
+    /// The script call that answers `ask` for the Redis process `run`.
+    pub fn ask(&self, ask: &Ask<'_>, run: &str, by_text: bool) -> Vec<u8> {
+        let keys = [self.list(ask.stream), self.meta(ask.stream), self.life()];
         let (offset, epoch) =
-            since.map_or((String::new(), String::new()), |s| (s.offset.to_string(), s.epoch.clone()));
-        let args = [self.fresh_epoch(), self.ttl_secs.to_string(), offset, epoch, limit.to_string()];
+            ask.since.map_or((String::new(), String::new()), |s| (s.offset.to_string(), s.epoch.clone()));
+        let args = [
+            self.fresh_epoch(),
+            self.ttl_secs.to_string(),
+            offset,
+            epoch,
+            ask.limit.to_string(),
+            ask.budget.to_string(),
+            run.to_owned(),
+        ];
         self.fetch.call(&keys, &args, by_text)
     }
 
     /// The script call that says what a subscriber missed on each channel
-    /// since `seen` (per channel: the sequence's epoch and last number).
-    pub fn missed<'a>(&self, seen: impl IntoIterator<Item = (&'a str, Option<(&'a str, u64)>)>) -> Vec<u8> {
-        let mut keys = Vec::new();
-        let mut args = vec![self.fresh_epoch()];
+    /// since `seen` (per channel: the sequence's epoch and last number), for
+    /// the Redis process `run`.
+    pub fn missed<'a>(
+        &self,
+        run: &str,
+        seen: impl IntoIterator<Item = (&'a str, Option<(&'a str, u64)>)>,
+    ) -> Vec<u8> {
+        let mut keys = vec![self.life()];
+        let mut args = vec![self.fresh_epoch(), run.to_owned()];
         for (channel, seen) in seen {
             keys.extend([format!("{channel}:seq"), format!("{channel}:log")]);
             let (epoch, last) =
@@ -339,21 +402,33 @@ impl History {
     }
 }
 
+/// What a history read asks of one stream.
+pub struct Ask<'a> {
+    pub stream: &'a str,
+    pub since: Option<&'a Since>,
+    /// The most events to give.
+    pub limit: usize,
+    /// The most bytes of envelopes to give: past it, none is given and the
+    /// answer is not recovered.
+    pub budget: usize,
+}
+
 /// The fetch script's reply as a recovery for `since`. Each kept envelope
-/// carries its offset and epoch, so it becomes an event at that position.
+/// carries its offset and epoch, so it becomes an event at that position;
+/// envelopes past the read's budget are not recovered.
 pub fn recovery(reply: Value, since: Option<&Since>) -> Result<Recovery, BadReply> {
     let bad = || BadReply::of("fetch", &reply);
     let Value::Array(items) = &reply else { return Err(bad()) };
-    let [epoch, offset, kept, events] = items.as_slice() else { return Err(bad()) };
-    let (Some(epoch), Value::Int(offset), Value::Int(kept), Value::Array(events)) =
-        (text(epoch), offset, kept, events)
+    let [epoch, offset, kept, events, too_large] = items.as_slice() else { return Err(bad()) };
+    let (Some(epoch), Value::Int(offset), Value::Int(kept), Value::Array(events), Value::Int(too_large)) =
+        (text(epoch), offset, kept, events, too_large)
     else {
         return Err(bad());
     };
     let (offset, kept) =
         (u64::try_from(*offset).map_err(|_| bad())?, u64::try_from(*kept).map_err(|_| bad())?);
     let window = Window { epoch: &epoch, offset, first: (offset + 1).saturating_sub(kept) };
-    let recovered = since.is_none_or(|since| window.covers(since));
+    let recovered = *too_large == 0 && since.is_none_or(|since| window.covers(since));
     let events = match recovered {
         true => events.iter().filter_map(|e| parse(bytes(e)?).ok()).map(Arc::new).collect(),
         false => Vec::new(),
@@ -420,14 +495,16 @@ mod tests {
 
     #[test]
     fn a_recovery_follows_the_window_rule() {
-        let reply = |kept: i64| {
+        let answer = |kept: i64, too_large: i64| {
             Value::Array(vec![
                 Value::BulkString(b"e1".to_vec()),
                 Value::Int(10),
                 Value::Int(kept),
                 Value::Array(vec![Value::BulkString(b"x".to_vec())]),
+                Value::Int(too_large),
             ])
         };
+        let reply = |kept| answer(kept, 0);
         let since = |offset, epoch: &str| Since { offset, epoch: epoch.into() };
         let r = recovery(reply(5), Some(&since(5, "e1"))).expect("valid");
         assert!(r.recovered, "6..10 are kept");
@@ -436,6 +513,7 @@ mod tests {
         assert!(!recovery(reply(5), Some(&since(9, "e0"))).expect("valid").recovered, "other epoch");
         assert!(!recovery(reply(5), Some(&since(11, "e1"))).expect("valid").recovered, "ahead");
         assert!(recovery(reply(0), None).expect("valid").recovered);
+        assert!(!recovery(answer(5, 1), Some(&since(5, "e1"))).expect("valid").recovered, "past the budget");
         assert!(recovery(Value::Int(3), None).is_err());
     }
 

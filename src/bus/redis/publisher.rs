@@ -5,7 +5,7 @@
 //! not answered within [`PUBLISH_TIMEOUT`] fails, and the connection counts
 //! as lost: a frozen Redis must not hold publishers, nor look healthy.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -41,6 +41,9 @@ pub struct Publisher {
     /// Connections made so far: a new one means Redis may have lost what
     /// the last one wrote (presence rewrites its state then).
     connections: Cell<u64>,
+    /// The `run_id` of the Redis process the connection is to, for the
+    /// history scripts.
+    run: RefCell<Rc<str>>,
 }
 
 impl Publisher {
@@ -67,6 +70,14 @@ impl Publisher {
         answer.await.map_err(|_| Unavailable)
     }
 
+    /// The `run_id` of the Redis the connection is to; fails while it is down.
+    pub fn run(&self) -> Result<Rc<str>, Unavailable> {
+        match self.connected.get() {
+            true => Ok(self.run.borrow().clone()),
+            false => Err(Unavailable),
+        }
+    }
+
     /// How many connections to Redis this publisher has made.
     pub fn connections(&self) -> u64 {
         self.connections.get()
@@ -87,8 +98,9 @@ pub async fn run(publisher: Rc<Publisher>, url: RedisUrl, link: LinkFlag, script
     let mut outage = Outage::new("publisher");
     loop {
         match connect(&url, &scripts).await {
-            Ok(conn) => {
+            Ok((conn, run)) => {
                 backoff.reset();
+                *publisher.run.borrow_mut() = run.into();
                 publisher.connected.set(true);
                 publisher.connections.set(publisher.connections.get() + 1);
                 link.set(true);
@@ -105,8 +117,14 @@ pub async fn run(publisher: Rc<Publisher>, url: RedisUrl, link: LinkFlag, script
     }
 }
 
-async fn connect(url: &RedisUrl, scripts: &[&str]) -> Result<RespConn, RespError> {
+/// A connection with the scripts loaded, and the `run_id` of its Redis.
+async fn connect(url: &RedisUrl, scripts: &[&str]) -> Result<(RespConn, String), RespError> {
     let mut conn = RespConn::connect(url, Protocol::Resp2).await?;
+    // Only the history scripts need it.
+    let run = match scripts.is_empty() {
+        true => String::new(),
+        false => within(PUBLISH_TIMEOUT, conn.run_id()).await?,
+    };
     for script in scripts {
         within(
             PUBLISH_TIMEOUT,
@@ -114,7 +132,7 @@ async fn connect(url: &RedisUrl, scripts: &[&str]) -> Result<RespConn, RespError
         )
         .await?;
     }
-    Ok(conn)
+    Ok((conn, run))
 }
 
 enum Wake {

@@ -87,6 +87,23 @@ impl RespConn {
         }
     }
 
+    /// The `run_id` of the Redis process on the other end (`INFO server`):
+    /// new at every start of Redis, and another one on another server, so it
+    /// tells whether Redis's data may have gone back in time (History with
+    /// Redis).
+    pub async fn run_id(&mut self) -> Result<String, RespError> {
+        let info = match self.command(&redis::cmd("INFO").arg("server").get_packed_command()).await? {
+            Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Value::VerbatimString { text, .. } => text,
+            other => return Err(RespError::Protocol(format!("INFO answered {:.80}", format!("{other:?}")))),
+        };
+        info.lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned())
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| RespError::Protocol("INFO server gave no run_id".into()))
+    }
+
     /// Writes already-packed commands (several, for a pipeline) in one write.
     pub async fn send(&mut self, packed: &[u8]) -> Result<(), RespError> {
         self.stream.write_all(packed).await?;

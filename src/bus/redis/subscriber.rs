@@ -20,7 +20,7 @@ use super::backoff::Backoff;
 use super::catch_up::{Message, Outcome, Seen, Step};
 use super::channels::Channels;
 use super::envelope::parse;
-use super::history::{self, History};
+use super::history::{self, Ask, History};
 use super::links::LinkFlag;
 use super::outage::Outage;
 use super::publisher::Unavailable;
@@ -84,7 +84,7 @@ pub async fn run(
     let mut in_flight = VecDeque::new();
     loop {
         match subscribe(&subscriber, &seen).await {
-            Ok(Subscribed { conn, missed, held }) => {
+            Ok(Subscribed { conn, run, missed, held }) => {
                 backoff.reset();
                 if !first && subscriber.counts {
                     subscriber.metrics.redis_reconnects.inc();
@@ -96,7 +96,8 @@ pub async fn run(
                     recoveries.listen(true);
                 }
                 outage.connected();
-                let error = listen(conn, history, recoveries, &mut in_flight, |pushed| match pushed {
+                let link = Link { conn, run, history, recoveries };
+                let error = listen(link, &mut in_flight, |pushed| match pushed {
                     Pushed::Message(message) => {
                         seen.handed(&message.channel, &message.payload);
                         dispatch(&subscriber, &message, &handlers);
@@ -146,6 +147,8 @@ fn catch_up(
 /// waiting for that answer.
 struct Subscribed {
     conn: RespConn,
+    /// The `run_id` of its Redis (empty without history, which alone needs it).
+    run: String,
     missed: Vec<history::Missed>,
     held: Vec<Message>,
 }
@@ -155,14 +158,18 @@ struct Subscribed {
 /// confirmed every channel and answered.
 async fn subscribe(subscriber: &Subscriber, seen: &Seen) -> Result<Subscribed, RespError> {
     let mut conn = RespConn::connect(&subscriber.url, Protocol::Resp3).await?;
+    let history = subscriber.history.as_ref().map(|(history, _)| history);
+    let run = match history {
+        Some(_) => within(SUBSCRIBE_TIMEOUT, conn.run_id()).await?,
+        None => String::new(),
+    };
     let names = subscriber.channels.all();
     let mut pipeline = redis::cmd("SUBSCRIBE").arg(&names[..]).get_packed_command();
-    let history = subscriber.history.as_ref().map(|(history, _)| history);
     if let Some(history) = history {
         for script in history.scripts() {
             pipeline.extend(redis::cmd("SCRIPT").arg("LOAD").arg(script).get_packed_command());
         }
-        pipeline.extend(history.missed(seen.asked()));
+        pipeline.extend(history.missed(&run, seen.asked()));
     }
     conn.send(&pipeline).await?;
     let replies = history.map_or(0, |h| h.scripts().len() + 1);
@@ -174,7 +181,7 @@ async fn subscribe(subscriber: &Subscriber, seen: &Seen) -> Result<Subscribed, R
         })?,
         None => Vec::new(),
     };
-    Ok(Subscribed { conn, missed, held })
+    Ok(Subscribed { conn, run, missed, held })
 }
 
 /// Reads until `channels` subscriptions are confirmed and `replies` replies
@@ -210,20 +217,28 @@ enum Wake {
     Fetches(Vec<Fetch>),
 }
 
+/// A subscribed connection, and what its fetches need.
+struct Link<'a> {
+    conn: RespConn,
+    run: String,
+    history: Option<&'a History>,
+    recoveries: Option<&'a Recoveries>,
+}
+
 /// Reads messages and replies, and writes the shard's fetches as they come
 /// (`in_flight`: those sent and not yet answered, oldest first), until the
 /// connection fails.
 async fn listen(
-    mut conn: RespConn,
-    history: Option<&History>,
-    recoveries: Option<&Recoveries>,
+    mut link: Link<'_>,
     in_flight: &mut VecDeque<Fetch>,
     mut on: impl FnMut(Pushed),
 ) -> RespError {
+    let recoveries = link.recoveries;
     loop {
         // While a fetch waits, Redis owes us a reply: a Redis that says
         // nothing for that long is frozen, and the subscribes must not wait
         // on it forever.
+        let conn = &mut link.conn;
         let read = async {
             match in_flight.is_empty() {
                 true => Wake::Read(conn.next_value().await),
@@ -241,7 +256,7 @@ async fn listen(
         let value = match wake {
             Wake::Read(Ok(value)) => value,
             Wake::Read(Err(error)) => return error,
-            Wake::Fetches(fetches) => match send(&mut conn, history, fetches, in_flight).await {
+            Wake::Fetches(fetches) => match send(&mut link, fetches, in_flight).await {
                 Ok(()) => continue,
                 Err(error) => return error,
             },
@@ -256,10 +271,13 @@ async fn listen(
                 };
                 if history::unknown_script(&reply) && !fetch.by_text {
                     fetch.by_text = true;
-                    if let Err(error) = send(&mut conn, history, vec![fetch], in_flight).await {
+                    if let Err(error) = send(&mut link, vec![fetch], in_flight).await {
                         return error;
                     }
                     continue;
+                }
+                if let Some(recoveries) = recoveries {
+                    recoveries.answered(&fetch);
                 }
                 on(Pushed::Answer(fetch, reply));
             }
@@ -270,19 +288,24 @@ async fn listen(
 /// Writes `fetches` in one pipeline; they join `in_flight` first, so that a
 /// failed write answers them too.
 async fn send(
-    conn: &mut RespConn,
-    history: Option<&History>,
+    link: &mut Link<'_>,
     fetches: Vec<Fetch>,
     in_flight: &mut VecDeque<Fetch>,
 ) -> Result<(), RespError> {
-    let Some(history) = history else { return Ok(()) };
+    let Some(history) = link.history else { return Ok(()) };
     let mut pipeline = Vec::new();
     for fetch in fetches {
-        let limit = replay_limit(fetch.since.as_ref(), history.size());
-        pipeline.extend(history.ask(&fetch.stream, fetch.since.as_ref(), limit, fetch.by_text));
+        let since = fetch.since.as_ref();
+        let ask = Ask {
+            stream: &fetch.stream,
+            since,
+            limit: replay_limit(since, history.size()),
+            budget: fetch.budget,
+        };
+        pipeline.extend(history.ask(&ask, &link.run, fetch.by_text));
         in_flight.push_back(fetch);
     }
-    conn.send(&pipeline).await
+    link.conn.send(&pipeline).await
 }
 
 /// The channel and payload of a pushed `message`; `None` for other pushes.

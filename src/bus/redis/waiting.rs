@@ -30,13 +30,21 @@ impl<T> Waiting<T> {
 
     /// Waits for at least one item and takes them all.
     pub async fn take_all(&self) -> Vec<T> {
+        self.take_while(|_| true).await
+    }
+
+    /// Waits until the oldest item `fits`, and takes the items from the
+    /// oldest on for as long as they do (`fits` may count what it let
+    /// through). Only a push wakes it: whoever makes room asks again.
+    pub async fn take_while(&self, mut fits: impl FnMut(&T) -> bool) -> Vec<T> {
         poll_fn(|cx| {
             let mut items = self.items.borrow_mut();
-            if items.is_empty() {
+            let taking = items.iter().take_while(|item| fits(item)).count();
+            if taking == 0 {
                 *self.taker.borrow_mut() = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-            Poll::Ready(items.drain(..).collect())
+            Poll::Ready(items.drain(..taking).collect())
         })
         .await
     }
