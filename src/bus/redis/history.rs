@@ -315,7 +315,7 @@ impl History {
         channel: &str,
         envelope: &str,
     ) -> Result<u64, Unavailable> {
-        let run = publisher.run()?;
+        let run = publisher.run_id()?;
         let mut reply = publisher.command(self.append(stream, channel, envelope, &run, false)).await?;
         if unknown_script(&reply) {
             reply = publisher.command(self.append(stream, channel, envelope, &run, true)).await?;
@@ -340,7 +340,7 @@ impl History {
         // The publisher connection has no output limit of its own, and
         // `limit` bounds the answer.
         let ask = Ask { stream, since, limit, budget: usize::MAX };
-        let run = publisher.run()?;
+        let run = publisher.run_id()?;
         let mut reply = publisher.command(self.ask(&ask, &run, false)).await?;
         if unknown_script(&reply) {
             reply = publisher.command(self.ask(&ask, &run, true)).await?;

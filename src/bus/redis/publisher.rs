@@ -71,7 +71,7 @@ impl Publisher {
     }
 
     /// The `run_id` of the Redis the connection is to; fails while it is down.
-    pub fn run(&self) -> Result<Rc<str>, Unavailable> {
+    pub fn run_id(&self) -> Result<Rc<str>, Unavailable> {
         match self.connected.get() {
             true => Ok(self.run.borrow().clone()),
             false => Err(Unavailable),
