@@ -53,8 +53,9 @@ fn catch_ups(s: &Server, result: &str) -> f64 {
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn two_instances_share_offsets() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let (a, b) = (instance(&redis.url(), 100), instance(&redis.url(), 100));
     let mut clients = a.connect_on_both_shards(2, |i| a.subscriber(&format!("a{i}"), "seller", &["orders"]));
     clients.extend(b.connect_on_both_shards(2, |i| b.subscriber(&format!("b{i}"), "seller", &["orders"])));
@@ -76,8 +77,9 @@ fn two_instances_share_offsets() {
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn history_in_redis_is_capped_and_expires() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let a = server().env("REDIS_URL", &redis.url()).env("HISTORY_SIZE", "3").env("HISTORY_TTL", "60").start();
     a.wait_health("redis", &json!("connected"), REDIS_DEADLINE);
     let mut sub = redis.subscriber(&["realtime:orders"]);
@@ -100,8 +102,9 @@ fn history_in_redis_is_capped_and_expires() {
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn no_history_with_redis_is_plain_publish() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let a = instance(&redis.url(), 0);
     let mut ws = a.subscriber("s1", "seller", &["orders"]);
     let mut sub = redis.subscriber(&["realtime:orders"]);
@@ -115,8 +118,9 @@ fn no_history_with_redis_is_plain_publish() {
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn a_subscriber_blip_loses_nothing_and_repeats_nothing() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let (a, b, mut clients) = cut_off_pair(&redis, "blip", 100);
     let on_b = b.subscriber("sb", "seller", &["orders"]);
 
@@ -162,8 +166,9 @@ fn a_subscriber_blip_loses_nothing_and_repeats_nothing() {
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn a_log_trimmed_during_an_outage_means_resync() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     // HISTORY_SIZE=1: each channel's catch-up log holds 100 messages, and
     // is trimmed back to that once it passes 164.
     let (a, b, mut orders) = cut_off_pair(&redis, "cut", 1);
@@ -203,8 +208,9 @@ fn orders_position(redis: &RedisServer) -> (String, u64) {
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn a_restarted_instance_keeps_the_history() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let a = instance(&redis.url(), 100);
     let published: Vec<String> = (1..=5).map(|n| a.broadcast(room_event("orders", n))).collect();
     drop(a);
@@ -226,8 +232,9 @@ fn a_restarted_instance_keeps_the_history() {
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn recovery_while_events_keep_coming_has_no_gap_and_no_duplicate() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let (a, b) = (instance(&redis.url(), 100), instance(&redis.url(), 100));
     b.broadcast(room_event("orders", 0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -265,8 +272,9 @@ fn recovery_while_events_keep_coming_has_no_gap_and_no_duplicate() {
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn the_history_api_reads_redis_from_any_instance() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let (a, b) = (instance(&redis.url(), 100), instance(&redis.url(), 100));
     let published: Vec<String> = (1..=4).map(|n| a.broadcast(room_event("orders", n))).collect();
     let (epoch, _) = orders_position(&redis);
@@ -283,8 +291,9 @@ fn the_history_api_reads_redis_from_any_instance() {
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn a_subscribe_while_redis_is_out_of_reach_is_unavailable() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let (a, _b, _) = cut_off_pair(&redis, "gone", 100);
     let (mut ws, _) = a.connect("s9", "seller");
     redis.lock_out("gone");
@@ -298,8 +307,9 @@ fn a_subscribe_while_redis_is_out_of_reach_is_unavailable() {
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn a_fetch_does_not_wait_on_a_frozen_redis() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let a = instance(&redis.url(), 100);
     let (mut ws, _) = a.connect("s1", "seller");
     redis.signal(libc::SIGSTOP);
@@ -313,8 +323,9 @@ fn a_fetch_does_not_wait_on_a_frozen_redis() {
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn asking_about_a_quiet_room_keeps_nothing_and_stays_true() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     // Epochs name HISTORY_TTL windows: with windows of 11 days, the question
     // and the first event fall in one window but once in a million runs.
     let a = server().env("REDIS_URL", &redis.url()).env("HISTORY_TTL", "1000000").start();
@@ -336,8 +347,9 @@ fn asking_about_a_quiet_room_keeps_nothing_and_stays_true() {
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn scripts_flushed_from_redis_are_sent_again_by_text() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let a = instance(&redis.url(), 100);
     let first = a.broadcast(room_event("orders", 1));
     let _: () = redis.query(redis::cmd("SCRIPT").arg("FLUSH"));

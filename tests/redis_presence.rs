@@ -40,8 +40,9 @@ fn wait_get(s: &Server, path: &str, timeout: Duration, done: impl Fn(&Value) -> 
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn room_and_user_presence_cover_both_instances() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let (a, b) = (instance(&redis.url(), false), instance(&redis.url(), false));
     let on_a = a.connect_on_both_shards(2, |i| a.subscriber(&format!("a{i}"), "seller", &["orders"]));
     let on_b = b.connect_on_both_shards(2, |i| b.subscriber(&format!("b{i}"), "delivery", &["orders"]));
@@ -71,8 +72,9 @@ fn room_and_user_presence_cover_both_instances() {
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn an_instance_killed_with_sigkill_drops_out_within_60_s() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let (a, b) = (instance(&redis.url(), false), instance(&redis.url(), false));
     let _on_a = a.subscriber("a", "seller", &["orders"]);
     let _on_b = b.connect_on_both_shards(2, |i| b.subscriber(&format!("b{i}"), "seller", &["orders"]));
@@ -88,8 +90,9 @@ fn an_instance_killed_with_sigkill_drops_out_within_60_s() {
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn join_and_leave_once_over_both_instances() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let (a, b) = (instance(&redis.url(), true), instance(&redis.url(), true));
     let mut watcher = b.subscriber("w", "admin", &["orders"]);
     let first = |ws: &mut Ws| loop {
@@ -126,8 +129,9 @@ fn join_and_leave_once_over_both_instances() {
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn disconnect_reaches_the_users_sessions_on_both_instances() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let (a, b) = (instance(&redis.url(), false), instance(&redis.url(), false));
     let mut target = a.connect_on_both_shards(2, |_| a.subscriber("42", "client", &["cart"]));
     target.extend(b.connect_on_both_shards(2, |_| b.subscriber("42", "client", &["cart"])));
