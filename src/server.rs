@@ -207,8 +207,10 @@ fn print_dev_banner(secret: &str, port: u16) -> anyhow::Result<()> {
     let mut banner = String::from(
         "Development mode: JWT_SECRET is not set; using a random secret and listening on 127.0.0.1 only.\n",
     );
-    if let Some((_, admin)) = tokens.first() {
-        banner.push_str(&format!("WebSocket URL: ws://127.0.0.1:{port}/ws?token={admin}\n"));
+    // The URL is the one line people paste into browsers and chats: it carries
+    // the least-privileged token, not the admin's.
+    if let Some((_, client)) = tokens.iter().find(|(role, _)| *role == Role::Client) {
+        banner.push_str(&format!("WebSocket URL (as dev-client): ws://127.0.0.1:{port}/ws?token={client}\n"));
     }
     banner.push_str("Tokens (valid 24h):\n");
     for (role, token) in &tokens {
