@@ -10,7 +10,7 @@
 //!   each with its `offset` and `epoch`; both expire `HISTORY_TTL` after the
 //!   stream's last event;
 //! - `<channel>:seq`, a hash: the channel's own `epoch` and sequence `n`,
-//!   counting every event published with history (no expiry: four keys);
+//!   counting every message numbered on it (no expiry: one per channel);
 //! - `<channel>:log`, a list: the channel's last [`LOG_PER_HISTORY`] ×
 //!   `HISTORY_SIZE` messages as published (up to 64 more), for a subscriber
 //!   that comes back (`subscriber`, `catch_up`);
