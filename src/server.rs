@@ -32,6 +32,14 @@ pub fn run(config: Config, public_key: Option<VerifyingKey>) -> anyhow::Result<(
     if config.shards > default_shards() {
         warn!(shards = config.shards, cpus = default_shards(), "SHARDS is above the CPU count");
     }
+    if config.share_port && config.redis.is_none() {
+        // Legitimate for a restart without downtime, a trap for scaling out:
+        // the kernel spreads clients over processes that share no events.
+        warn!(
+            "SHARE_PORT=true without REDIS_URL: processes on this port share no events (an event \
+             published to one never reaches the clients of another); set REDIS_URL to join them"
+        );
+    }
     let addr = SocketAddr::new(config.listen_addr(), config.port);
     let listeners = listener::bind_all(addr, config.shards, config.share_port)
         .with_context(|| format!("cannot listen on {addr}"))?;
