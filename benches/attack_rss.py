@@ -2,8 +2,9 @@
 """Server RSS under a connection attack, and how much of it comes back.
 
 Starts BINARY (SHARDS=2 by default, a free loopback port), opens --conns
-connections of one kind, holds them --hold seconds, closes them, and samples
-the server's RSS (VmRSS) and peak (VmHWM) from /proc along the way:
+connections of one kind, holds them --hold seconds, closes them (all that
+--waves times: a churn), and samples the server's RSS (VmRSS) and peak
+(VmHWM) from /proc along the way:
 
   head      each sends the start of a request head of --head-kb KiB that
             never ends (the 390 KB head storm);
@@ -126,6 +127,7 @@ def main():
     ap.add_argument("--conns", type=int, default=1000)
     ap.add_argument("--head-kb", type=int, default=390)
     ap.add_argument("--hold", type=float, default=5)
+    ap.add_argument("--waves", type=int, default=1, help="open, hold and close the connections this often")
     ap.add_argument("--after", default="1,10,70", help="seconds after closing to sample RSS")
     ap.add_argument("--shards", default="2")
     ap.add_argument("--trim", action="store_true")
@@ -141,18 +143,20 @@ def main():
     try:
         wait_healthy(port, proc)
         result = {"binary": args.binary, "mode": args.mode, "start_rss_kb": status_kb(proc.pid, "VmRSS")}
-        socks = open_all(port, args.conns)
-        result["opened"] = len(socks)
-        if args.mode == "head":
-            result["heads_sent"] = send_heads(socks, args.head_kb, 30)
-        elif args.mode == "requests":
-            result["answered"] = keepalive_requests(socks)
-        time.sleep(args.hold)
-        result["held_rss_kb"] = status_kb(proc.pid, "VmRSS")
-        result["peak_rss_kb"] = status_kb(proc.pid, "VmHWM")
-        result["still_open"] = sum(1 for s in socks if still_open(s))
-        for s in socks:
-            s.close()
+        result["opened"] = 0
+        for _ in range(args.waves):
+            socks = open_all(port, args.conns)
+            result["opened"] += len(socks)
+            if args.mode == "head":
+                result["heads_sent"] = send_heads(socks, args.head_kb, 30)
+            elif args.mode == "requests":
+                result["answered"] = keepalive_requests(socks)
+            time.sleep(args.hold)
+            result["held_rss_kb"] = status_kb(proc.pid, "VmRSS")
+            result["peak_rss_kb"] = status_kb(proc.pid, "VmHWM")
+            result["still_open"] = sum(1 for s in socks if still_open(s))
+            for s in socks:
+                s.close()
         closed_at = time.monotonic()
         for after in (float(a) for a in args.after.split(",")):
             time.sleep(max(0.0, closed_at + after - time.monotonic()))

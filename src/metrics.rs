@@ -147,6 +147,8 @@ pub struct Metrics {
     jwks_fetches_failed: Counter,
     /// Connection tasks that panicked; each closed its own connection only.
     pub task_panics: Counter,
+    /// `realtime_memory_trims_total`: freed memory handed back to the system.
+    pub memory_trims: Counter,
     /// `realtime_recoveries_total{recovered}`: subscribes with `since`.
     recovered: Counter,
     not_recovered: Counter,
@@ -317,6 +319,12 @@ impl Metrics {
             "Connection tasks that panicked (each closed its connection only)",
             task_panics.clone(),
         );
+        let memory_trims = Counter::default();
+        registry.register(
+            "realtime_memory_trims",
+            "Times a shard handed freed memory back to the system",
+            memory_trims.clone(),
+        );
         let presence = PresenceMetrics::register(&mut registry);
         let recoveries = Family::<RecoveredLabel, Counter>::default();
         registry.register(
@@ -363,6 +371,7 @@ impl Metrics {
             jwks_fetches_ok,
             jwks_fetches_failed,
             task_panics,
+            memory_trims,
             recovered,
             not_recovered,
             presence,

@@ -32,6 +32,14 @@ pub fn run(config: Config, public_key: Option<VerifyingKey>) -> anyhow::Result<(
     if config.shards > default_shards() {
         warn!(shards = config.shards, cpus = default_shards(), "SHARDS is above the CPU count");
     }
+    if config.share_port && config.redis.is_none() {
+        // Legitimate for a restart without downtime, a trap for scaling out:
+        // the kernel spreads clients over processes that share no events.
+        warn!(
+            "SHARE_PORT=true without REDIS_URL: processes on this port share no events (an event \
+             published to one never reaches the clients of another); set REDIS_URL to join them"
+        );
+    }
     let addr = SocketAddr::new(config.listen_addr(), config.port);
     let listeners = listener::bind_all(addr, config.shards, config.share_port)
         .with_context(|| format!("cannot listen on {addr}"))?;
@@ -207,8 +215,10 @@ fn print_dev_banner(secret: &str, port: u16) -> anyhow::Result<()> {
     let mut banner = String::from(
         "Development mode: JWT_SECRET is not set; using a random secret and listening on 127.0.0.1 only.\n",
     );
-    if let Some((_, admin)) = tokens.first() {
-        banner.push_str(&format!("WebSocket URL: ws://127.0.0.1:{port}/ws?token={admin}\n"));
+    // The URL is the one line people paste into browsers and chats: it carries
+    // the least-privileged token, not the admin's.
+    if let Some((_, client)) = tokens.iter().find(|(role, _)| *role == Role::Client) {
+        banner.push_str(&format!("WebSocket URL (as dev-client): ws://127.0.0.1:{port}/ws?token={client}\n"));
     }
     banner.push_str("Tokens (valid 24h):\n");
     for (role, token) in &tokens {

@@ -50,18 +50,18 @@ fn dev_mode_prints_working_tokens_and_binds_loopback_only() {
     let url_line = out
         .lines()
         .map(str::trim)
-        .find_map(|l| l.strip_prefix("WebSocket URL:"))
-        .unwrap_or_else(|| panic!("no 'WebSocket URL:' line:\n{out}"))
+        .find_map(|l| l.strip_prefix("WebSocket URL (as dev-client):"))
+        .unwrap_or_else(|| panic!("no 'WebSocket URL (as dev-client):' line:\n{out}"))
         .trim()
         .to_string();
     let prefix = format!("ws://127.0.0.1:{}/ws?token=", s.port);
     assert!(url_line.starts_with(&prefix), "URL {url_line:?} should start with {prefix:?}");
 
-    // the URL works as printed, as admin
+    // the URL works as printed, with the least-privileged role
     let mut ws = ws_connect(&url_line).unwrap_or_else(|e| panic!("printed URL refused: {e}"));
     let hello = next_json(&mut ws, DEFAULT_DEADLINE);
     assert_eq!(hello["type"], "connected", "{hello}");
-    assert_eq!(hello["payload"]["role"], "admin", "{hello}");
+    assert_eq!(hello["payload"]["role"], "client", "{hello}");
     close(ws);
 
     // each role's token connects with that role

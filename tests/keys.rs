@@ -124,6 +124,19 @@ fn start_up_does_not_wait_for_an_absent_jwks_and_picks_it_up_later() {
 }
 
 #[test]
+fn a_jwks_redirect_is_not_followed() {
+    let key = KeyPair::generate(KeyKind::Rsa);
+    let elsewhere = JwksServer::start(&jwks(&[("moved", &key)]));
+    let idp = JwksServer::start("");
+    idp.redirect(&format!("http://127.0.0.1:{}/other/path.json", elsewhere.port));
+    let s = server().unset("JWT_SECRET").env("JWKS_URL", &idp.url()).start();
+    assert_eq!(s.metric_samples()["realtime_jwks_fetches_total{result=\"failed\"}"], 1.0);
+    assert_eq!(elsewhere.requests(), 0, "the redirect's target is never asked");
+    s.expect_refused(&key.token("moved-user", "client", Some("moved")), "unknown_kid");
+    s.wait_stderr(DEFAULT_DEADLINE, |err| err.contains("redirect, which is not followed"));
+}
+
+#[test]
 fn start_up_is_bounded_when_the_jwks_never_answers() {
     // Accepts connections (the kernel does) and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -59,3 +59,11 @@ fn share_port_lets_a_new_process_join_and_take_over() {
     let (mut ws, _) = new.connect("joined", "seller");
     assert_ping_pong(&mut ws);
 }
+
+#[test]
+fn share_port_without_redis_warns_that_processes_share_no_events() {
+    let s = server().env("SHARE_PORT", "true").unset("REDIS_URL").start();
+    s.wait_stderr(DEFAULT_DEADLINE, |log| {
+        log.lines().any(|l| l.contains("WARN") && l.contains("SHARE_PORT") && l.contains("REDIS_URL"))
+    });
+}

@@ -2,7 +2,9 @@
 //! instances (SHARDS=2 each, sessions on both shards) on one real
 //! `redis-server`. Counts and members, user presence, `join`/`leave` once
 //! over both instances, an instance killed with SIGKILL dropping out within
-//! 60 s, and the disconnect API closing the user's sessions on both.
+//! 60 s, and the disconnect API closing the user's sessions on both; also
+//! a disconnect and a `join` sent while an instance's subscribers were away
+//! (they come once those are back).
 
 mod support;
 
@@ -40,8 +42,9 @@ fn wait_get(s: &Server, path: &str, timeout: Duration, done: impl Fn(&Value) -> 
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn room_and_user_presence_cover_both_instances() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let (a, b) = (instance(&redis.url(), false), instance(&redis.url(), false));
     let on_a = a.connect_on_both_shards(2, |i| a.subscriber(&format!("a{i}"), "seller", &["orders"]));
     let on_b = b.connect_on_both_shards(2, |i| b.subscriber(&format!("b{i}"), "delivery", &["orders"]));
@@ -71,8 +74,9 @@ fn room_and_user_presence_cover_both_instances() {
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn an_instance_killed_with_sigkill_drops_out_within_60_s() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let (a, b) = (instance(&redis.url(), false), instance(&redis.url(), false));
     let _on_a = a.subscriber("a", "seller", &["orders"]);
     let _on_b = b.connect_on_both_shards(2, |i| b.subscriber(&format!("b{i}"), "seller", &["orders"]));
@@ -88,8 +92,9 @@ fn an_instance_killed_with_sigkill_drops_out_within_60_s() {
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn join_and_leave_once_over_both_instances() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let (a, b) = (instance(&redis.url(), true), instance(&redis.url(), true));
     let mut watcher = b.subscriber("w", "admin", &["orders"]);
     let first = |ws: &mut Ws| loop {
@@ -126,8 +131,9 @@ fn join_and_leave_once_over_both_instances() {
 }
 
 #[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn disconnect_reaches_the_users_sessions_on_both_instances() {
-    let Some(redis) = RedisServer::start() else { return };
+    let redis = RedisServer::start();
     let (a, b) = (instance(&redis.url(), false), instance(&redis.url(), false));
     let mut target = a.connect_on_both_shards(2, |_| a.subscriber("42", "client", &["cart"]));
     target.extend(b.connect_on_both_shards(2, |_| b.subscriber("42", "client", &["cart"])));
@@ -144,4 +150,57 @@ fn disconnect_reaches_the_users_sessions_on_both_instances() {
     }
     a.wait_connections(1);
     b.wait_connections(1);
+}
+
+#[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
+fn a_disconnect_sent_while_the_subscribers_are_away_closes_the_sessions_once_they_are_back() {
+    let redis = RedisServer::start();
+    let a = instance(&redis.add_user("away", "away-pw-3"), false);
+    let b = instance(&redis.url(), false);
+    let mut target = a.connect_on_both_shards(4, |_| a.subscriber("42", "client", &["cart"]));
+    let mut other = a.subscriber("43", "client", &["cart"]);
+
+    keep_subscribers_out(&redis, "away", &a);
+    let r = b.publish("/api/users/42/disconnect", &json!({"reason": "password changed"}));
+    assert_eq!(r.status, 202, "{r:?}");
+    assert_ping_pong(&mut target[0]);
+
+    redis.let_in("away");
+    a.wait_health("redis", &json!("connected"), REDIS_DEADLINE);
+    for ws in &mut target {
+        assert_eq!(expect_close_frame(ws, Duration::from_secs(3)), (4003, "password changed".to_owned()));
+    }
+    assert_ping_pong(&mut other);
+}
+
+/// Cuts off the subscribers of `instance` (on Redis user `user`) and keeps
+/// them out until `let_in`; its publishers stay.
+fn keep_subscribers_out(redis: &RedisServer, user: &str, instance: &Server) {
+    let _: () = redis.query(redis::cmd("ACL").arg("SETUSER").arg(user).arg("off"));
+    assert_eq!(redis.kill_subscribers_of(user), 2, "one subscriber per shard");
+    instance.wait_health("redis", &json!("disconnected"), DEFAULT_DEADLINE);
+}
+
+#[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
+fn a_join_published_while_the_subscribers_are_away_arrives_once_they_are_back() {
+    let redis = RedisServer::start();
+    let a = instance(&redis.add_user("gone", "gone-pw-5"), true);
+    let b = instance(&redis.url(), true);
+    let mut watcher = a.subscriber("w", "admin", &["orders"]);
+    let marker = a.marker();
+    read_until_marker(&mut watcher, &marker);
+
+    keep_subscribers_out(&redis, "gone", &a);
+    let _joining = b.subscriber("1", "seller", &["orders"]);
+    // The join is published by the same script that writes the seat.
+    wait_get(&b, "/api/rooms/orders/presence", DEFAULT_DEADLINE, |v| v["users"] == json!(2));
+    redis.let_in("gone");
+    a.wait_health("redis", &json!("connected"), REDIS_DEADLINE);
+
+    let marker = b.marker();
+    let got = read_until_marker(&mut watcher, &marker);
+    let joins: Vec<&Value> = got.iter().filter(|v| v["type"] == "join").map(|v| &v["payload"]).collect();
+    assert_eq!(joins, [&json!({"userId": "1", "role": "seller"})], "{got:?}");
 }

@@ -33,6 +33,10 @@ pub enum FetchError {
     Http(#[from] ureq::Error),
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// Never followed: the key set is the root of trust, and a redirect
+    /// would let whoever answers the old URL choose where it comes from.
+    #[error("the JWKS_URL answered {0}, a redirect, which is not followed: set JWKS_URL to the final URL")]
+    Redirect(u16),
     #[error("SSL_CERT_FILE: {0}")]
     CaBundle(String),
 }
@@ -63,9 +67,17 @@ impl Refetch {
 /// One fetch of the key set: bounded in time and size.
 pub fn fetch(url: &str) -> Result<(KeySet, String), FetchError> {
     let tls = TlsConfig::builder().root_certs(root_certs()?).build();
-    let agent: ureq::Agent =
-        ureq::Agent::config_builder().timeout_global(Some(FETCH_TIMEOUT)).tls_config(tls).build().into();
-    let body = agent.get(url).call()?.body_mut().with_config().limit(MAX_BYTES).read_to_string()?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(FETCH_TIMEOUT))
+        .max_redirects(0)
+        .tls_config(tls)
+        .build()
+        .into();
+    let mut response = agent.get(url).call()?;
+    if response.status().is_redirection() {
+        return Err(FetchError::Redirect(response.status().as_u16()));
+    }
+    let body = response.body_mut().with_config().limit(MAX_BYTES).read_to_string()?;
     let keys = KeySet::from_jwks(&body)?;
     Ok((keys, body))
 }

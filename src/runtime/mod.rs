@@ -119,7 +119,7 @@ async fn run(instance: &'static Instance, parts: ShardParts, listener: OwnedFd, 
     let accepting =
         queues.ingest(accept_loop(shard.clone(), listener, sessions.clone(), census.clone(), queues));
     let keepalive = glommio::spawn_local(keepalive::run(shard.clone()));
-    let trimming = glommio::spawn_local(memory::run(census));
+    let trimming = glommio::spawn_local(memory::run(census, instance.metrics.memory_trims.clone()));
     let redis = redis_links(&shard, links, queues);
     ready();
 

@@ -137,7 +137,8 @@ impl Shard {
 
     /// Sends a control message to every shard of this instance, and with
     /// Redis of every instance (through the control channel, which every
-    /// shard's subscriber receives).
+    /// shard's subscriber receives, and its log, which a subscriber that was
+    /// away catches up from).
     pub async fn send_control(&self, control: Control) -> Result<(), Unavailable> {
         match &self.bus {
             Bus::Local => {
@@ -151,7 +152,7 @@ impl Shard {
                 self.control(&control);
             }
             Bus::Redis { publisher, channels, .. } => {
-                publisher.publish(&channels.control, &control.encode()).await?;
+                crate::bus::redis::control::send(publisher, channels, &control.encode()).await?;
             }
         }
         Ok(())

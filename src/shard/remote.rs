@@ -38,7 +38,7 @@ impl Shard {
         count: u32,
         edge_event: bool,
     ) {
-        let Bus::Redis { publisher, channels, .. } = &self.bus else { return };
+        let Bus::Redis { publisher, channels, history, .. } = &self.bus else { return };
         let joined = count > 0;
         let event = match edge_event.then(|| membership_event(room, &identity.user_id, identity.role, joined))
         {
@@ -56,6 +56,11 @@ impl Shard {
             role: identity.role,
             count,
             event: event.as_ref().map(|frame| (channels.for_room(Some(room)), frame.as_str())),
+            log: history.as_ref().and_then(|h| {
+                let (size, ttl) = h.log_bounds();
+                // Down: the write fails too, and the next connection rewrites the seat.
+                Some((size, ttl, publisher.run_id().ok()?))
+            }),
         };
         let command = entity.keys.write_seat(&seat, now_ms());
         let (publisher, metrics) = (publisher.clone(), &self.instance.metrics.presence);
@@ -99,7 +104,15 @@ impl Shard {
             .borrow()
             .seats()
             .map(|((room, user_id, role), count)| {
-                let seat = SeatWrite { entity: &entity.id, room, user_id, role: *role, count, event: None };
+                let seat = SeatWrite {
+                    entity: &entity.id,
+                    room,
+                    user_id,
+                    role: *role,
+                    count,
+                    event: None,
+                    log: None,
+                };
                 entity.keys.write_seat(&seat, now)
             })
             .collect();

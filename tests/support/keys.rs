@@ -123,12 +123,21 @@ pub fn jwks(keys: &[(&str, &KeyPair)]) -> String {
     json!({"keys": keys.iter().map(|(kid, key)| key.jwk(kid)).collect::<Vec<_>>()}).to_string()
 }
 
+/// What a [`JwksServer`] answers.
+#[derive(Clone)]
+enum Reply {
+    Document(String),
+    Failure,
+    /// A 302 to this location.
+    Redirect(String),
+}
+
 /// Serves one document at every path over HTTP/1.1 (one request per
-/// connection), until dropped. The document may change and may be made to
-/// fail (500).
+/// connection), until dropped. The document may change, and the server may
+/// be made to fail (500) or to redirect.
 pub struct JwksServer {
     pub port: u16,
-    body: Arc<Mutex<Option<String>>>,
+    reply: Arc<Mutex<Reply>>,
     requests: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -143,10 +152,10 @@ impl JwksServer {
     pub fn start_on(port: u16, body: &str) -> JwksServer {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the JWKS server");
         let port = listener.local_addr().expect("local addr").port();
-        let body = Arc::new(Mutex::new(Some(body.to_owned())));
+        let reply = Arc::new(Mutex::new(Reply::Document(body.to_owned())));
         let requests = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (b, r, s) = (body.clone(), requests.clone(), stop.clone());
+        let (b, r, s) = (reply.clone(), requests.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
@@ -155,11 +164,11 @@ impl JwksServer {
                 if let Ok(stream) = stream {
                     r.fetch_add(1, Ordering::SeqCst);
                     let current = b.lock().unwrap().clone();
-                    answer(stream, current.as_deref());
+                    answer(stream, current);
                 }
             }
         });
-        JwksServer { port, body, requests, stop, thread: Some(thread) }
+        JwksServer { port, reply, requests, stop, thread: Some(thread) }
     }
 
     pub fn url(&self) -> String {
@@ -168,7 +177,12 @@ impl JwksServer {
 
     /// Serve this document from now on (`None`: answer 500).
     pub fn set(&self, body: Option<&str>) {
-        *self.body.lock().unwrap() = body.map(str::to_owned);
+        *self.reply.lock().unwrap() = body.map_or(Reply::Failure, |b| Reply::Document(b.to_owned()));
+    }
+
+    /// Answer a 302 to `location` from now on.
+    pub fn redirect(&self, location: &str) {
+        *self.reply.lock().unwrap() = Reply::Redirect(location.to_owned());
     }
 
     /// Requests served so far.
@@ -177,19 +191,24 @@ impl JwksServer {
     }
 }
 
-fn answer(stream: TcpStream, body: Option<&str>) {
+fn answer(stream: TcpStream, reply: Reply) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut reader = BufReader::new(&stream);
     let mut line = String::new();
     while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
         line.clear();
     }
-    let response = match body {
-        Some(body) => format!(
+    let response = match reply {
+        Reply::Document(body) => format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         ),
-        None => "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned(),
+        Reply::Failure => {
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+        }
+        Reply::Redirect(location) => format!(
+            "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
     };
     let _ = (&stream).write_all(response.as_bytes());
 }

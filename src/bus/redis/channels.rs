@@ -12,6 +12,9 @@ pub struct Channels {
     pub broadcasts: String,
     /// `<prefix>:control`: control messages, never events.
     pub control: String,
+    /// `<prefix>:history-life`, not a channel: the key of the Redis life
+    /// that every channel's numbering belongs to (`history::life_key`).
+    pub life: String,
 }
 
 impl Channels {
@@ -22,6 +25,7 @@ impl Channels {
             inventory: format!("{prefix}:inventory"),
             broadcasts: format!("{prefix}:broadcasts"),
             control: format!("{prefix}:control"),
+            life: super::history::life_key(prefix),
         }
     }
 

@@ -10,7 +10,7 @@
 //!   each with its `offset` and `epoch`; both expire `HISTORY_TTL` after the
 //!   stream's last event;
 //! - `<channel>:seq`, a hash: the channel's own `epoch` and sequence `n`,
-//!   counting every event published with history (no expiry: four keys);
+//!   counting every message numbered on it (no expiry: one per channel);
 //! - `<channel>:log`, a list: the channel's last [`LOG_PER_HISTORY`] ×
 //!   `HISTORY_SIZE` messages as published (up to 64 more), for a subscriber
 //!   that comes back (`subscriber`, `catch_up`);
@@ -68,17 +68,43 @@ end
     };
 }
 
+/// Publishes `body .. ',"seq":N}'` on `channel`, N the channel's next
+/// sequence number, and keeps it in the channel's log (trimmed back to
+/// `logsize` once 64 past it, expiring `ttl` seconds after the last): what a
+/// subscriber that comes back catches up from (`CATCH_UP_SCRIPT`). A
+/// sequence of a past `life` (`life_lua`, which must come first) begins
+/// again, with its log, under an epoch of this life.
+macro_rules! sequenced_lua {
+    () => {
+        r#"
+local function publish_sequenced(seq, log, logsize, ttl, life, fresh, channel, body)
+  if not of_life(redis.call('HGET', seq, 'epoch'), life, '/') then
+    redis.call('DEL', seq, log)
+    redis.call('HSET', seq, 'epoch', life .. '/' .. fresh)
+  end
+  local n = redis.call('HINCRBY', seq, 'n', 1)
+  local sent = body .. ',"seq":' .. n .. '}'
+  if redis.call('RPUSH', log, sent) > logsize + 64 then redis.call('LTRIM', log, -logsize, -1) end
+  redis.call('EXPIRE', log, ttl)
+  redis.call('PUBLISH', channel, sent)
+end
+"#
+    };
+}
+pub(super) use {life_lua, sequenced_lua};
+
 /// Appends the envelope ARGV[1] to its stream (beginning the stream when it
 /// has none, or one of a past life), and publishes it with its offset and
 /// the channel's sequence on ARGV[6], keeping that in the channel's log too.
 /// Returns the offset. Each `redis.call` costs Redis about 1.5 µs, so lists
-/// are trimmed only once past their cap (the log once 64 past it).
+/// are trimmed only once past their cap.
 ///
 /// A stream whose meta is gone while its list is kept lost its offset (a
 /// `DEL`, an eviction): it may have given out offsets in this window's
 /// epoch already, so it begins again in one of its own.
 const PUBLISH_SCRIPT: &str = concat!(
     life_lua!(),
+    sequenced_lua!(),
     r#"
 local list, meta, seq, log, lifekey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local envelope, fresh, size, ttl, logsize, channel, run =
@@ -97,15 +123,7 @@ local kept = string.sub(envelope, 1, -2) .. ',"offset":' .. offset .. ',"epoch":
 if redis.call('RPUSH', list, kept .. '}') > size then redis.call('LTRIM', list, -size, -1) end
 redis.call('EXPIRE', list, ttl)
 redis.call('EXPIRE', meta, ttl)
-if not of_life(redis.call('HGET', seq, 'epoch'), life, '/') then
-  redis.call('DEL', seq, log)
-  redis.call('HSET', seq, 'epoch', life .. '/' .. fresh)
-end
-local n = redis.call('HINCRBY', seq, 'n', 1)
-local sent = kept .. ',"seq":' .. n .. '}'
-if redis.call('RPUSH', log, sent) > logsize + 64 then redis.call('LTRIM', log, -logsize, -1) end
-redis.call('EXPIRE', log, ttl)
-redis.call('PUBLISH', channel, sent)
+publish_sequenced(seq, log, logsize, ttl, life, fresh, channel, kept)
 return offset
 "#
 );
@@ -244,7 +262,6 @@ pub struct History {
     ttl_secs: u64,
     pub publish: Script,
     pub fetch: Script,
-    pub catch_up: Script,
     /// Random, new at every start: with `made`, every epoch this shard
     /// proposes is one no stream has had.
     tag: String,
@@ -260,7 +277,6 @@ impl History {
             ttl_secs: config.history_ttl.as_secs().max(1),
             publish: Script::new(PUBLISH_SCRIPT),
             fetch: Script::new(FETCH_SCRIPT),
-            catch_up: Script::new(CATCH_UP_SCRIPT),
             tag: ulid::Ulid::new().to_string()[18..].to_ascii_lowercase(),
             made: Cell::new(0),
         })
@@ -272,8 +288,14 @@ impl History {
     }
 
     /// Every script's text, to `SCRIPT LOAD` on a new connection.
-    pub fn scripts(&self) -> [&'static str; 3] {
-        [self.publish.text, self.fetch.text, self.catch_up.text]
+    pub fn scripts(&self) -> [&'static str; 2] {
+        [self.publish.text, self.fetch.text]
+    }
+
+    /// How many messages a channel's log keeps, and for how many seconds
+    /// after its last.
+    pub fn log_bounds(&self) -> (usize, u64) {
+        (self.size * LOG_PER_HISTORY, self.ttl_secs)
     }
 
     /// An epoch for a stream or channel that has none; used only then.
@@ -292,12 +314,13 @@ impl History {
             format!("{channel}:log"),
             self.life(),
         ];
+        let (log_size, ttl_secs) = self.log_bounds();
         let args = [
             envelope.to_owned(),
             self.fresh_epoch(),
             self.size.to_string(),
-            self.ttl_secs.to_string(),
-            (self.size * LOG_PER_HISTORY).to_string(),
+            ttl_secs.to_string(),
+            log_size.to_string(),
             channel.to_owned(),
             run.to_owned(),
         ];
@@ -369,26 +392,6 @@ impl History {
         self.fetch.call(&keys, &args, by_text)
     }
 
-    /// The script call that says what a subscriber missed on each channel
-    /// since `seen` (per channel: the sequence's epoch and last number), for
-    /// the Redis process `run`.
-    pub fn missed<'a>(
-        &self,
-        run: &str,
-        seen: impl IntoIterator<Item = (&'a str, Option<(&'a str, u64)>)>,
-    ) -> Vec<u8> {
-        let mut keys = vec![self.life()];
-        let mut args = vec![self.fresh_epoch(), run.to_owned()];
-        for (channel, seen) in seen {
-            keys.extend([format!("{channel}:seq"), format!("{channel}:log")]);
-            let (epoch, last) =
-                seen.map_or((String::new(), String::new()), |(e, n)| (e.to_owned(), n.to_string()));
-            args.extend([epoch, last]);
-        }
-        // Once per connection: no need for its SHA.
-        self.catch_up.call(&keys, &args, true)
-    }
-
     fn list(&self, stream: &str) -> String {
         format!("{}:history:{stream}", self.prefix)
     }
@@ -398,8 +401,14 @@ impl History {
     }
 
     fn life(&self) -> String {
-        format!("{}:history-life", self.prefix)
+        life_key(&self.prefix)
     }
+}
+
+/// The key of the history life (see `life_lua`): read by every script that
+/// numbers or keeps, with or without history.
+pub fn life_key(prefix: &str) -> String {
+    format!("{prefix}:history-life")
 }
 
 /// What a history read asks of one stream.
@@ -411,6 +420,29 @@ pub struct Ask<'a> {
     /// The most bytes of envelopes to give: past it, none is given and the
     /// answer is not recovered.
     pub budget: usize,
+}
+
+/// The script call that says what a subscriber missed on each channel
+/// since `seen` (per channel: the sequence's epoch and last number), for the
+/// Redis process `run` and the life kept at `life_key` (a sequence of
+/// another life begins again); `fresh`
+/// is the token of a life or sequence that has none. Used once per
+/// connection, so sent by text.
+pub fn catch_up<'a>(
+    life_key: &str,
+    fresh: String,
+    run: &str,
+    seen: impl IntoIterator<Item = (&'a str, Option<(&'a str, u64)>)>,
+) -> Vec<u8> {
+    let mut keys = vec![life_key.to_owned()];
+    let mut args = vec![fresh, run.to_owned()];
+    for (channel, seen) in seen {
+        keys.extend([format!("{channel}:seq"), format!("{channel}:log")]);
+        let (epoch, last) =
+            seen.map_or((String::new(), String::new()), |(e, n)| (e.to_owned(), n.to_string()));
+        args.extend([epoch, last]);
+    }
+    redis::cmd("EVAL").arg(CATCH_UP_SCRIPT).arg(keys.len()).arg(keys).arg(args).get_packed_command()
 }
 
 /// The fetch script's reply as a recovery for `since`. Each kept envelope

@@ -6,11 +6,14 @@
 //! Redis too (`presence`), written on the publisher connection. With
 //! history, the publisher runs `history`'s script instead of a plain
 //! `PUBLISH`, and the subscriber carries the shard's recovery fetches
-//! (`recoveries`) and catches up after an outage (`catch_up`).
+//! (`recoveries`) and catches up after an outage (`catch_up`). Control
+//! messages are always numbered and kept (`control`), so every subscriber
+//! catches up on those.
 
 pub mod backoff;
 mod catch_up;
 pub mod channels;
+pub mod control;
 mod envelope;
 pub mod history;
 pub mod links;

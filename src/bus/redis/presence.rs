@@ -15,11 +15,15 @@
 //! Writing a field and deciding whether a member's first (last) session
 //! anywhere joined (left) is one script, atomic in Redis, which also
 //! publishes the `join`/`leave` envelope: exactly once over all instances.
+//! With history the envelope is numbered and kept in its channel's log like
+//! any event, so a subscriber that was away catches up on it too.
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use redis::Value;
 
+use super::history::{life_key, life_lua, sequenced_lua};
 use crate::auth::Role;
 use crate::presence::Member;
 
@@ -33,9 +37,14 @@ pub const KEY_TTL: Duration = Duration::from_secs(120);
 /// Says the entity is live (a writer is, before its first refresh), sets
 /// (count > 0) or removes (0) its field in a room and its user,
 /// and when the member thereby appears in (vanishes from) the room on every
-/// live entity, publishes ARGV[7] on ARGV[6] (when given). Returns 1 when it
-/// published.
-const SEAT_SCRIPT: &str = r"
+/// live entity, publishes ARGV[7] on ARGV[6] (when given): with ARGV[10] > 0
+/// (history), numbered and kept in the channel's log (KEYS[4], KEYS[5]; at
+/// most ARGV[10] messages for ARGV[11] seconds; the life KEYS[6] of the
+/// Redis process ARGV[13]). Returns 1 when it published.
+const SEAT_SCRIPT: &str = concat!(
+    life_lua!(),
+    sequenced_lua!(),
+    r"
 local room, user, live = KEYS[1], KEYS[2], KEYS[3]
 local entity, member, userfield, count, now, channel, event, ttl, expiry =
   ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
@@ -55,9 +64,15 @@ if event == '' or had == (count > 0) then return 0 end
 for _, other in ipairs(redis.call('ZRANGEBYSCORE', live, now, '+inf')) do
   if other ~= entity and redis.call('HEXISTS', room, other .. member) == 1 then return 0 end
 end
-redis.call('PUBLISH', channel, event)
+if tonumber(ARGV[10]) > 0 then
+  local life = life_now(KEYS[6], ARGV[12], ARGV[13])
+  publish_sequenced(KEYS[4], KEYS[5], tonumber(ARGV[10]), ARGV[11], life, ARGV[12], channel, string.sub(event, 1, -2))
+else
+  redis.call('PUBLISH', channel, event)
+end
 return 1
-";
+"
+);
 
 /// One shard of one instance, as presence in Redis knows it.
 pub struct Entity {
@@ -89,6 +104,9 @@ pub struct SeatWrite<'a> {
     /// `(channel, envelope)` of the `join`/`leave` to publish if this is the
     /// member's first (last) session in the room anywhere.
     pub event: Option<(&'a str, &'a str)>,
+    /// With history, the channels' log bounds (`History::log_bounds`) and
+    /// the `run_id` of the Redis process the write goes to.
+    pub log: Option<(usize, u64, Rc<str>)>,
 }
 
 impl PresenceKeys {
@@ -107,12 +125,16 @@ impl PresenceKeys {
     /// The script that writes one seat (see [`SEAT_SCRIPT`]).
     pub fn write_seat(&self, seat: &SeatWrite<'_>, now_ms: u64) -> Vec<u8> {
         let (channel, event) = seat.event.unwrap_or(("", ""));
+        let (log_size, log_ttl, run) = seat.log.clone().unwrap_or((0, 0, Rc::from("")));
         redis::cmd("EVAL")
             .arg(SEAT_SCRIPT)
-            .arg(3)
+            .arg(6)
             .arg(self.room(seat.room))
             .arg(self.user(seat.user_id))
             .arg(&self.live)
+            .arg(format!("{channel}:seq"))
+            .arg(format!("{channel}:log"))
+            .arg(life_key(&self.prefix))
             .arg(seat.entity)
             .arg(format!(" {} {}", seat.role.as_str(), seat.user_id))
             .arg(format!("{} {} {}", seat.entity, seat.role.as_str(), seat.room))
@@ -122,6 +144,10 @@ impl PresenceKeys {
             .arg(event)
             .arg(KEY_TTL.as_secs())
             .arg(now_ms + ENTITY_TTL.as_millis() as u64)
+            .arg(log_size)
+            .arg(log_ttl)
+            .arg(ulid::Ulid::new().to_string())
+            .arg(&*run)
             .get_packed_command()
     }
 

@@ -42,7 +42,7 @@ pub struct Publisher {
     /// the last one wrote (presence rewrites its state then).
     connections: Cell<u64>,
     /// The `run_id` of the Redis process the connection is to, for the
-    /// history scripts.
+    /// scripts that number messages.
     run: RefCell<Rc<str>>,
 }
 
@@ -120,11 +120,8 @@ pub async fn run(publisher: Rc<Publisher>, url: RedisUrl, link: LinkFlag, script
 /// A connection with the scripts loaded, and the `run_id` of its Redis.
 async fn connect(url: &RedisUrl, scripts: &[&str]) -> Result<(RespConn, String), RespError> {
     let mut conn = RespConn::connect(url, Protocol::Resp2).await?;
-    // Only the history scripts need it.
-    let run = match scripts.is_empty() {
-        true => String::new(),
-        false => within(PUBLISH_TIMEOUT, conn.run_id()).await?,
-    };
+    // What every numbered message (events with history, control) belongs to.
+    let run = within(PUBLISH_TIMEOUT, conn.run_id()).await?;
     for script in scripts {
         within(
             PUBLISH_TIMEOUT,

@@ -4,17 +4,18 @@
 //! another. Anything on a channel that is not an envelope is counted
 //! and logged without its body.
 //!
-//! With history the connection also carries the shard's recovery fetches
-//! (`recoveries`), answered in order with the events, and each time it
-//! (re)subscribes it asks the channels' catch-up logs what it missed while
-//! away and hands that on first (`catch_up`).
+//! Each time it (re)subscribes it asks the channels' catch-up logs what it
+//! missed while away and hands that on first (`catch_up`): the control
+//! channel's always (`control`), the event channels' with history. With
+//! history the connection also carries the shard's recovery fetches
+//! (`recoveries`), answered in order with the events.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
 use redis::{PushKind, Value};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::backoff::Backoff;
 use super::catch_up::{Message, Outcome, Seen, Step};
@@ -78,7 +79,7 @@ pub async fn run(
     let mut backoff = Backoff::default();
     let mut outage = Outage::new("subscriber");
     let mut first = true;
-    let mut seen = Seen::new(subscriber.channels.events());
+    let mut seen = Seen::new(sequenced(&subscriber));
     let history = subscriber.history.as_ref().map(|(history, _)| &**history);
     let recoveries = subscriber.history.as_ref().map(|(_, recoveries)| &**recoveries);
     let mut in_flight = VecDeque::new();
@@ -118,6 +119,14 @@ pub async fn run(
     }
 }
 
+/// The channels whose messages are numbered and kept: the event channels
+/// with history, and control.
+fn sequenced(subscriber: &Subscriber) -> impl Iterator<Item = &str> {
+    let channels = &subscriber.channels;
+    let events = channels.events().into_iter().filter(|_| subscriber.history.is_some());
+    events.chain([channels.control.as_str()])
+}
+
 /// Hands on, before anything read later, what the channels missed while the
 /// subscriber was away and what was read while that answer was awaited; or
 /// has the rooms of a channel whose missed events are lost resync.
@@ -137,6 +146,12 @@ fn catch_up(
     for step in steps {
         match step {
             Step::Deliver(message) => dispatch(subscriber, &message, handlers),
+            // Also after every Redis restart that lost its data, when nothing
+            // may have been sent at all: said, but not as a warning.
+            Step::Resync(channel) if channel == subscriber.channels.control => info!(
+                "control messages sent while the subscriber was away, if any, cannot be caught up \
+                 (Redis lost its data, or the log was trimmed)"
+            ),
             Step::Resync(channel) => (handlers.resync)(&channel),
         }
     }
@@ -147,40 +162,40 @@ fn catch_up(
 /// waiting for that answer.
 struct Subscribed {
     conn: RespConn,
-    /// The `run_id` of its Redis (empty without history, which alone needs it).
+    /// The `run_id` of its Redis: what the numbering of its channels
+    /// belongs to (`history::life_key`).
     run: String,
     missed: Vec<history::Missed>,
     held: Vec<Message>,
 }
 
-/// Connects, subscribes and, with history, loads the scripts and asks what
-/// was missed since `seen`, in one pipeline; returns once Redis has
-/// confirmed every channel and answered.
+/// Connects, subscribes, with history loads the scripts, and asks what was
+/// missed since `seen`, in one pipeline; returns once Redis has confirmed
+/// every channel and answered.
 async fn subscribe(subscriber: &Subscriber, seen: &Seen) -> Result<Subscribed, RespError> {
     let mut conn = RespConn::connect(&subscriber.url, Protocol::Resp3).await?;
     let history = subscriber.history.as_ref().map(|(history, _)| history);
-    let run = match history {
-        Some(_) => within(SUBSCRIBE_TIMEOUT, conn.run_id()).await?,
-        None => String::new(),
-    };
+    let run = within(SUBSCRIBE_TIMEOUT, conn.run_id()).await?;
     let names = subscriber.channels.all();
     let mut pipeline = redis::cmd("SUBSCRIBE").arg(&names[..]).get_packed_command();
     if let Some(history) = history {
         for script in history.scripts() {
             pipeline.extend(redis::cmd("SCRIPT").arg("LOAD").arg(script).get_packed_command());
         }
-        pipeline.extend(history.missed(&run, seen.asked()));
     }
+    pipeline.extend(history::catch_up(
+        &subscriber.channels.life,
+        ulid::Ulid::new().to_string(),
+        &run,
+        seen.asked(),
+    ));
     conn.send(&pipeline).await?;
-    let replies = history.map_or(0, |h| h.scripts().len() + 1);
+    let replies = history.map_or(0, |h| h.scripts().len()) + 1;
     let (held, last) = within(SUBSCRIBE_TIMEOUT, confirmed(&mut conn, names.len(), replies)).await?;
-    let missed = match last {
-        Some(reply) => history::missed(reply).map_err(|e| {
-            subscriber.metrics.script_failed(HistoryScript::CatchUp);
-            RespError::Protocol(e.to_string())
-        })?,
-        None => Vec::new(),
-    };
+    let missed = last.map_or(Ok(Vec::new()), history::missed).map_err(|e| {
+        subscriber.metrics.script_failed(HistoryScript::CatchUp);
+        RespError::Protocol(e.to_string())
+    })?;
     Ok(Subscribed { conn, run, missed, held })
 }
 
