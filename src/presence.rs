@@ -61,7 +61,8 @@ pub struct UserPresence {
     pub user_id: String,
     pub online: bool,
     pub connections: u64,
-    /// `all` first (when online), then the others in name order.
+    /// `all` and the personal `user:<id>` first (when online), then the
+    /// others in name order.
     pub rooms: Vec<String>,
 }
 
@@ -114,8 +115,12 @@ impl UserPresence {
             rooms.extend(names);
         }
         let online = connections > 0;
-        let all = rooms.take(room::ALL).or_else(|| online.then(|| room::ALL.to_owned()));
-        let rooms = all.into_iter().chain(rooms).collect();
+        // Every session is in both without joining them: no shard lists them.
+        rooms.remove(room::ALL);
+        let personal = room::personal_user_room(user_id);
+        rooms.remove(&personal);
+        let implicit = online.then(|| [room::ALL.to_owned(), personal]).into_iter().flatten();
+        let rooms = implicit.chain(rooms).collect();
         Self { user_id: user_id.to_owned(), online, connections, rooms }
     }
 }
@@ -220,9 +225,9 @@ mod tests {
     }
 
     #[test]
-    fn user_rooms_start_with_all() {
+    fn user_rooms_start_with_all_and_its_own() {
         let p = UserPresence::merge("5", [(1, vec!["orders".into()]), (2, vec!["all".into(), "a".into()])]);
-        assert_eq!(p.rooms, ["all", "a", "orders"]);
+        assert_eq!(p.rooms, ["all", "user:5", "a", "orders"]);
         assert!(p.online && p.connections == 3);
         assert_eq!(UserPresence::merge("5", []), UserPresence { user_id: "5".into(), ..Default::default() });
     }
