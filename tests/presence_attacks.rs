@@ -70,3 +70,44 @@ fn presence_queries_have_a_bucket_of_their_own() {
     subscribe(&mut ws, "orders");
     assert_ping_pong(&mut ws);
 }
+
+/// The `join`/`leave` events of `user` that `ws` gets until (and with) its
+/// `leave`.
+fn membership_until_leave(ws: &mut Ws, user: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let v = next_json(ws, DEFAULT_DEADLINE);
+        if (v["type"] == "join" || v["type"] == "leave") && v["payload"]["userId"] == user {
+            seen.push(v["type"].as_str().unwrap_or_default().to_owned());
+            if v["type"] == "leave" {
+                return seen;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_member_reconnecting_in_a_loop_is_announced_once() {
+    let s = server().without_history().env("PRESENCE_EVENTS", "true").start();
+    let mut watcher = s.subscriber("w", "admin", &["orders"]);
+    const CYCLES: usize = 30;
+    for _ in 0..CYCLES {
+        close(s.subscriber("x", "seller", &["orders"]));
+        // Gone before the next one comes: each cycle is a last session and a first.
+        s.wait_connections(1);
+    }
+    let marker = s.marker();
+    let mut seen: Vec<String> = read_until_marker(&mut watcher, &marker)
+        .iter()
+        .filter(|v| v["payload"]["userId"] == "x")
+        .map(|v| v["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    // Once the member has been gone a while, the room learns it left: the
+    // final state is right. A cycle is milliseconds; only one slower than
+    // the two-second grace would add a pair.
+    if seen.last().map(String::as_str) != Some("leave") {
+        seen.extend(membership_until_leave(&mut watcher, "x"));
+    }
+    assert_eq!(seen.first().map(String::as_str), Some("join"), "{seen:?}");
+    assert!(seen.len() <= 4, "{CYCLES} cycles made {} announcements: {seen:?}", seen.len());
+}

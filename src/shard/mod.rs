@@ -8,6 +8,7 @@
 //! - `history`: rooms' events kept for recovery, and subscribes that wait
 //!   for their room's answer;
 //! - `index`: sessions, room → members, user → sessions;
+//! - `leaving`: `leave`s held back until the member has been gone a while;
 //! - `ledger`: first and last sessions per member, and tallied rooms' members;
 //! - `presence`: presence queries over the shards, control messages, and
 //!   the `join`/`leave` tallies;
@@ -18,6 +19,7 @@
 pub mod handle;
 mod history;
 mod index;
+mod leaving;
 mod ledger;
 mod presence;
 mod queries;
@@ -118,6 +120,8 @@ pub struct Shard {
     /// the rooms it tallies: for counts, `join`/`leave` and the presence
     /// kept in Redis.
     ledger: RefCell<ledger::Ledger>,
+    /// The `leave`s of the rooms this shard tallies, held back.
+    leaving: RefCell<leaving::Leaving>,
     /// The presence queries this shard has out.
     queries: RefCell<queries::Queries>,
     /// With Redis: this shard as presence in Redis knows it.
@@ -146,6 +150,7 @@ impl Shard {
             interest,
             keys: RefCell::new(keys),
             ledger: RefCell::default(),
+            leaving: RefCell::default(),
             queries: RefCell::default(),
             entity: instance
                 .config

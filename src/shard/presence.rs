@@ -15,7 +15,7 @@ use futures_channel::oneshot;
 use tracing::warn;
 
 use super::handle::SessionHandle;
-use super::ledger::{is_edge, Count};
+use super::ledger::{is_edge, Count, Seat};
 use super::queries::{self, Busy, Turn};
 use super::{Shard, ShardId};
 use crate::auth::Identity;
@@ -29,6 +29,9 @@ use crate::room;
 /// How long a query waits for the other shards (each answers from memory,
 /// in microseconds, unless its executor is stuck).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often a tally shard looks for held leaves that fell due.
+const LEAVES_EVERY: Duration = Duration::from_millis(250);
 
 /// The first [`presence::MAX_MEMBERS`] members, their connections summed.
 fn first_members<'a>(sessions: impl Iterator<Item = &'a Rc<SessionHandle>>) -> Vec<Member> {
@@ -227,17 +230,39 @@ impl Shard {
     }
 
     /// Counts a shard's first or last session of a member in a room this
-    /// shard tallies; the room's first or last one overall is published.
+    /// shard tallies; the room's first overall is published, its last held
+    /// back (see `leaving`).
     pub fn tally(&self, change: TallyChange) {
         let TallyChange { room, user_id, role, joined } = change;
-        let seat = (room.clone(), user_id.clone(), role);
-        let overall = self.ledger.borrow_mut().count(Count::Shards, seat, joined);
-        let events = self.instance.config.presence_events && presence::has_presence_events(&room);
+        let seat = (room, user_id, role);
+        let overall = self.ledger.borrow_mut().count(Count::Shards, seat.clone(), joined);
+        let events = self.instance.config.presence_events && presence::has_presence_events(&seat.0);
         // With Redis, its script publishes them, over every instance.
         if !events || self.entity.is_some() || overall.is_none_or(|count| !is_edge(count, joined)) {
             return;
         }
-        match presence::membership_event(&room, &user_id, role, joined) {
+        if !joined {
+            self.leaving.borrow_mut().hold(seat, Instant::now());
+        } else if !self.leaving.borrow_mut().back(&seat) {
+            self.announce(&seat, true);
+        }
+    }
+
+    /// Sends the leaves held for `leaving::GRACE` of members still gone,
+    /// for as long as the shard runs (with `PRESENCE_EVENTS`, without Redis).
+    pub async fn announce_leaves(self: Rc<Self>) {
+        if !self.instance.config.presence_events || self.entity.is_some() {
+            return;
+        }
+        loop {
+            glommio::timer::sleep(LEAVES_EVERY).await;
+            let due = self.leaving.borrow_mut().due(Instant::now());
+            due.iter().for_each(|seat| self.announce(seat, false));
+        }
+    }
+
+    fn announce(&self, (room, user_id, role): &Seat, joined: bool) {
+        match presence::membership_event(room, user_id, *role, joined) {
             Ok(event) => {
                 self.instance.metrics.presence.event(joined);
                 self.publish_locally(std::sync::Arc::new(event));
