@@ -6,6 +6,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 use support::*;
 
@@ -88,7 +90,18 @@ fn membership_until_leave(ws: &mut Ws, user: &str) -> Vec<String> {
 
 #[test]
 fn a_member_reconnecting_in_a_loop_is_announced_once() {
-    let s = server().without_history().env("PRESENCE_EVENTS", "true").start();
+    reconnect_loop(&server().without_history().env("PRESENCE_EVENTS", "true").start());
+}
+
+#[test]
+fn a_member_reconnecting_in_a_loop_is_announced_once_with_redis() {
+    let Some(redis) = RedisServer::start() else { return };
+    let s = server().without_history().env("PRESENCE_EVENTS", "true").env("REDIS_URL", &redis.url()).start();
+    s.wait_health("redis", &json!("connected"), Duration::from_secs(30));
+    reconnect_loop(&s);
+}
+
+fn reconnect_loop(s: &Server) {
     let mut watcher = s.subscriber("w", "admin", &["orders"]);
     const CYCLES: usize = 30;
     for _ in 0..CYCLES {

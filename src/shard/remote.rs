@@ -15,8 +15,11 @@ use tracing::warn;
 
 use super::Shard;
 use crate::auth::Identity;
-use crate::bus::redis::presence::{self, Entity, SeatWrite, REFRESH_EVERY};
+use crate::auth::Role;
+use crate::bus::redis::presence::{self, Entity, SeatWrite, LEAVE_GRACE, REFRESH_EVERY};
+use crate::bus::redis::{PresenceKeys, Publisher};
 use crate::bus::Bus;
+use crate::metrics::PresenceMetrics;
 use crate::presence::{membership_event, Answer, Query, MAX_MEMBERS};
 
 /// How often the keeper looks for a new Redis connection.
@@ -24,6 +27,41 @@ const TICK: Duration = Duration::from_secs(1);
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A member's `leave` that Redis holds: sent after [`LEAVE_GRACE`] if the
+/// member is still gone over every instance.
+struct HeldLeave {
+    keys: PresenceKeys,
+    entity: String,
+    room: String,
+    user_id: String,
+    role: Role,
+    channel: String,
+    held_ms: u64,
+}
+
+impl HeldLeave {
+    async fn confirm(self, publisher: &Publisher, metrics: &PresenceMetrics) {
+        let event = match membership_event(&self.room, &self.user_id, self.role, false) {
+            Ok(event) => event,
+            Err(e) => return warn!(error = %e, "cannot encode a presence event"),
+        };
+        let seat = SeatWrite {
+            entity: &self.entity,
+            room: &self.room,
+            user_id: &self.user_id,
+            role: self.role,
+            count: 0,
+            event: Some((&self.channel, event.frame.as_str())),
+        };
+        let command = self.keys.confirm_leave(&seat, self.held_ms, now_ms());
+        // Lost with the connection: the member is gone without a `leave`,
+        // as when an instance dies.
+        if let Ok(Value::Int(1)) = publisher.command(command).await {
+            metrics.event(false);
+        }
+    }
 }
 
 impl Shard {
@@ -57,13 +95,29 @@ impl Shard {
             count,
             event: event.as_ref().map(|frame| (channels.for_room(Some(room)), frame.as_str())),
         };
-        let command = entity.keys.write_seat(&seat, now_ms());
+        let now = now_ms();
+        let command = entity.keys.write_seat(&seat, now);
+        let held = (edge_event && !joined).then(|| HeldLeave {
+            keys: entity.keys.clone(),
+            entity: entity.id.clone(),
+            room: room.to_owned(),
+            user_id: identity.user_id.clone(),
+            role: identity.role,
+            channel: channels.for_room(Some(room)).to_owned(),
+            held_ms: now,
+        });
         let (publisher, metrics) = (publisher.clone(), &self.instance.metrics.presence);
         // Spawned in order and queued on its first poll, so one seat's writes
         // reach Redis in the order they happened.
         glommio::spawn_local(async move {
             match publisher.command(command).await {
                 Ok(Value::Int(1)) => metrics.event(joined),
+                Ok(Value::Int(2)) => {
+                    if let Some(held) = held {
+                        glommio::timer::sleep(LEAVE_GRACE).await;
+                        held.confirm(&publisher, metrics).await;
+                    }
+                }
                 Ok(Value::ServerError(e)) => warn!(error = ?e, "redis refused a presence write"),
                 // Lost with the connection: the next one rewrites every seat.
                 Ok(_) | Err(_) => {}

@@ -31,14 +31,16 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(15);
 pub const KEY_TTL: Duration = Duration::from_secs(120);
 
 /// Says the entity is live (a writer is, before its first refresh), sets
-/// (count > 0) or removes (0) its field in a room and its user,
-/// and when the member thereby appears in (vanishes from) the room on every
-/// live entity, publishes ARGV[7] on ARGV[6] (when given). Returns 1 when it
-/// published.
+/// (count > 0) or removes (0) its field in a room and its user. With an
+/// event (ARGV[7] on ARGV[6]): when the member thereby appears in the room
+/// on every live entity, publishes its `join` (returns 1) unless its
+/// `leave` is held (KEYS[4], field ARGV[2]: taken back, returns 0); when it
+/// vanishes, holds its `leave` under the stamp ARGV[10] (returns 2) for
+/// [`CONFIRM_SCRIPT`] to send after [`LEAVE_GRACE`].
 const SEAT_SCRIPT: &str = r"
-local room, user, live = KEYS[1], KEYS[2], KEYS[3]
-local entity, member, userfield, count, now, channel, event, ttl, expiry =
-  ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local room, user, live, leaving = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local entity, member, userfield, count, now, channel, event, ttl, expiry, stamp =
+  ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 redis.call('ZADD', live, expiry, entity)
 local field = entity .. member
 local had = redis.call('HEXISTS', room, field) == 1
@@ -55,9 +57,33 @@ if event == '' or had == (count > 0) then return 0 end
 for _, other in ipairs(redis.call('ZRANGEBYSCORE', live, now, '+inf')) do
   if other ~= entity and redis.call('HEXISTS', room, other .. member) == 1 then return 0 end
 end
+if count == 0 then
+  redis.call('HSET', leaving, member, stamp)
+  redis.call('EXPIRE', leaving, ttl)
+  return 2
+end
+if redis.call('HDEL', leaving, member) == 1 then return 0 end
 redis.call('PUBLISH', channel, event)
 return 1
 ";
+
+/// Sends a held `leave` (ARGV[4] on ARGV[3]) if it is still held under its
+/// stamp ARGV[2] (the member did not come back, nor go again) and no live
+/// entity (scored from ARGV[5]) holds member ARGV[1]. Returns 1 when sent.
+const CONFIRM_SCRIPT: &str = r"
+local room, live, leaving = KEYS[1], KEYS[2], KEYS[3]
+local member, stamp, channel, event, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if redis.call('HGET', leaving, member) ~= stamp then return 0 end
+redis.call('HDEL', leaving, member)
+for _, other in ipairs(redis.call('ZRANGEBYSCORE', live, now, '+inf')) do
+  if redis.call('HEXISTS', room, other .. member) == 1 then return 0 end
+end
+redis.call('PUBLISH', channel, event)
+return 1
+";
+
+/// How long a member must be gone before its `leave` is sent.
+pub const LEAVE_GRACE: Duration = Duration::from_secs(2);
 
 /// A room's members and sessions on the live entities (KEYS[2] scored from
 /// ARGV[1]), and its first ARGV[2] members by user id then role, worked out
@@ -138,17 +164,22 @@ impl PresenceKeys {
         format!("{}:presence:user:{user_id}", self.prefix)
     }
 
+    fn leaving(&self, room: &str) -> String {
+        format!("{}:presence:leaving:{room}", self.prefix)
+    }
+
     /// The script that writes one seat (see [`SEAT_SCRIPT`]).
     pub fn write_seat(&self, seat: &SeatWrite<'_>, now_ms: u64) -> Vec<u8> {
         let (channel, event) = seat.event.unwrap_or(("", ""));
         redis::cmd("EVAL")
             .arg(SEAT_SCRIPT)
-            .arg(3)
+            .arg(4)
             .arg(self.room(seat.room))
             .arg(self.user(seat.user_id))
             .arg(&self.live)
+            .arg(self.leaving(seat.room))
             .arg(seat.entity)
-            .arg(format!(" {} {}", seat.role.as_str(), seat.user_id))
+            .arg(member_field(seat.role, seat.user_id))
             .arg(format!("{} {} {}", seat.entity, seat.role.as_str(), seat.room))
             .arg(seat.count)
             .arg(now_ms)
@@ -156,6 +187,25 @@ impl PresenceKeys {
             .arg(event)
             .arg(KEY_TTL.as_secs())
             .arg(now_ms + ENTITY_TTL.as_millis() as u64)
+            .arg(leave_stamp(seat.entity, now_ms))
+            .get_packed_command()
+    }
+
+    /// Sends the `leave` that [`write_seat`](Self::write_seat) held at
+    /// `held_ms`, if the member is still gone (see [`CONFIRM_SCRIPT`]).
+    pub fn confirm_leave(&self, seat: &SeatWrite<'_>, held_ms: u64, now_ms: u64) -> Vec<u8> {
+        let (channel, event) = seat.event.unwrap_or(("", ""));
+        redis::cmd("EVAL")
+            .arg(CONFIRM_SCRIPT)
+            .arg(3)
+            .arg(self.room(seat.room))
+            .arg(&self.live)
+            .arg(self.leaving(seat.room))
+            .arg(member_field(seat.role, seat.user_id))
+            .arg(leave_stamp(seat.entity, held_ms))
+            .arg(channel)
+            .arg(event)
+            .arg(now_ms)
             .get_packed_command()
     }
 
@@ -199,6 +249,16 @@ impl PresenceKeys {
     pub fn read(&self, key: &str) -> Vec<u8> {
         redis::cmd("HGETALL").arg(key).get_packed_command()
     }
+}
+
+/// A member's part of its fields in a room's hash, after the entity.
+fn member_field(role: Role, user_id: &str) -> String {
+    format!(" {} {user_id}", role.as_str())
+}
+
+/// Which hold of a `leave` it is: the entity that held it, and when.
+fn leave_stamp(entity: &str, held_ms: u64) -> String {
+    format!("{entity} {held_ms}")
 }
 
 /// The live entities of a `ZRANGEBYSCORE` reply.
