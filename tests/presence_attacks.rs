@@ -22,9 +22,45 @@ fn ask_presence(ws: &mut Ws, room: &str) {
 #[test]
 fn a_crowd_asking_at_once_holds_only_the_answers() {
     let s = server().start();
+    // Each member's answer held every shard's list of the room: about
+    // 24 MiB here (growing as the square of the crowd); its answers alone
+    // are a few KiB each, shared by the admins who asked at once.
+    let grown = crowd_asks(&s);
+    assert!(grown < 8 * 1024, "the crowd's queries took {grown} KiB at their peak");
+}
+
+#[test]
+fn a_crowd_asking_at_once_holds_only_the_answers_with_redis() {
+    let Some(redis) = RedisServer::start() else { return };
+    let s = server().env("REDIS_URL", &redis.url()).start();
+    s.wait_health("redis", &json!("connected"), Duration::from_secs(30));
+    let redis_peak = || {
+        let info: String = redis.query(redis::cmd("INFO").arg("memory"));
+        let peak = info.lines().find_map(|l| l.strip_prefix("used_memory_peak:")?.trim().parse::<u64>().ok());
+        peak.expect("used_memory_peak in INFO memory")
+    };
+    let redis_before = redis_peak();
+    let grown = crowd_asks(&s);
+    assert!(grown < 8 * 1024, "the crowd's queries took {grown} KiB of the server at their peak");
+    // Each query was the room's whole hash, in Redis's reply buffers.
+    let redis_grown = redis_peak().saturating_sub(redis_before) / 1024;
+    assert!(redis_grown < 4 * 1024, "the crowd's queries took {redis_grown} KiB of Redis at their peak");
+}
+
+/// Every member of the crowd asks about `all` at once; each answer is
+/// checked, and the server's peak RSS growth (KiB) returned.
+fn crowd_asks(s: &Server) -> u64 {
     let mut sellers: Vec<Ws> = (0..SELLERS).map(|i| s.connect(&format!("s{i}"), "seller").0).collect();
     let mut admins: Vec<Ws> = (0..ADMINS).map(|i| s.connect(&format!("a{i}"), "admin").0).collect();
     let everyone = SELLERS + ADMINS;
+    // With Redis, seats are written there as they come: all of them first.
+    let counted = poll(
+        DEFAULT_DEADLINE,
+        Duration::from_millis(100),
+        || s.get("/api/rooms/all/presence").json()["connections"].clone(),
+        |n| *n == json!(everyone),
+    );
+    assert!(counted.is_ok(), "presence never counted the crowd: {counted:?}");
     let before = s.peak_rss_kib();
 
     for ws in sellers.iter_mut().chain(admins.iter_mut()) {
@@ -43,11 +79,7 @@ fn a_crowd_asking_at_once_holds_only_the_answers() {
         );
         assert_eq!(payload["members"].as_array().map(Vec::len), Some(everyone), "{}", payload["users"]);
     }
-    // Each member's answer held every shard's list of the room: about
-    // 24 MiB here (growing as the square of the crowd); its answers alone
-    // are a few KiB each, shared by the admins who asked at once.
-    let grown = s.peak_rss_kib().saturating_sub(before);
-    assert!(grown < 8 * 1024, "the crowd's queries took {grown} KiB at their peak");
+    s.peak_rss_kib().saturating_sub(before)
 }
 
 #[test]
