@@ -9,11 +9,11 @@ Standard library only; one JSON line per run.
       Reports the server's RSS before, its peak (VmHWM) and RSS 2 s after
       the last answer; with --redis (a running redis-server), Redis's
       used_memory_peak too.
-  benches/presence_attack.py rate BINARY [--members N] [--askers 10] [--per-second 95] [--seconds S]
+  benches/presence_attack.py rate BINARY [--members N] [--askers 10] [--per-second 95] [--seconds S] [--redis URL]
       N idle members; the askers send presence queries of `all` at the
       given rate each. Reports server CPU seconds per wall second and how
       many queries were answered and refused.
-  benches/presence_attack.py churn BINARY [--members N] [--seconds S]
+  benches/presence_attack.py churn BINARY [--members N] [--seconds S] [--redis URL]
       PRESENCE_EVENTS=true, N sellers in `orders` (read by one thread); one
       token connects, subscribes to `orders` and closes, in a loop.
       Reports cycles, deliveries (realtime_deliveries_total) and server
@@ -84,8 +84,7 @@ ASK = frame(1, b'{"type":"presence","room":"all"}')
 
 
 def crowd(args):
-    env = {"REDIS_URL": args.redis} if args.redis else {}
-    server = Server(args.binary, 2, env)
+    server = Server(args.binary, 2, redis_env(args))
     try:
         socks = [connect(server, f"s{i}", "seller") for i in range(args.members)]
         socks += [connect(server, f"a{i}", "admin") for i in range(args.admins)]
@@ -129,8 +128,12 @@ def redis_info(url, field):
     return None
 
 
+def redis_env(args):
+    return {"REDIS_URL": args.redis} if args.redis else {}
+
+
 def rate(args):
-    server = Server(args.binary, 2)
+    server = Server(args.binary, 2, redis_env(args))
     try:
         idle = [connect(server, f"m{i}", "seller") for i in range(args.members)]
         askers = [connect(server, f"q{i}", "seller") for i in range(args.askers)]
@@ -153,13 +156,14 @@ def rate(args):
         for t in threads:
             t.join()
         cpu = (cpu_seconds(server.proc.pid) - cpu0) / (time.time() - t0)
-        print(json.dumps({"attack": "rate", "members": len(idle), "answers": counts, "server_cpu": round(cpu, 3)}))
+        result = {"attack": "rate", "members": len(idle), "redis": bool(args.redis), "answers": counts}
+        print(json.dumps({**result, "server_cpu": round(cpu, 3)}))
     finally:
         server.stop()
 
 
 def churn(args):
-    server = Server(args.binary, 2, {"PRESENCE_EVENTS": "true", "HISTORY_SIZE": "0"})
+    server = Server(args.binary, 2, {"PRESENCE_EVENTS": "true", "HISTORY_SIZE": "0", **redis_env(args)})
     try:
         members = [connect(server, f"m{i}", "seller", ["orders"]) for i in range(args.members)]
         for s in members:
@@ -197,6 +201,7 @@ def churn(args):
                 {
                     "attack": "churn",
                     "members": len(members),
+                    "redis": bool(args.redis),
                     "cycles": cycles,
                     "deliveries": int(delivered),
                     "deliveries_per_cycle": round(delivered / max(cycles, 1), 1),
@@ -223,11 +228,13 @@ def main():
     p.add_argument("--askers", type=int, default=10)
     p.add_argument("--per-second", type=float, default=95)
     p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--redis")
     p.set_defaults(run=rate)
     p = sub.add_parser("churn")
     p.add_argument("binary")
     p.add_argument("--members", type=int, default=1000)
     p.add_argument("--seconds", type=float, default=11)
+    p.add_argument("--redis")
     p.set_defaults(run=churn)
     args = parser.parse_args()
     args.run(args)
