@@ -1,6 +1,6 @@
 //! Presence on the shards (README, Presence and control): a shard answers for its own sessions
-//! from its room index (a room's answer costs its members, never every
-//! connection), asks the other shards through their inboxes and merges the
+//! from its room index (counts cost nothing to work out; members, asked for,
+//! cost the room's members here, never every connection), asks the other shards through their inboxes and merges the
 //! answers; control messages (disconnect) reach every shard the same way, or
 //! through Redis. Each room has a tally shard (by a hash of its name) that
 //! counts, per member, the shards holding one of its sessions there: it
