@@ -32,8 +32,9 @@ pub struct Member {
 /// What is asked of every shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Query {
-    /// The members of a room (already resolved: `cart:V`, not `cart`).
-    Room(String),
+    /// A room (already resolved: `cart:V`, not `cart`): its counts, and
+    /// with `members` its first [`MAX_MEMBERS`] members.
+    Room { room: String, members: bool },
     /// The sessions of a user, whatever their role.
     User(String),
 }
@@ -41,8 +42,22 @@ pub enum Query {
 /// One shard's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    Room(Vec<Member>),
+    Room(RoomAnswer),
     User { connections: u32, rooms: Vec<String> },
+}
+
+/// One shard's part of a room's presence (or, with Redis, every instance's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomAnswer {
+    /// Sessions in the room.
+    pub connections: u64,
+    /// Members over every shard: known to the shard that tallies the room
+    /// (or to Redis), `None` from the others.
+    pub users: Option<usize>,
+    /// When asked, the first [`MAX_MEMBERS`] of its members by user id then
+    /// role: a member among the first overall is among the first of every
+    /// shard it is on, so no shard need send more.
+    pub members: Vec<Member>,
 }
 
 /// A room's presence, merged over every shard and instance.
@@ -61,26 +76,34 @@ pub struct UserPresence {
     pub user_id: String,
     pub online: bool,
     pub connections: u64,
-    /// `all` first (when online), then the others in name order.
+    /// `all` and the personal `user:<id>` first (when online), then the
+    /// others in name order.
     pub rooms: Vec<String>,
 }
 
 impl RoomPresence {
-    /// Sums the same member's connections over the answers: a user with
-    /// sessions on two shards is one user. Sorting and counting runs (rather
-    /// than hashing every user id) is what makes a big room cheap to merge.
-    pub fn merge(answers: impl IntoIterator<Item = Vec<Member>>) -> Self {
-        let mut all: Vec<Member> = answers.into_iter().flatten().collect();
-        all.sort_unstable_by(|a, b| order(a).cmp(&order(b)));
-        let mut members: Vec<Member> = Vec::with_capacity(all.len());
-        for member in all {
+    /// Sums the counts and the same member's connections over the answers:
+    /// a user with sessions on two shards is one member. Without the tally's
+    /// answer (its shard did not answer in time) the members listed are
+    /// what is known of `users`.
+    pub fn merge(answers: impl IntoIterator<Item = RoomAnswer>) -> Self {
+        let mut connections = 0;
+        let mut users = None;
+        let mut listed: Vec<Member> = Vec::new();
+        for answer in answers {
+            connections += answer.connections;
+            users = users.or(answer.users);
+            listed.extend(answer.members);
+        }
+        listed.sort_unstable_by(|a, b| order(a).cmp(&order(b)));
+        let mut members: Vec<Member> = Vec::with_capacity(listed.len().min(MAX_MEMBERS));
+        for member in listed {
             match members.last_mut() {
                 Some(last) if order(last) == order(&member) => last.connections += member.connections,
                 _ => members.push(member),
             }
         }
-        let connections = members.iter().map(|m| u64::from(m.connections)).sum();
-        let users = members.len();
+        let users = users.unwrap_or(members.len());
         members.truncate(MAX_MEMBERS);
         Self { users, connections, members }
     }
@@ -91,14 +114,17 @@ fn order(member: &Member) -> (&str, &'static str) {
     (&member.user_id, member.role.as_str())
 }
 
-/// One entry per member among `seats` (one per session: user id and role).
-pub fn count_seats<'a>(seats: impl Iterator<Item = (&'a str, Role)>) -> Vec<Member> {
+/// The first `limit` members among `seats` (one per session: user id and
+/// role), by user id then role: only those are copied.
+pub fn first_members<'a>(seats: impl Iterator<Item = (&'a str, Role)>, limit: usize) -> Vec<Member> {
     let mut seats: Vec<(&str, Role)> = seats.collect();
     seats.sort_unstable_by(|a, b| (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str())));
     let mut members: Vec<Member> = Vec::new();
     for (user_id, role) in seats {
+        let full = members.len() == limit;
         match members.last_mut() {
             Some(last) if last.user_id == user_id && last.role == role => last.connections += 1,
+            _ if full => break,
             _ => members.push(Member { user_id: user_id.to_owned(), role, connections: 1 }),
         }
     }
@@ -114,8 +140,12 @@ impl UserPresence {
             rooms.extend(names);
         }
         let online = connections > 0;
-        let all = rooms.take(room::ALL).or_else(|| online.then(|| room::ALL.to_owned()));
-        let rooms = all.into_iter().chain(rooms).collect();
+        // Every session is in both without joining them: no shard lists them.
+        rooms.remove(room::ALL);
+        let personal = room::personal_user_room(user_id);
+        rooms.remove(&personal);
+        let implicit = online.then(|| [room::ALL.to_owned(), personal]).into_iter().flatten();
+        let rooms = implicit.chain(rooms).collect();
         Self { user_id: user_id.to_owned(), online, connections, rooms }
     }
 }
@@ -192,11 +222,15 @@ mod tests {
         Member { user_id: user.into(), role, connections }
     }
 
+    fn listing(connections: u64, users: Option<usize>, members: Vec<Member>) -> RoomAnswer {
+        RoomAnswer { connections, users, members }
+    }
+
     #[test]
     fn a_user_on_two_shards_counts_once() {
         let merged = RoomPresence::merge([
-            vec![member("1", Role::Seller, 2), member("2", Role::Client, 1)],
-            vec![member("1", Role::Seller, 1), member("1", Role::Client, 1)],
+            listing(3, Some(3), vec![member("1", Role::Seller, 2), member("2", Role::Client, 1)]),
+            listing(2, None, vec![member("1", Role::Seller, 1), member("1", Role::Client, 1)]),
         ]);
         assert_eq!((merged.users, merged.connections), (3, 5));
         assert_eq!(merged.members[0], member("1", Role::Client, 1));
@@ -204,25 +238,36 @@ mod tests {
     }
 
     #[test]
-    fn sessions_become_members() {
+    fn counts_need_no_members() {
+        let merged = RoomPresence::merge([listing(4, None, vec![]), listing(6, Some(7), vec![])]);
+        assert_eq!((merged.users, merged.connections, merged.members.len()), (7, 10, 0));
+    }
+
+    #[test]
+    fn sessions_become_members_up_to_the_limit() {
         let seats = [("2", Role::Seller), ("1", Role::Seller), ("2", Role::Seller), ("2", Role::Client)];
         assert_eq!(
-            count_seats(seats.into_iter()),
+            first_members(seats.into_iter(), 10),
             [member("1", Role::Seller, 1), member("2", Role::Client, 1), member("2", Role::Seller, 2)]
+        );
+        assert_eq!(
+            first_members(seats.into_iter(), 2),
+            [member("1", Role::Seller, 1), member("2", Role::Client, 1)],
+            "the last one listed keeps all its connections"
         );
     }
 
     #[test]
     fn members_are_capped_counts_are_not() {
         let many = (0..MAX_MEMBERS + 5).map(|i| member(&i.to_string(), Role::Seller, 1)).collect();
-        let merged = RoomPresence::merge([many]);
+        let merged = RoomPresence::merge([listing(1005, Some(MAX_MEMBERS + 5), many)]);
         assert_eq!((merged.users, merged.members.len()), (MAX_MEMBERS + 5, MAX_MEMBERS));
     }
 
     #[test]
-    fn user_rooms_start_with_all() {
+    fn user_rooms_start_with_all_and_its_own() {
         let p = UserPresence::merge("5", [(1, vec!["orders".into()]), (2, vec!["all".into(), "a".into()])]);
-        assert_eq!(p.rooms, ["all", "a", "orders"]);
+        assert_eq!(p.rooms, ["all", "user:5", "a", "orders"]);
         assert!(p.online && p.connections == 3);
         assert_eq!(UserPresence::merge("5", []), UserPresence { user_id: "5".into(), ..Default::default() });
     }

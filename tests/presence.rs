@@ -89,7 +89,7 @@ fn user_presence_lists_sessions_and_rooms_on_both_shards() {
     let seven = seven.json();
     assert_eq!(seven["userId"], "7");
     assert_eq!((seven["online"].clone(), seven["connections"].clone()), (json!(true), json!(n)), "{seven}");
-    assert_eq!(seven["rooms"], json!(["all", "inventory", "orders"]), "{seven}");
+    assert_eq!(seven["rooms"], json!(["all", "user:7", "inventory", "orders"]), "{seven}");
     assert_eq!(
         s.get("/api/users/nobody/presence").json(),
         json!({"userId": "nobody", "online": false, "connections": 0, "rooms": []})

@@ -64,7 +64,7 @@ fn room_and_user_presence_cover_both_instances() {
         });
         assert_eq!(all["users"], json!(users), "{all}");
         let seven = wait_get(s, "/api/users/7/presence", DEFAULT_DEADLINE, |v| v["connections"] == json!(2));
-        assert_eq!(seven["rooms"], json!(["all", "inventory", "orders"]), "{seven}");
+        assert_eq!(seven["rooms"], json!(["all", "user:7", "inventory", "orders"]), "{seven}");
     }
     let mut admin = b.subscriber("x", "admin", &["orders"]);
     send_json(&mut admin, &json!({"type": "presence", "room": "orders"}));

@@ -13,7 +13,7 @@ use super::publish::read_body;
 use super::response::{error, json, Body};
 use crate::presence::Control;
 use crate::room::RoomName;
-use crate::shard::Shard;
+use crate::shard::{Busy, Shard};
 
 /// The longest user id a path may name (a token's `userId` is bounded by the
 /// token's own size cap).
@@ -67,7 +67,10 @@ pub async fn handle(shard: &Shard, endpoint: Endpoint, request: Request<Incoming
         Endpoint::Room(room) => room_presence(shard, &room).await,
         Endpoint::History(room) => super::history::handle(shard, &room, request.uri().query()).await,
         Endpoint::User(user) => match refuse_user(&user) {
-            None => json(StatusCode::OK, serde_json::json!(shard.user_presence(&user).await)),
+            None => match shard.user_presence(&user).await {
+                Ok(presence) => json(StatusCode::OK, serde_json::json!(presence)),
+                Err(busy) => busy_response(busy),
+            },
             Some(refusal) => refusal,
         },
         Endpoint::Disconnect(user) => match refuse_user(&user) {
@@ -81,7 +84,10 @@ async fn room_presence(shard: &Shard, room: &str) -> Response<Body> {
     if let Err(e) = RoomName::parse(room) {
         return error(StatusCode::BAD_REQUEST, &e.to_string());
     }
-    let presence = shard.room_presence(room).await;
+    let presence = match shard.room_presence(room, true).await {
+        Ok(presence) => presence,
+        Err(busy) => return busy_response(busy),
+    };
     json(
         StatusCode::OK,
         serde_json::json!({
@@ -91,6 +97,13 @@ async fn room_presence(shard: &Shard, room: &str) -> Response<Body> {
             "members": presence.members,
         }),
     )
+}
+
+/// 503 with `Retry-After`: the shard has as many queries out as it takes.
+fn busy_response(busy: Busy) -> Response<Body> {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, &busy.to_string());
+    response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    response
 }
 
 /// `None` for a user id a path may name, else the 400.

@@ -1,11 +1,11 @@
 //! Per-connection flood control (README, Client protocol): a bucket of 200 messages refilled
 //! at 100 a second; a message beyond it is refused with `rate_limited`, and
-//! after 100 refusals the connection is closed with 1008.
+//! after 100 refusals the connection is closed with 1008. Presence queries
+//! have a bucket of their own (README, Presence and control): 10, refilled
+//! at 2 a second; one beyond it is refused, never a reason to close.
 
 use std::time::Instant;
 
-const BURST: f64 = 200.0;
-const PER_SECOND: f64 = 100.0;
 const REFUSALS_BEFORE_CLOSE: u32 = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,23 +15,50 @@ pub enum Verdict {
     Close,
 }
 
-pub struct FloodGate {
+/// Tokens refilled at a steady rate up to a burst.
+#[derive(Debug, Clone, Copy)]
+pub struct Bucket {
     tokens: f64,
     refilled: Instant,
+    burst: f64,
+    per_second: f64,
+}
+
+impl Bucket {
+    fn full(now: Instant, burst: f64, per_second: f64) -> Self {
+        Self { tokens: burst, refilled: now, burst, per_second }
+    }
+
+    /// A connection's presence queries.
+    pub fn presence(now: Instant) -> Self {
+        Self::full(now, 10.0, 2.0)
+    }
+
+    /// Takes a token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        self.refilled = now;
+        let allowed = self.tokens >= 1.0;
+        if allowed {
+            self.tokens -= 1.0;
+        }
+        allowed
+    }
+}
+
+pub struct FloodGate {
+    bucket: Bucket,
     refusals: u32,
 }
 
 impl FloodGate {
     pub fn new(now: Instant) -> Self {
-        Self { tokens: BURST, refilled: now, refusals: 0 }
+        Self { bucket: Bucket::full(now, 200.0, 100.0), refusals: 0 }
     }
 
     pub fn check(&mut self, now: Instant) -> Verdict {
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * PER_SECOND).min(BURST);
-        self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.bucket.take(now) {
             return Verdict::Allow;
         }
         self.refusals += 1;
@@ -68,5 +95,16 @@ mod tests {
         let later = now + Duration::from_millis(100);
         assert!((0..10).all(|_| gate.check(later) == Verdict::Allow));
         assert_eq!(gate.check(later), Verdict::Refuse);
+    }
+
+    #[test]
+    fn presence_has_its_own_smaller_bucket() {
+        let now = Instant::now();
+        let mut bucket = Bucket::presence(now);
+        assert!((0..10).all(|_| bucket.take(now)));
+        assert!(!bucket.take(now));
+        assert!(
+            bucket.take(now + Duration::from_millis(500)) && !bucket.take(now + Duration::from_millis(500))
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! The client's `presence` message (README, Presence and control): a member of a room asks who
 //! else is in it; everyone gets the counts, admins the members too. A room
-//! the client is not in is `forbidden`.
+//! the client is not in is `forbidden`; a query beyond the session's
+//! presence bucket is `rate_limited`, one the shard has no room for
+//! `unavailable`.
 
 use async_tungstenite::tungstenite::Utf8Bytes;
 
@@ -20,8 +22,16 @@ pub async fn answer(shard: &Shard, session: &SessionHandle, requested: &str) -> 
     if !shard.is_member(session, &room) {
         return not_a_member(requested);
     }
-    let presence = shard.room_presence(&room).await;
-    protocol::presence(requested, &presence, session.identity.role == Role::Admin)
+    let admin = session.identity.role == Role::Admin;
+    match shard.room_presence(&room, admin).await {
+        Ok(presence) => protocol::presence(requested, &presence, admin),
+        Err(busy) => protocol::error(ErrorCode::Unavailable, &busy.to_string()),
+    }
+}
+
+/// The refusal of a query beyond the session's presence bucket.
+pub fn rate_limited() -> Utf8Bytes {
+    protocol::error(ErrorCode::RateLimited, "too many presence queries: at most 10 at once, then 2 a second")
 }
 
 fn not_a_member(room: &str) -> Utf8Bytes {

@@ -3,6 +3,7 @@
 //! first — a signal from the shard (close, queued events, ping due) or a frame
 //! from the client.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::{poll_fn, Future};
@@ -24,7 +25,7 @@ use socket2::SockRef;
 use tracing::{debug, info};
 
 use super::expiry;
-use super::flood::{FloodGate, Verdict};
+use super::flood::{Bucket, FloodGate, Verdict};
 use super::handshake::{self, Admitted};
 use super::presence;
 use crate::auth::jwt::now_secs;
@@ -163,6 +164,7 @@ fn start(
             registration,
             _admission: admission,
             flood: FloodGate::new(Instant::now()),
+            presence_queries: Cell::new(Bucket::presence(Instant::now())),
             batch: VecDeque::new(),
         }
         .run(rooms),
@@ -218,6 +220,8 @@ struct Session {
     /// The `MAX_CONNECTIONS` slot, freed with the session.
     _admission: Admission,
     flood: FloodGate,
+    /// Presence queries are dearer than other messages: their own bucket.
+    presence_queries: Cell<Bucket>,
     /// Frames being written; trades places with the handle's queue.
     batch: VecDeque<Utf8Bytes>,
 }
@@ -411,7 +415,18 @@ impl Session {
         let answer = match protocol::parse(text) {
             Ok(ClientMessage::Ping) => protocol::pong(),
             Ok(ClientMessage::Refresh { token }) => self.refresh(&token),
-            Ok(ClientMessage::Presence { room }) => presence::answer(self.shard(), &self.handle, &room).await,
+            Ok(ClientMessage::Presence { room }) => {
+                let mut bucket = self.presence_queries.get();
+                let allowed = bucket.take(Instant::now());
+                self.presence_queries.set(bucket);
+                match allowed {
+                    true => presence::answer(self.shard(), &self.handle, &room).await,
+                    false => {
+                        self.shard().instance.metrics.rate_limited.inc();
+                        presence::rate_limited()
+                    }
+                }
+            }
             Err(message) => protocol::error(ErrorCode::BadRequest, &message),
             Ok(ClientMessage::Subscribe { room, since }) => return self.subscribe(&room, since),
             Ok(ClientMessage::Unsubscribe { room }) => match self.shard().unsubscribe(&self.handle, &room) {

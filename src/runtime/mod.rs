@@ -120,6 +120,7 @@ async fn run(instance: &'static Instance, parts: ShardParts, listener: OwnedFd, 
         queues.ingest(accept_loop(shard.clone(), listener, sessions.clone(), census.clone(), queues));
     let keepalive = glommio::spawn_local(keepalive::run(shard.clone()));
     let trimming = glommio::spawn_local(memory::run(census, instance.metrics.memory_trims.clone()));
+    let leaves = glommio::spawn_local(shard.clone().announce_leaves());
     let redis = redis_links(&shard, links, queues);
     ready();
 
@@ -136,6 +137,7 @@ async fn run(instance: &'static Instance, parts: ShardParts, listener: OwnedFd, 
     }
     keepalive.cancel().await;
     trimming.cancel().await;
+    leaves.cancel().await;
     shard.leave_presence().await;
     // Redis goes last: sessions were drained first.
     for link in redis {

@@ -8,17 +8,21 @@
 //! - `history`: rooms' events kept for recovery, and subscribes that wait
 //!   for their room's answer;
 //! - `index`: sessions, room → members, user → sessions;
-//! - `ledger`: first and last sessions per member, for `join`/`leave`;
+//! - `leaving`: `leave`s held back until the member has been gone a while;
+//! - `ledger`: first and last sessions per member, and tallied rooms' members;
 //! - `presence`: presence queries over the shards, control messages, and
 //!   the `join`/`leave` tallies;
+//! - `queries`: the presence queries out, shared per room and bounded;
 //! - `remote`: with Redis, this shard's presence there (every instance's);
 //! - `resync`: with Redis, the rooms told to resync after an outage.
 
 pub mod handle;
 mod history;
 mod index;
+mod leaving;
 mod ledger;
 mod presence;
+mod queries;
 mod remote;
 mod resync;
 
@@ -46,6 +50,7 @@ pub use crate::shard_id::ShardId;
 use handle::{Push, Reserved, SessionHandle};
 use index::Index;
 pub use index::{SessionKey, TooManyRooms, MAX_ROOMS_PER_SESSION};
+pub use queries::Busy;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SubscribeError {
@@ -111,9 +116,14 @@ pub struct Shard {
     /// This shard's copy of the JWKS keys, replaced whole from its inbox.
     /// Borrowed only for one token's check.
     keys: RefCell<KeySet>,
-    /// With `PRESENCE_EVENTS` or Redis: this shard's sessions per member of
-    /// each room, for `join`/`leave` and for the presence kept in Redis.
-    ledger: Option<RefCell<ledger::Ledger>>,
+    /// This shard's sessions per member of each room, and the members of
+    /// the rooms it tallies: for counts, `join`/`leave` and the presence
+    /// kept in Redis.
+    ledger: RefCell<ledger::Ledger>,
+    /// The `leave`s of the rooms this shard tallies, held back.
+    leaving: RefCell<leaving::Leaving>,
+    /// The presence queries this shard has out.
+    queries: RefCell<queries::Queries>,
     /// With Redis: this shard as presence in Redis knows it.
     entity: Option<crate::bus::redis::presence::Entity>,
     /// One instance with history on: the history of the rooms this shard
@@ -139,8 +149,9 @@ impl Shard {
             index: RefCell::new(Index::new(interest.clone())),
             interest,
             keys: RefCell::new(keys),
-            ledger: (instance.config.presence_events || instance.config.redis.is_some())
-                .then(RefCell::default),
+            ledger: RefCell::default(),
+            leaving: RefCell::default(),
+            queries: RefCell::default(),
             entity: instance
                 .config
                 .redis
@@ -207,14 +218,11 @@ impl Shard {
     /// Removes a session. Nothing is queued to it from here on, so what it
     /// still holds will never be written: it no longer counts as owed.
     pub fn unregister(&self, key: SessionKey) {
-        let rooms = match self.ledger {
-            Some(_) => {
-                let index = self.index.borrow();
-                let mut rooms = index.session(key).map(|session| index.rooms_of(session)).unwrap_or_default();
-                rooms.push(Rc::from(room::ALL));
-                rooms
-            }
-            None => Vec::new(),
+        let rooms = {
+            let index = self.index.borrow();
+            let mut rooms = index.session(key).map(|session| index.rooms_of(session)).unwrap_or_default();
+            rooms.push(Rc::from(room::ALL));
+            rooms
         };
         let removed = self.index.borrow_mut().remove(key);
         if let Some(session) = removed {

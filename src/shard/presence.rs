@@ -1,10 +1,11 @@
 //! Presence on the shards (README, Presence and control): a shard answers for its own sessions
-//! from its room index (a room's answer costs its members, never every
-//! connection), asks the other shards through their inboxes and merges the
+//! from its room index (counts cost nothing to work out; members, asked for,
+//! cost the room's members here, never every connection), asks the other shards through their inboxes and merges the
 //! answers; control messages (disconnect) reach every shard the same way, or
-//! through Redis. With `PRESENCE_EVENTS`, each room has a tally shard (by a
-//! hash of its name) that counts, per member, the shards holding one of its
-//! sessions there, and publishes `join` on 0 → 1 and `leave` on 1 → 0.
+//! through Redis. Each room has a tally shard (by a hash of its name) that
+//! counts, per member, the shards holding one of its sessions there: it
+//! knows the room's members overall (so counts need no member list) and,
+//! with `PRESENCE_EVENTS`, publishes `join` on 0 → 1 and `leave` on 1 → 0.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,32 +15,47 @@ use futures_channel::oneshot;
 use tracing::warn;
 
 use super::handle::SessionHandle;
-use super::ledger::{is_edge, Count};
+use super::ledger::{is_edge, Count, Seat};
+use super::queries::{self, Busy, Turn};
 use super::{Shard, ShardId};
 use crate::auth::Identity;
 use crate::bus::local::{ShardMsg, TallyChange};
 use crate::bus::redis::Unavailable;
 use crate::bus::Bus;
 use crate::metrics::{DropReason, PresenceKind};
-use crate::presence::{self, Answer, Control, Member, Query, RoomPresence, UserPresence};
+use crate::presence::{self, Answer, Control, Member, Query, RoomAnswer, RoomPresence, UserPresence};
 use crate::room;
 
 /// How long a query waits for the other shards (each answers from memory,
 /// in microseconds, unless its executor is stuck).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// One entry per member, its connections summed.
-fn count_members<'a>(sessions: impl Iterator<Item = &'a Rc<SessionHandle>>) -> Vec<Member> {
-    presence::count_seats(sessions.map(|s| (s.identity.user_id.as_str(), s.identity.role)))
+/// How often a tally shard looks for held leaves that fell due.
+const LEAVES_EVERY: Duration = Duration::from_millis(250);
+
+/// The first [`presence::MAX_MEMBERS`] members, their connections summed.
+fn first_members<'a>(sessions: impl Iterator<Item = &'a Rc<SessionHandle>>) -> Vec<Member> {
+    let seats = sessions.map(|s| (s.identity.user_id.as_str(), s.identity.role));
+    presence::first_members(seats, presence::MAX_MEMBERS)
 }
 
 impl Shard {
-    /// This shard's own answer, from its index.
+    /// This shard's own answer, from its index (and, for the rooms it
+    /// tallies, the members overall).
     pub fn answer(&self, query: &Query) -> Answer {
         let index = self.index.borrow();
         match query {
-            Query::Room(room) if room == room::ALL => Answer::Room(count_members(index.sessions())),
-            Query::Room(room) => Answer::Room(count_members(index.members(room).iter())),
+            Query::Room { room, members } => {
+                let all = room == room::ALL;
+                let connections = if all { index.len() } else { index.members(room).len() } as u64;
+                let users = (self.owner_of(room) == self.id).then(|| self.ledger.borrow().members(room));
+                let members = match (members, all) {
+                    (false, _) => Vec::new(),
+                    (true, true) => first_members(index.sessions()),
+                    (true, false) => first_members(index.members(room).iter()),
+                };
+                Answer::Room(RoomAnswer { connections, users, members })
+            }
             Query::User(user) => {
                 let sessions = index.user_sessions(user);
                 let mut rooms: Vec<String> =
@@ -89,20 +105,36 @@ impl Shard {
         answers
     }
 
-    /// Who is in `room` (already resolved: `cart:V`), on every shard.
-    pub async fn room_presence(&self, room: &str) -> RoomPresence {
+    /// Who is in `room` (already resolved: `cart:V`), on every shard: the
+    /// counts, and with `members` the first members. Shares the answer of
+    /// the same query already out on this shard.
+    pub async fn room_presence(&self, room: &str, members: bool) -> Result<Rc<RoomPresence>, Busy> {
+        let key = (room.to_owned(), members);
+        let gathering = loop {
+            match queries::room(&self.queries, key.clone())? {
+                Turn::Wait(answer) => {
+                    if let Ok(presence) = answer.await {
+                        self.instance.metrics.presence.queried(PresenceKind::Room);
+                        return Ok(presence);
+                    }
+                }
+                Turn::Gather(gathering) => break gathering,
+            }
+        };
         let started = Instant::now();
-        let answers = self.gather(Query::Room(room.to_owned())).await;
-        let merged = RoomPresence::merge(answers.into_iter().filter_map(|answer| match answer {
-            Answer::Room(members) => Some(members),
+        let answers = self.gather(Query::Room { room: key.0, members }).await;
+        let merged = Rc::new(RoomPresence::merge(answers.into_iter().filter_map(|answer| match answer {
+            Answer::Room(room) => Some(room),
             Answer::User { .. } => None,
-        }));
+        })));
+        gathering.answered(&merged);
         self.observe_query(PresenceKind::Room, started);
-        merged
+        Ok(merged)
     }
 
     /// Where `user` is connected, on every shard.
-    pub async fn user_presence(&self, user: &str) -> UserPresence {
+    pub async fn user_presence(&self, user: &str) -> Result<UserPresence, Busy> {
+        let _gathering = queries::user(&self.queries)?;
         let started = Instant::now();
         let answers = self.gather(Query::User(user.to_owned())).await;
         let merged = UserPresence::merge(
@@ -113,7 +145,7 @@ impl Shard {
             }),
         );
         self.observe_query(PresenceKind::User, started);
-        merged
+        Ok(merged)
     }
 
     fn observe_query(&self, kind: PresenceKind, started: Instant) {
@@ -158,8 +190,8 @@ impl Shard {
         Ok(())
     }
 
-    /// A session joined `room`: with `PRESENCE_EVENTS`, a member's first
-    /// session here is told to the room's tally shard.
+    /// A session joined `room`: a member's first session here is told to
+    /// the room's tally shard (and, with Redis, every change is written there).
     pub(super) fn member_joined(&self, room: &str, identity: &Identity) {
         self.member_moved(room, identity, true);
     }
@@ -170,18 +202,16 @@ impl Shard {
     }
 
     fn member_moved(&self, room: &str, identity: &Identity, joined: bool) {
-        let Some(ledger) = &self.ledger else { return };
-        let events = self.instance.config.presence_events && presence::has_presence_events(room);
-        if self.entity.is_none() && !events {
-            return;
-        }
         let seat = (room.to_owned(), identity.user_id.clone(), identity.role);
-        let Some(count) = ledger.borrow_mut().count(Count::Sessions, seat, joined) else { return };
+        let Some(count) = self.ledger.borrow_mut().count(Count::Sessions, seat, joined) else { return };
         let edge = is_edge(count, joined);
-        match &self.entity {
-            Some(entity) => self.write_seat(entity, room, identity, count, events && edge),
-            None if edge => self.tell_tally(room, identity, joined),
-            None => {}
+        if let Some(entity) = &self.entity {
+            let events = self.instance.config.presence_events && presence::has_presence_events(room);
+            self.write_seat(entity, room, identity, count, events && edge);
+        }
+        // With Redis too: the instance answers alone while Redis cannot.
+        if edge {
+            self.tell_tally(room, identity, joined);
         }
     }
 
@@ -201,16 +231,39 @@ impl Shard {
     }
 
     /// Counts a shard's first or last session of a member in a room this
-    /// shard tallies; the room's first or last one overall is published.
+    /// shard tallies; the room's first overall is published, its last held
+    /// back (see `leaving`).
     pub fn tally(&self, change: TallyChange) {
-        let Some(ledger) = &self.ledger else { return };
         let TallyChange { room, user_id, role, joined } = change;
-        let seat = (room.clone(), user_id.clone(), role);
-        let overall = ledger.borrow_mut().count(Count::Shards, seat, joined);
-        if overall.is_none_or(|count| !is_edge(count, joined)) {
+        let seat = (room, user_id, role);
+        let overall = self.ledger.borrow_mut().count(Count::Shards, seat.clone(), joined);
+        let events = self.instance.config.presence_events && presence::has_presence_events(&seat.0);
+        // With Redis, its script publishes them, over every instance.
+        if !events || self.entity.is_some() || overall.is_none_or(|count| !is_edge(count, joined)) {
             return;
         }
-        match presence::membership_event(&room, &user_id, role, joined) {
+        if !joined {
+            self.leaving.borrow_mut().hold(seat, Instant::now());
+        } else if !self.leaving.borrow_mut().back(&seat) {
+            self.announce(&seat, true);
+        }
+    }
+
+    /// Sends the leaves held for `leaving::GRACE` of members still gone,
+    /// for as long as the shard runs (with `PRESENCE_EVENTS`, without Redis).
+    pub async fn announce_leaves(self: Rc<Self>) {
+        if !self.instance.config.presence_events || self.entity.is_some() {
+            return;
+        }
+        loop {
+            glommio::timer::sleep(LEAVES_EVERY).await;
+            let due = self.leaving.borrow_mut().due(Instant::now());
+            due.iter().for_each(|seat| self.announce(seat, false));
+        }
+    }
+
+    fn announce(&self, (room, user_id, role): &Seat, joined: bool) {
+        match presence::membership_event(room, user_id, *role, joined) {
             Ok(event) => {
                 self.instance.metrics.presence.event(joined);
                 self.publish_locally(std::sync::Arc::new(event));

@@ -15,15 +15,56 @@ use tracing::warn;
 
 use super::Shard;
 use crate::auth::Identity;
-use crate::bus::redis::presence::{self, Entity, SeatWrite, REFRESH_EVERY};
+use crate::auth::Role;
+use crate::bus::redis::presence::{self, Entity, SeatWrite, LEAVE_GRACE, REFRESH_EVERY};
+use crate::bus::redis::{PresenceKeys, Publisher};
 use crate::bus::Bus;
-use crate::presence::{membership_event, Answer, Query};
+use crate::metrics::PresenceMetrics;
+use crate::presence::{membership_event, Answer, Query, MAX_MEMBERS};
 
 /// How often the keeper looks for a new Redis connection.
 const TICK: Duration = Duration::from_secs(1);
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A member's `leave` that Redis holds: sent after [`LEAVE_GRACE`] if the
+/// member is still gone over every instance.
+struct HeldLeave {
+    keys: PresenceKeys,
+    entity: String,
+    room: String,
+    user_id: String,
+    role: Role,
+    channel: String,
+    held_ms: u64,
+    /// With history, the channels' log bounds: the `leave` is numbered.
+    log: Option<(usize, u64)>,
+}
+
+impl HeldLeave {
+    async fn confirm(self, publisher: &Publisher, metrics: &PresenceMetrics) {
+        let event = match membership_event(&self.room, &self.user_id, self.role, false) {
+            Ok(event) => event,
+            Err(e) => return warn!(error = %e, "cannot encode a presence event"),
+        };
+        let seat = SeatWrite {
+            entity: &self.entity,
+            room: &self.room,
+            user_id: &self.user_id,
+            role: self.role,
+            count: 0,
+            event: Some((&self.channel, event.frame.as_str())),
+            log: self.log.and_then(|(size, ttl)| Some((size, ttl, publisher.run_id().ok()?))),
+        };
+        let command = self.keys.confirm_leave(&seat, self.held_ms, now_ms());
+        // Lost with the connection: the member is gone without a `leave`,
+        // as when an instance dies.
+        if let Ok(Value::Int(1)) = publisher.command(command).await {
+            metrics.event(false);
+        }
+    }
 }
 
 impl Shard {
@@ -62,13 +103,30 @@ impl Shard {
                 Some((size, ttl, publisher.run_id().ok()?))
             }),
         };
-        let command = entity.keys.write_seat(&seat, now_ms());
+        let now = now_ms();
+        let command = entity.keys.write_seat(&seat, now);
+        let held = (edge_event && !joined).then(|| HeldLeave {
+            keys: entity.keys.clone(),
+            entity: entity.id.clone(),
+            room: room.to_owned(),
+            user_id: identity.user_id.clone(),
+            role: identity.role,
+            channel: channels.for_room(Some(room)).to_owned(),
+            held_ms: now,
+            log: history.as_ref().map(|h| h.log_bounds()),
+        });
         let (publisher, metrics) = (publisher.clone(), &self.instance.metrics.presence);
         // Spawned in order and queued on its first poll, so one seat's writes
         // reach Redis in the order they happened.
         glommio::spawn_local(async move {
             match publisher.command(command).await {
                 Ok(Value::Int(1)) => metrics.event(joined),
+                Ok(Value::Int(2)) => {
+                    if let Some(held) = held {
+                        glommio::timer::sleep(LEAVE_GRACE).await;
+                        held.confirm(&publisher, metrics).await;
+                    }
+                }
                 Ok(Value::ServerError(e)) => warn!(error = ?e, "redis refused a presence write"),
                 // Lost with the connection: the next one rewrites every seat.
                 Ok(_) | Err(_) => {}
@@ -97,10 +155,10 @@ impl Shard {
 
     /// Writes every seat this shard holds (no events: nothing changed).
     async fn rewrite_seats(&self, entity: &Entity) -> bool {
-        let Some(ledger) = &self.ledger else { return false };
         let Bus::Redis { publisher, .. } = &self.bus else { return false };
         let now = now_ms();
-        let commands: Vec<Vec<u8>> = ledger
+        let commands: Vec<Vec<u8>> = self
+            .ledger
             .borrow()
             .seats()
             .map(|((room, user_id, role), count)| {
@@ -121,9 +179,9 @@ impl Shard {
 
     /// Says this shard is live and keeps its keys from expiring.
     async fn refresh(&self, entity: &Entity) -> bool {
-        let Some(ledger) = &self.ledger else { return false };
         let Bus::Redis { publisher, .. } = &self.bus else { return false };
-        let keys: BTreeSet<String> = ledger
+        let keys: BTreeSet<String> = self
+            .ledger
             .borrow()
             .seats()
             .flat_map(|((room, user_id, _), _)| [entity.keys.room(room), entity.keys.user(user_id)])
@@ -144,26 +202,29 @@ impl Shard {
     /// cannot answer.
     pub(super) async fn answer_from_redis(&self, query: &Query) -> Option<Answer> {
         let (Some(entity), Bus::Redis { publisher, .. }) = (&self.entity, &self.bus) else { return None };
-        let key = match query {
-            Query::Room(room) => entity.keys.room(room),
-            Query::User(user) => entity.keys.user(user),
-        };
-        let live = publisher.command(entity.keys.live_entities(now_ms()));
-        let read = publisher.command(entity.keys.read(&key));
-        let (live, read) = match futures_lite::future::zip(live, read).await {
-            (Ok(live), Ok(read)) => (presence::entities(&live), read),
-            _ => {
-                warn!("redis cannot answer a presence query: this instance answers alone");
-                return None;
+        let answer = match query {
+            Query::Room { room, members } => {
+                let limit = if *members { MAX_MEMBERS } else { 0 };
+                let reply = publisher.command(entity.keys.read_room(room, limit, now_ms())).await;
+                reply.ok().as_ref().and_then(presence::room_answer).map(Answer::Room)
+            }
+            Query::User(user) => {
+                let live = publisher.command(entity.keys.live_entities(now_ms()));
+                let read = publisher.command(entity.keys.read(&entity.keys.user(user)));
+                match futures_lite::future::zip(live, read).await {
+                    (Ok(live), Ok(read)) => {
+                        let (connections, mut rooms) =
+                            presence::user_sessions(&read, &presence::entities(&live));
+                        rooms.retain(|room| room != crate::room::ALL);
+                        Some(Answer::User { connections, rooms })
+                    }
+                    _ => None,
+                }
             }
         };
-        Some(match query {
-            Query::Room(_) => Answer::Room(presence::room_members(&read, &live)),
-            Query::User(_) => {
-                let (connections, mut rooms) = presence::user_sessions(&read, &live);
-                rooms.retain(|room| room != crate::room::ALL);
-                Answer::User { connections, rooms }
-            }
-        })
+        if answer.is_none() {
+            warn!("redis cannot answer a presence query: this instance answers alone");
+        }
+        answer
     }
 }

@@ -25,7 +25,7 @@ use redis::Value;
 
 use super::history::{life_key, life_lua, sequenced_lua};
 use crate::auth::Role;
-use crate::presence::Member;
+use crate::presence::{Member, RoomAnswer};
 
 /// An entity not refreshed for this long is no longer live.
 pub const ENTITY_TTL: Duration = Duration::from_secs(45);
@@ -34,20 +34,46 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(15);
 /// A presence key no live entity refreshes expires after this.
 pub const KEY_TTL: Duration = Duration::from_secs(120);
 
+/// `announce(k, a, channel, event)` publishes a `join`/`leave`: with
+/// history (a log size ARGV[a] > 0), numbered and kept in the channel's log
+/// like an event (sequence KEYS[k], log KEYS[k+1], life KEYS[k+2]; at most
+/// ARGV[a] messages for ARGV[a+1] seconds; a fresh token ARGV[a+2]; the
+/// Redis process ARGV[a+3]), so a subscriber that was away catches up on it.
+macro_rules! announce_lua {
+    () => {
+        concat!(
+            life_lua!(),
+            sequenced_lua!(),
+            r"
+local function announce(k, a, channel, event)
+  local logsize = tonumber(ARGV[a])
+  if logsize > 0 then
+    local fresh = ARGV[a + 2]
+    local life = life_now(KEYS[k + 2], fresh, ARGV[a + 3])
+    publish_sequenced(KEYS[k], KEYS[k + 1], logsize, ARGV[a + 1], life, fresh, channel, string.sub(event, 1, -2))
+  else
+    redis.call('PUBLISH', channel, event)
+  end
+end
+"
+        )
+    };
+}
+
 /// Says the entity is live (a writer is, before its first refresh), sets
-/// (count > 0) or removes (0) its field in a room and its user,
-/// and when the member thereby appears in (vanishes from) the room on every
-/// live entity, publishes ARGV[7] on ARGV[6] (when given): with ARGV[10] > 0
-/// (history), numbered and kept in the channel's log (KEYS[4], KEYS[5]; at
-/// most ARGV[10] messages for ARGV[11] seconds; the life KEYS[6] of the
-/// Redis process ARGV[13]). Returns 1 when it published.
+/// (count > 0) or removes (0) its field in a room and its user. With an
+/// event (ARGV[7] on ARGV[6]): when the member thereby appears in the room
+/// on every live entity, announces its `join` (returns 1) unless its
+/// `leave` is held (KEYS[4], field ARGV[2]: taken back, returns 0); when it
+/// vanishes, holds its `leave` under the stamp ARGV[10] (returns 2) for
+/// [`CONFIRM_SCRIPT`] to send after [`LEAVE_GRACE`]. Numbering (with
+/// history) takes KEYS[5..=7] and ARGV[11..=14] (see `announce_lua`).
 const SEAT_SCRIPT: &str = concat!(
-    life_lua!(),
-    sequenced_lua!(),
+    announce_lua!(),
     r"
-local room, user, live = KEYS[1], KEYS[2], KEYS[3]
-local entity, member, userfield, count, now, channel, event, ttl, expiry =
-  ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local room, user, live, leaving = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local entity, member, userfield, count, now, channel, event, ttl, expiry, stamp =
+  ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 redis.call('ZADD', live, expiry, entity)
 local field = entity .. member
 local had = redis.call('HEXISTS', room, field) == 1
@@ -64,15 +90,72 @@ if event == '' or had == (count > 0) then return 0 end
 for _, other in ipairs(redis.call('ZRANGEBYSCORE', live, now, '+inf')) do
   if other ~= entity and redis.call('HEXISTS', room, other .. member) == 1 then return 0 end
 end
-if tonumber(ARGV[10]) > 0 then
-  local life = life_now(KEYS[6], ARGV[12], ARGV[13])
-  publish_sequenced(KEYS[4], KEYS[5], tonumber(ARGV[10]), ARGV[11], life, ARGV[12], channel, string.sub(event, 1, -2))
-else
-  redis.call('PUBLISH', channel, event)
+if count == 0 then
+  redis.call('HSET', leaving, member, stamp)
+  redis.call('EXPIRE', leaving, ttl)
+  return 2
 end
+if redis.call('HDEL', leaving, member) == 1 then return 0 end
+announce(5, 11, channel, event)
 return 1
 "
 );
+
+/// Announces a held `leave` (ARGV[4] on ARGV[3]) if it is still held under
+/// its stamp ARGV[2] (the member did not come back, nor go again) and no
+/// live entity (scored from ARGV[5]) holds member ARGV[1]. Returns 1 when
+/// sent. Numbering (with history) takes KEYS[4..=6] and ARGV[6..=9].
+const CONFIRM_SCRIPT: &str = concat!(
+    announce_lua!(),
+    r"
+local room, live, leaving = KEYS[1], KEYS[2], KEYS[3]
+local member, stamp, channel, event, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if redis.call('HGET', leaving, member) ~= stamp then return 0 end
+redis.call('HDEL', leaving, member)
+for _, other in ipairs(redis.call('ZRANGEBYSCORE', live, now, '+inf')) do
+  if redis.call('HEXISTS', room, other .. member) == 1 then return 0 end
+end
+announce(4, 6, channel, event)
+return 1
+"
+);
+
+/// How long a member must be gone before its `leave` is sent.
+pub const LEAVE_GRACE: Duration = Duration::from_secs(2);
+
+/// A room's members and sessions on the live entities (KEYS[2] scored from
+/// ARGV[1]), and its first ARGV[2] members by user id then role, worked out
+/// in Redis: the reply is `users, connections`, then `userId, role,
+/// connections` per member listed, never the room's hash.
+const ROOM_SCRIPT: &str = r"
+local live = {}
+for _, e in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[1], '+inf')) do live[e] = true end
+local fields = redis.call('HGETALL', KEYS[1])
+local counts, users, connections = {}, 0, 0
+for i = 1, #fields, 2 do
+  local entity, role, user = string.match(fields[i], '^(%S+) (%S+) (.*)$')
+  local n = tonumber(fields[i + 1])
+  if entity and n and live[entity] then
+    connections = connections + n
+    local member = user .. '\0' .. role
+    if counts[member] then counts[member] = counts[member] + n else counts[member] = n; users = users + 1 end
+  end
+end
+local reply = {users, connections}
+local limit = tonumber(ARGV[2])
+if limit > 0 then
+  local names = {}
+  for member in pairs(counts) do names[#names + 1] = member end
+  table.sort(names)
+  for i = 1, math.min(limit, #names) do
+    local user, role = string.match(names[i], '^(.*)%z(.-)$')
+    reply[#reply + 1] = user
+    reply[#reply + 1] = role
+    reply[#reply + 1] = counts[names[i]]
+  end
+end
+return reply
+";
 
 /// One shard of one instance, as presence in Redis knows it.
 pub struct Entity {
@@ -122,21 +205,29 @@ impl PresenceKeys {
         format!("{}:presence:user:{user_id}", self.prefix)
     }
 
+    fn leaving(&self, room: &str) -> String {
+        format!("{}:presence:leaving:{room}", self.prefix)
+    }
+
+    /// The keys `announce_lua` numbers an event's `join`/`leave` with.
+    fn numbering_keys(&self, event: Option<(&str, &str)>) -> [String; 3] {
+        let channel = event.map_or("", |(channel, _)| channel);
+        [format!("{channel}:seq"), format!("{channel}:log"), life_key(&self.prefix)]
+    }
+
     /// The script that writes one seat (see [`SEAT_SCRIPT`]).
     pub fn write_seat(&self, seat: &SeatWrite<'_>, now_ms: u64) -> Vec<u8> {
         let (channel, event) = seat.event.unwrap_or(("", ""));
-        let (log_size, log_ttl, run) = seat.log.clone().unwrap_or((0, 0, Rc::from("")));
         redis::cmd("EVAL")
             .arg(SEAT_SCRIPT)
-            .arg(6)
+            .arg(7)
             .arg(self.room(seat.room))
             .arg(self.user(seat.user_id))
             .arg(&self.live)
-            .arg(format!("{channel}:seq"))
-            .arg(format!("{channel}:log"))
-            .arg(life_key(&self.prefix))
+            .arg(self.leaving(seat.room))
+            .arg(&self.numbering_keys(seat.event)[..])
             .arg(seat.entity)
-            .arg(format!(" {} {}", seat.role.as_str(), seat.user_id))
+            .arg(member_field(seat.role, seat.user_id))
             .arg(format!("{} {} {}", seat.entity, seat.role.as_str(), seat.room))
             .arg(seat.count)
             .arg(now_ms)
@@ -144,10 +235,28 @@ impl PresenceKeys {
             .arg(event)
             .arg(KEY_TTL.as_secs())
             .arg(now_ms + ENTITY_TTL.as_millis() as u64)
-            .arg(log_size)
-            .arg(log_ttl)
-            .arg(ulid::Ulid::new().to_string())
-            .arg(&*run)
+            .arg(leave_stamp(seat.entity, now_ms))
+            .arg(&numbering_args(seat.log.as_ref())[..])
+            .get_packed_command()
+    }
+
+    /// Sends the `leave` that [`write_seat`](Self::write_seat) held at
+    /// `held_ms`, if the member is still gone (see [`CONFIRM_SCRIPT`]).
+    pub fn confirm_leave(&self, seat: &SeatWrite<'_>, held_ms: u64, now_ms: u64) -> Vec<u8> {
+        let (channel, event) = seat.event.unwrap_or(("", ""));
+        redis::cmd("EVAL")
+            .arg(CONFIRM_SCRIPT)
+            .arg(6)
+            .arg(self.room(seat.room))
+            .arg(&self.live)
+            .arg(self.leaving(seat.room))
+            .arg(&self.numbering_keys(seat.event)[..])
+            .arg(member_field(seat.role, seat.user_id))
+            .arg(leave_stamp(seat.entity, held_ms))
+            .arg(channel)
+            .arg(event)
+            .arg(now_ms)
+            .arg(&numbering_args(seat.log.as_ref())[..])
             .get_packed_command()
     }
 
@@ -175,9 +284,39 @@ impl PresenceKeys {
         redis::cmd("ZRANGEBYSCORE").arg(&self.live).arg(now_ms).arg("+inf").get_packed_command()
     }
 
+    /// A room's counts on the live entities, and its first `members`
+    /// members (see [`ROOM_SCRIPT`]; read with [`room_answer`]).
+    pub fn read_room(&self, room: &str, members: usize, now_ms: u64) -> Vec<u8> {
+        redis::cmd("EVAL")
+            .arg(ROOM_SCRIPT)
+            .arg(2)
+            .arg(self.room(room))
+            .arg(&self.live)
+            .arg(now_ms)
+            .arg(members)
+            .get_packed_command()
+    }
+
     pub fn read(&self, key: &str) -> Vec<u8> {
         redis::cmd("HGETALL").arg(key).get_packed_command()
     }
+}
+
+/// A member's part of its fields in a room's hash, after the entity.
+fn member_field(role: Role, user_id: &str) -> String {
+    format!(" {} {user_id}", role.as_str())
+}
+
+/// The arguments `announce_lua` numbers with: none (a log size of 0)
+/// without history.
+fn numbering_args(log: Option<&(usize, u64, Rc<str>)>) -> [String; 4] {
+    let (size, ttl, run) = log.map_or((0, 0, ""), |(size, ttl, run)| (*size, *ttl, &**run));
+    [size.to_string(), ttl.to_string(), ulid::Ulid::new().to_string(), run.to_owned()]
+}
+
+/// Which hold of a `leave` it is: the entity that held it, and when.
+fn leave_stamp(entity: &str, held_ms: u64) -> String {
+    format!("{entity} {held_ms}")
 }
 
 /// The live entities of a `ZRANGEBYSCORE` reply.
@@ -209,11 +348,24 @@ fn live_fields<'a>(reply: &'a Value, live: &'a [String]) -> impl Iterator<Item =
     })
 }
 
-/// A room's members on the live entities (one entry per entity; merged later).
-pub fn room_members(reply: &Value, live: &[String]) -> Vec<Member> {
-    live_fields(reply, live)
-        .map(|(role, user_id, connections)| Member { user_id, role, connections })
-        .collect()
+/// The answer of [`PresenceKeys::read_room`], over every instance; `None`
+/// for a reply that is not one.
+pub fn room_answer(reply: &Value) -> Option<RoomAnswer> {
+    let Value::Array(items) = reply else { return None };
+    let (counts, listed) = items.split_at_checked(2)?;
+    let number = |v: &Value| text(v)?.parse::<u64>().ok();
+    let members = listed
+        .chunks_exact(3)
+        .filter_map(|m| {
+            let connections = number(&m[2])?.try_into().ok()?;
+            Some(Member { user_id: text(&m[0])?, role: text(&m[1])?.parse().ok()?, connections })
+        })
+        .collect();
+    Some(RoomAnswer {
+        users: Some(number(&counts[0])?.try_into().ok()?),
+        connections: number(&counts[1])?,
+        members,
+    })
 }
 
 /// A user's connections (its fields for `all`) and rooms on the live entities.
@@ -248,20 +400,22 @@ mod tests {
 
     #[test]
     fn only_live_entities_count() {
-        let hash = Value::Array(vec![
-            bulk("e1 seller 7"),
-            bulk("2"),
-            bulk("dead seller 7"),
-            bulk("5"),
-            bulk("e2 client 8"),
-            bulk("1"),
-        ]);
+        let hash =
+            Value::Array(vec![bulk("e1 seller all"), bulk("2"), bulk("dead seller orders:2"), bulk("5")]);
         let live = ["e1".to_owned(), "e2".to_owned()];
-        let members = room_members(&hash, &live);
-        assert_eq!(members.len(), 2);
-        assert_eq!(members[0], Member { user_id: "7".into(), role: Role::Seller, connections: 2 });
         let user =
             Value::Array(vec![bulk("e1 seller all"), bulk("2"), bulk("e1 seller orders:1"), bulk("1")]);
         assert_eq!(user_sessions(&user, &live), (2, vec!["all".into(), "orders:1".into()]));
+        assert_eq!(user_sessions(&hash, &live), (2, vec!["all".into()]));
+    }
+
+    #[test]
+    fn a_room_answer_is_counts_then_members() {
+        let reply =
+            Value::Array(vec![Value::Int(3), Value::Int(4), bulk("7"), bulk("seller"), Value::Int(2)]);
+        let answer = room_answer(&reply).expect("an answer");
+        assert_eq!((answer.users, answer.connections), (Some(3), 4));
+        assert_eq!(answer.members, [Member { user_id: "7".into(), role: Role::Seller, connections: 2 }]);
+        assert_eq!(room_answer(&Value::Array(vec![Value::Int(1)])), None);
     }
 }
