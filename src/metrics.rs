@@ -18,6 +18,9 @@ use prometheus_client::registry::Registry;
 
 use crate::auth::AuthError;
 
+mod figures;
+pub use figures::{Figures, ShardFigures};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ShardLabel {
     shard: String,
@@ -113,10 +116,13 @@ pub struct ShardMetrics {
     pub history_bytes: Gauge,
 }
 
-/// What everyone else sees of a shard's series: its connection count, read
-/// only, and the depths a scrape sets.
+/// What everyone else sees of a shard's series: what it writes, read only,
+/// and the depths a scrape sets.
 struct ShardView {
     connections: Gauge,
+    deliveries: Counter,
+    history_events: Gauge,
+    history_bytes: Gauge,
     /// `realtime_shard_inbox_messages{shard}`: cross-shard messages waiting.
     inbox_messages: Gauge,
     /// `realtime_shard_send_queue_bytes{shard}`: frames queued to clients
@@ -591,19 +597,21 @@ impl ShardFamilies {
         (0..shards)
             .map(|i| {
                 let label = ShardLabel { shard: i.to_string() };
-                let connections = self.connections.get_or_create(&label).clone();
-                let view = ShardView {
-                    connections: connections.clone(),
-                    inbox_messages: self.inbox_messages.get_or_create(&label).clone(),
-                    send_queue_bytes: self.send_queue_bytes.get_or_create(&label).clone(),
-                };
                 let owned = ShardMetrics {
-                    connections,
+                    connections: self.connections.get_or_create(&label).clone(),
                     deliveries: self.deliveries.get_or_create(&label).clone(),
                     inbox_events: self.inbox_events.get_or_create(&label).clone(),
                     redis_publish: self.redis_publish.get_or_create(&label).clone(),
                     history_events: self.history_events.get_or_create(&label).clone(),
                     history_bytes: self.history_bytes.get_or_create(&label).clone(),
+                };
+                let view = ShardView {
+                    connections: owned.connections.clone(),
+                    deliveries: owned.deliveries.clone(),
+                    history_events: owned.history_events.clone(),
+                    history_bytes: owned.history_bytes.clone(),
+                    inbox_messages: self.inbox_messages.get_or_create(&label).clone(),
+                    send_queue_bytes: self.send_queue_bytes.get_or_create(&label).clone(),
                 };
                 (view, owned)
             })

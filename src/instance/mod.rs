@@ -127,6 +127,13 @@ impl Instance {
         Some(self.redis_links.all_up())
     }
 
+    /// `None` without `REDIS_URL`; otherwise each shard's (subscriber,
+    /// publisher) state, by shard index.
+    pub fn redis_links(&self) -> Option<Vec<(bool, bool)>> {
+        self.config.redis.as_ref()?;
+        Some(self.redis_links.by_shard().collect())
+    }
+
     /// Holds a publish (briefly, and bounded) while some shard owes its
     /// clients more than their share.
     pub async fn wait_for_room(&self) {

@@ -134,6 +134,7 @@ impl Shard {
         let key = match query {
             Query::Room(room) => entity.keys.room(room),
             Query::User(user) => entity.keys.user(user),
+            Query::Busiest(_) => return None,
         };
         let live = publisher.command(entity.keys.live_entities(now_ms()));
         let read = publisher.command(entity.keys.read(&key));
@@ -151,6 +152,7 @@ impl Shard {
                 rooms.retain(|room| room != crate::room::ALL);
                 Answer::User { connections, rooms }
             }
+            Query::Busiest(_) => return None,
         })
     }
 }
