@@ -1,7 +1,7 @@
 //! Plain HTTP on the shared port (hyper's HTTP/1.1 server over glommio's
 //! socket): the publish API (`POST /api/notifications/send` and
-//! `/broadcast`, with CORS), `/health`, `/ready`, `/metrics`; JSON errors for
-//! everything else. Runs on the shard that accepted the socket.
+//! `/broadcast`, with CORS), `/health`, `/ready`, `/metrics`, the operator
+//! page; JSON errors for everything else. Runs on the shard that accepted the socket.
 //!
 //! - `admin`: the operator page and the stats it reads;
 //! - `clock`: the head and idle time limits of each connection;
