@@ -6,7 +6,7 @@
 //! lock and little contention is on a hot path. Queue depths and the Redis
 //! state are read when scraped, not maintained on the data path.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -462,6 +462,43 @@ impl Metrics {
         match format {
             Exposition::OpenMetrics => out,
             Exposition::Text => to_text_format(&out),
+        }
+    }
+}
+
+impl Metrics {
+    /// Reads every series of [`Figures`]. Queue depths are what the last
+    /// [`Metrics::set_scraped`] recorded: call it first.
+    pub fn figures(&self) -> Figures {
+        let shards = self
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(shard, view)| ShardFigures {
+                shard,
+                connections: view.connections.get(),
+                deliveries: view.deliveries.get(),
+                inbox_messages: view.inbox_messages.get(),
+                send_queue_bytes: view.send_queue_bytes.get(),
+                history_events: view.history_events.get(),
+                history_bytes: view.history_bytes.get(),
+            })
+            .collect();
+        Figures {
+            shards,
+            handshakes: self.handshakes.get(),
+            published: BTreeMap::from([
+                ("api", self.published_api.get()),
+                ("redis", self.published_redis.get()),
+            ]),
+            deliveries: self.deliveries.get(),
+            auth_failures: self.auth_failures.iter().map(|(e, c)| (e.reason(), c.get())).collect(),
+            dropped: self.dropped.iter().map(|(r, c)| (r.label(), c.get())).collect(),
+            slow_client_closes: self.slow_client_closes.get(),
+            rate_limited: self.rate_limited.get(),
+            publishes_held: self.publishes_held.get(),
+            redis_reconnects: self.redis_reconnects.get(),
+            disconnected_sessions: self.presence.disconnected_sessions.get(),
         }
     }
 }

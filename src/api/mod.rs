@@ -159,22 +159,11 @@ async fn respond(
 
 fn metrics<B>(shard: &Shard, request: &Request<B>) -> Response<Body> {
     let instance = shard.instance;
-    record_scraped(instance);
+    instance.record_scraped();
     let format = Exposition::for_accept(request.headers().get(ACCEPT).and_then(|v| v.to_str().ok()));
     let mut response = Response::new(Body::from(instance.metrics.render(format)));
     response.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static(format.content_type()));
     response
-}
-
-/// Sets the series that are read rather than kept (uptime, queue depths,
-/// Redis state), before `/metrics` or the operator page's stats read them.
-fn record_scraped(instance: &crate::instance::Instance) {
-    instance.metrics.uptime_seconds.set(instance.started.elapsed().as_secs() as i64);
-    instance.metrics.set_scraped(
-        instance.mailboxes.depths(),
-        instance.backlogs.bytes(),
-        instance.redis_connected() == Some(true),
-    );
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {

@@ -127,6 +127,17 @@ impl Instance {
         Some(self.redis_links.all_up())
     }
 
+    /// Sets the series that are read rather than kept (uptime, queue depths,
+    /// the Redis state), before `/metrics` or the operator page reads them.
+    pub fn record_scraped(&self) {
+        self.metrics.uptime_seconds.set(self.started.elapsed().as_secs() as i64);
+        self.metrics.set_scraped(
+            self.mailboxes.depths(),
+            self.backlogs.bytes(),
+            self.redis_connected() == Some(true),
+        );
+    }
+
     /// `None` without `REDIS_URL`; otherwise each shard's (subscriber,
     /// publisher) state, by shard index.
     pub fn redis_links(&self) -> Option<Vec<(bool, bool)>> {

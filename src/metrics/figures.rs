@@ -1,12 +1,10 @@
 //! The figures of the operator page (README, Operator page): the same
-//! counters and gauges `/metrics` renders, read in one pass into plain
-//! numbers for JSON. Reading them takes no lock: each is an atomic.
+//! counters and gauges `/metrics` renders, as plain numbers for JSON
+//! ([`super::Metrics::figures`] reads them, each an atomic, without a lock).
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-
-use super::Metrics;
 
 /// One shard's series.
 #[derive(Debug, Clone, Serialize)]
@@ -40,41 +38,4 @@ pub struct Figures {
     pub publishes_held: u64,
     pub redis_reconnects: u64,
     pub disconnected_sessions: u64,
-}
-
-impl Metrics {
-    /// Reads every series of [`Figures`]. Queue depths are what the last
-    /// [`Metrics::set_scraped`] recorded: call it first.
-    pub fn figures(&self) -> Figures {
-        let shards = self
-            .shards
-            .iter()
-            .enumerate()
-            .map(|(shard, view)| ShardFigures {
-                shard,
-                connections: view.connections.get(),
-                deliveries: view.deliveries.get(),
-                inbox_messages: view.inbox_messages.get(),
-                send_queue_bytes: view.send_queue_bytes.get(),
-                history_events: view.history_events.get(),
-                history_bytes: view.history_bytes.get(),
-            })
-            .collect();
-        Figures {
-            shards,
-            handshakes: self.handshakes.get(),
-            published: BTreeMap::from([
-                ("api", self.published_api.get()),
-                ("redis", self.published_redis.get()),
-            ]),
-            deliveries: self.deliveries.get(),
-            auth_failures: self.auth_failures.iter().map(|(e, c)| (e.reason(), c.get())).collect(),
-            dropped: self.dropped.iter().map(|(r, c)| (r.label(), c.get())).collect(),
-            slow_client_closes: self.slow_client_closes.get(),
-            rate_limited: self.rate_limited.get(),
-            publishes_held: self.publishes_held.get(),
-            redis_reconnects: self.redis_reconnects.get(),
-            disconnected_sessions: self.presence.disconnected_sessions.get(),
-        }
-    }
 }

@@ -5,6 +5,7 @@
 //! through Redis. With `PRESENCE_EVENTS`, each room has a tally shard (by a
 //! hash of its name) that counts, per member, the shards holding one of its
 //! sessions there, and publishes `join` on 0 → 1 and `leave` on 1 → 0.
+//! The operator page's busiest rooms are asked of the shards the same way.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -51,6 +52,7 @@ impl Shard {
             Query::Busiest(limit) => Answer::Busiest(presence::biggest(
                 index
                     .rooms()
+                    // `all` is everyone, and a personal room one user.
                     .filter(|(name, _)| presence::has_presence_events(name))
                     .map(|(name, members)| (name, members.len() as u64)),
                 *limit,

@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 use super::publish::refuse_caller;
-use super::response::{json, Body};
+use super::response::{error, json, Body};
 use crate::metrics::Figures;
 use crate::presence::RoomSize;
 use crate::shard::Shard;
@@ -87,7 +87,7 @@ pub async fn stats(shard: &Shard, peer: SocketAddr, headers: &HeaderMap) -> Resp
         return refusal;
     }
     let instance = shard.instance;
-    super::record_scraped(instance);
+    instance.record_scraped();
     let redis = instance.redis_links().map(|links| {
         links
             .into_iter()
@@ -104,7 +104,7 @@ pub async fn stats(shard: &Shard, peer: SocketAddr, headers: &HeaderMap) -> Resp
     };
     let mut response = match serde_json::to_value(stats) {
         Ok(body) => json(StatusCode::OK, body),
-        Err(e) => super::response::error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode: {e}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode: {e}")),
     };
     response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
