@@ -6,7 +6,7 @@
 //! lock and little contention is on a hot path. Queue depths and the Redis
 //! state are read when scraped, not maintained on the data path.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -17,6 +17,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::auth::AuthError;
+
+mod figures;
+pub use figures::{Figures, ShardFigures};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ShardLabel {
@@ -113,10 +116,13 @@ pub struct ShardMetrics {
     pub history_bytes: Gauge,
 }
 
-/// What everyone else sees of a shard's series: its connection count, read
-/// only, and the depths a scrape sets.
+/// What everyone else sees of a shard's series: what it writes, read only,
+/// and the depths a scrape sets.
 struct ShardView {
     connections: Gauge,
+    deliveries: Counter,
+    history_events: Gauge,
+    history_bytes: Gauge,
     /// `realtime_shard_inbox_messages{shard}`: cross-shard messages waiting.
     inbox_messages: Gauge,
     /// `realtime_shard_send_queue_bytes{shard}`: frames queued to clients
@@ -469,6 +475,43 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Reads every series of [`Figures`]. Queue depths are what the last
+    /// [`Metrics::set_scraped`] recorded: call it first.
+    pub fn figures(&self) -> Figures {
+        let shards = self
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(shard, view)| ShardFigures {
+                shard,
+                connections: view.connections.get(),
+                deliveries: view.deliveries.get(),
+                inbox_messages: view.inbox_messages.get(),
+                send_queue_bytes: view.send_queue_bytes.get(),
+                history_events: view.history_events.get(),
+                history_bytes: view.history_bytes.get(),
+            })
+            .collect();
+        Figures {
+            shards,
+            handshakes: self.handshakes.get(),
+            published: BTreeMap::from([
+                ("api", self.published_api.get()),
+                ("redis", self.published_redis.get()),
+            ]),
+            deliveries: self.deliveries.get(),
+            auth_failures: self.auth_failures.iter().map(|(e, c)| (e.reason(), c.get())).collect(),
+            dropped: self.dropped.iter().map(|(r, c)| (r.label(), c.get())).collect(),
+            slow_client_closes: self.slow_client_closes.get(),
+            rate_limited: self.rate_limited.get(),
+            publishes_held: self.publishes_held.get(),
+            redis_reconnects: self.redis_reconnects.get(),
+            disconnected_sessions: self.presence.disconnected_sessions.get(),
+        }
+    }
+}
+
 /// The two formats a scraper may ask for: OpenMetrics 1.0, or the
 /// Prometheus text format 0.0.4 that older scrapers and most tools read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -600,19 +643,21 @@ impl ShardFamilies {
         (0..shards)
             .map(|i| {
                 let label = ShardLabel { shard: i.to_string() };
-                let connections = self.connections.get_or_create(&label).clone();
-                let view = ShardView {
-                    connections: connections.clone(),
-                    inbox_messages: self.inbox_messages.get_or_create(&label).clone(),
-                    send_queue_bytes: self.send_queue_bytes.get_or_create(&label).clone(),
-                };
                 let owned = ShardMetrics {
-                    connections,
+                    connections: self.connections.get_or_create(&label).clone(),
                     deliveries: self.deliveries.get_or_create(&label).clone(),
                     inbox_events: self.inbox_events.get_or_create(&label).clone(),
                     redis_publish: self.redis_publish.get_or_create(&label).clone(),
                     history_events: self.history_events.get_or_create(&label).clone(),
                     history_bytes: self.history_bytes.get_or_create(&label).clone(),
+                };
+                let view = ShardView {
+                    connections: owned.connections.clone(),
+                    deliveries: owned.deliveries.clone(),
+                    history_events: owned.history_events.clone(),
+                    history_bytes: owned.history_bytes.clone(),
+                    inbox_messages: self.inbox_messages.get_or_create(&label).clone(),
+                    send_queue_bytes: self.send_queue_bytes.get_or_create(&label).clone(),
                 };
                 (view, owned)
             })

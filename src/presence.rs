@@ -37,6 +37,8 @@ pub enum Query {
     Room { room: String, members: bool },
     /// The sessions of a user, whatever their role.
     User(String),
+    /// The rooms with the most sessions, at most this many (operator page).
+    Busiest(usize),
 }
 
 /// One shard's answer.
@@ -44,6 +46,38 @@ pub enum Query {
 pub enum Answer {
     Room(RoomAnswer),
     User { connections: u32, rooms: Vec<String> },
+    Busiest(Vec<RoomSize>),
+}
+
+/// A room and its sessions (on one shard, or summed over shards).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoomSize {
+    pub room: String,
+    pub connections: u64,
+}
+
+/// The `limit` biggest of `rooms`, biggest first (ties by name). Picks them
+/// without sorting every room: a shard may hold one room per user.
+pub fn biggest<'a>(rooms: impl Iterator<Item = (&'a str, u64)>, limit: usize) -> Vec<RoomSize> {
+    let by_size = |a: &(&str, u64), b: &(&str, u64)| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0));
+    let mut sizes: Vec<(&str, u64)> = rooms.collect();
+    if sizes.len() > limit && limit > 0 {
+        sizes.select_nth_unstable_by(limit - 1, by_size);
+    }
+    sizes.truncate(limit);
+    sizes.sort_unstable_by(by_size);
+    sizes.into_iter().map(|(room, connections)| RoomSize { room: room.to_owned(), connections }).collect()
+}
+
+/// Sums each room's sessions over the shards' answers and keeps the
+/// `limit` biggest. A room a shard left out of its own `limit` biggest
+/// counts without that shard's sessions.
+pub fn merge_busiest(answers: impl IntoIterator<Item = Vec<RoomSize>>, limit: usize) -> Vec<RoomSize> {
+    let mut sums: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for size in answers.into_iter().flatten() {
+        *sums.entry(size.room).or_default() += size.connections;
+    }
+    biggest(sums.iter().map(|(room, n)| (room.as_str(), *n)), limit)
 }
 
 /// One shard's part of a room's presence (or, with Redis, every instance's).
@@ -224,6 +258,19 @@ mod tests {
 
     fn listing(connections: u64, users: Option<usize>, members: Vec<Member>) -> RoomAnswer {
         RoomAnswer { connections, users, members }
+    }
+
+    fn sizes(rooms: &[(&str, u64)]) -> Vec<RoomSize> {
+        rooms.iter().map(|&(room, connections)| RoomSize { room: room.into(), connections }).collect()
+    }
+
+    #[test]
+    fn the_busiest_rooms_are_summed_over_shards_biggest_first() {
+        let one = biggest([("a", 1), ("b", 5), ("c", 3), ("d", 5)].into_iter(), 3);
+        assert_eq!(one, sizes(&[("b", 5), ("d", 5), ("c", 3)]));
+        let merged = merge_busiest([one, sizes(&[("c", 4), ("e", 2)])], 2);
+        assert_eq!(merged, sizes(&[("c", 7), ("b", 5)]));
+        assert_eq!(biggest([("a", 1)].into_iter(), 0), []);
     }
 
     #[test]

@@ -77,6 +77,55 @@ fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     None
 }
 
+/// Runs `tests/browser/<script>` with `envs` (plus the browser and the step
+/// bound), bounded by [`NODE_DEADLINE`], and returns the JSON line it
+/// printed last; panics, with its output (`secrets` and the API key
+/// replaced), unless it succeeded with `"ok":true`.
+fn run_node(script: &str, envs: &[(&str, String)], secrets: &[&str]) -> Value {
+    let mut command = Command::new("node");
+    command
+        .arg(browser_dir().join(script))
+        .current_dir(browser_dir())
+        .env("REALTIME_E2E_CHROMIUM", chromium_path())
+        .env("REALTIME_E2E_WAIT_MS", STEP_WAIT_MS.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn node tests/browser/{script}: {e}"));
+    let (stdout, stderr) = (Buf::default(), Buf::default());
+    let readers = [
+        drain(child.stdout.take().expect("node stdout"), stdout.clone()),
+        drain(child.stderr.take().expect("node stderr"), stderr.clone()),
+    ];
+    let status = wait_bounded(&mut child, NODE_DEADLINE);
+    // The readers end at EOF; bounded, as a straggling browser process could
+    // hold the pipes open.
+    let read_by = Instant::now() + Duration::from_secs(5);
+    while !readers.iter().all(|r| r.is_finished()) && Instant::now() < read_by {
+        thread::sleep(Duration::from_millis(20));
+    }
+
+    // The script redacts secrets itself; this is the second belt.
+    let clean = |buf: &Buf| {
+        let text = buf.lock().unwrap().replace(API_KEY, "<api key>");
+        secrets.iter().fold(text, |text, secret| text.replace(secret, "<secret>"))
+    };
+    let (stdout, stderr) = (clean(&stdout), clean(&stderr));
+    let dump = format!("--- {script} stdout ---\n{stdout}\n--- {script} stderr ---\n{stderr}\n--- end ---");
+
+    let status = status.unwrap_or_else(|| panic!("{script} did not finish within {NODE_DEADLINE:?}\n{dump}"));
+    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{'));
+    let result: Value = line
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("{script} printed no JSON result ({status})\n{dump}"));
+    assert!(status.success(), "{script} failed ({status}): {}\n{dump}", result["error"]);
+    assert_eq!(result["ok"], true, "{dump}");
+    result
+}
+
 #[test]
 #[cfg_attr(no_browser, ignore = "needs node, Chromium and `npm ci --prefix tests/browser`")]
 fn browser_gets_events_published_with_axios_and_foreign_origin_is_refused() {
@@ -94,48 +143,19 @@ fn browser_gets_events_published_with_axios_and_foreign_origin_is_refused() {
     let token = token(SECRET, user_id, "seller");
 
     let started = Instant::now();
-    let mut child = Command::new("node")
-        .arg(browser_dir().join("e2e.mjs"))
-        .current_dir(browser_dir())
-        .env("REALTIME_E2E_SERVER_PORT", s.port.to_string())
-        .env("REALTIME_E2E_PAGE_PORT", page_port.to_string())
-        .env("REALTIME_E2E_FOREIGN_PORT", foreign_port.to_string())
-        .env("REALTIME_E2E_TOKEN", &token)
-        .env("REALTIME_E2E_USER_ID", user_id)
-        .env("REALTIME_E2E_API_KEY", API_KEY)
-        .env("REALTIME_E2E_CHROMIUM", chromium_path())
-        .env("REALTIME_E2E_WAIT_MS", STEP_WAIT_MS.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn node tests/browser/e2e.mjs");
-    let (stdout, stderr) = (Buf::default(), Buf::default());
-    let readers = [
-        drain(child.stdout.take().expect("node stdout"), stdout.clone()),
-        drain(child.stderr.take().expect("node stderr"), stderr.clone()),
-    ];
-    let status = wait_bounded(&mut child, NODE_DEADLINE);
+    let result = run_node(
+        "e2e.mjs",
+        &[
+            ("REALTIME_E2E_SERVER_PORT", s.port.to_string()),
+            ("REALTIME_E2E_PAGE_PORT", page_port.to_string()),
+            ("REALTIME_E2E_FOREIGN_PORT", foreign_port.to_string()),
+            ("REALTIME_E2E_TOKEN", token.clone()),
+            ("REALTIME_E2E_USER_ID", user_id.to_owned()),
+            ("REALTIME_E2E_API_KEY", API_KEY.to_owned()),
+        ],
+        &[&token],
+    );
     let elapsed = started.elapsed();
-    // The readers end at EOF; bounded, as a straggling browser process could
-    // hold the pipes open.
-    let read_by = Instant::now() + Duration::from_secs(5);
-    while !readers.iter().all(|r| r.is_finished()) && Instant::now() < read_by {
-        thread::sleep(Duration::from_millis(20));
-    }
-
-    // The script redacts secrets itself; this is the second belt.
-    let clean = |buf: &Buf| buf.lock().unwrap().replace(&token, "<token>").replace(API_KEY, "<api key>");
-    let (stdout, stderr) = (clean(&stdout), clean(&stderr));
-    let dump = format!("--- e2e.mjs stdout ---\n{stdout}\n--- e2e.mjs stderr ---\n{stderr}\n--- end ---");
-
-    let status = status.unwrap_or_else(|| panic!("e2e.mjs did not finish within {NODE_DEADLINE:?}\n{dump}"));
-    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{'));
-    let result: Value = line
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("e2e.mjs printed no JSON result ({status})\n{dump}"));
-    assert!(status.success(), "e2e.mjs failed ({status}): {}\n{dump}", result["error"]);
-    assert_eq!(result["ok"], true, "{dump}");
 
     // The page got both events, with the ids the API handed out.
     let events = result["events"].as_array().unwrap_or_else(|| panic!("no events in {result}"));
@@ -159,4 +179,50 @@ fn browser_gets_events_published_with_axios_and_foreign_origin_is_refused() {
         elapsed.as_secs_f64(),
         result["browser"].as_str().unwrap_or("?")
     ));
+}
+
+/// Where the operator page's test leaves its screenshot.
+fn admin_screenshot() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("admin-page.png")
+}
+
+#[test]
+#[cfg_attr(no_browser, ignore = "needs node, Chromium and `npm ci --prefix tests/browser`")]
+fn operator_page_shows_connections_publishes_and_disconnects() {
+    if let Some(reason) = missing_prerequisite() {
+        panic!("the browser test cannot run: {reason}");
+    }
+    let s = server().env("API_KEY", API_KEY).start();
+    let clients: Vec<(String, String)> = (0..3)
+        .map(|i| {
+            let user = format!("operator-client-{i}");
+            let token = token(SECRET, &user, "seller");
+            (user, token)
+        })
+        .collect();
+    let listed: Vec<Value> =
+        clients.iter().map(|(user, token)| serde_json::json!({"userId": user, "token": token})).collect();
+    let screenshot = admin_screenshot();
+    let _ = std::fs::remove_file(&screenshot);
+    let tokens: Vec<&str> = clients.iter().map(|(_, token)| token.as_str()).collect();
+    let result = run_node(
+        "admin.mjs",
+        &[
+            ("REALTIME_E2E_SERVER_PORT", s.port.to_string()),
+            ("REALTIME_E2E_API_KEY", API_KEY.to_owned()),
+            ("REALTIME_E2E_CLIENTS", Value::from(listed).to_string()),
+            ("REALTIME_E2E_SCREENSHOT", screenshot.display().to_string()),
+        ],
+        &tokens,
+    );
+    assert_eq!(result["close"]["code"], 4003, "{result}");
+    assert_eq!(result["disconnected"], clients[0].0, "{result}");
+    assert_eq!(result["shown"]["total"], "2", "the page shows the two clients left: {result}");
+    assert_eq!(result["shown"]["shards"], 2, "{result}");
+    let png = std::fs::read(&screenshot).unwrap_or_else(|e| panic!("{}: {e}", screenshot.display()));
+    assert!(png.starts_with(b"\x89PNG"), "{} is a PNG", screenshot.display());
+    // The key went only in headers: no log line holds it.
+    s.wait_connections(0);
+    assert!(!s.stderr().contains(API_KEY) && !s.stdout().contains(API_KEY), "{}", s.output_dump());
+    say(&format!("operator page: {result}; screenshot {}", screenshot.display()));
 }

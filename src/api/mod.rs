@@ -1,8 +1,9 @@
 //! Plain HTTP on the shared port (hyper's HTTP/1.1 server over glommio's
 //! socket): the publish API (`POST /api/notifications/send` and
-//! `/broadcast`, with CORS), `/health`, `/ready`, `/metrics`; JSON errors for
-//! everything else. Runs on the shard that accepted the socket.
+//! `/broadcast`, with CORS), `/health`, `/ready`, `/metrics`, the operator
+//! page; JSON errors for everything else. Runs on the shard that accepted the socket.
 //!
+//! - `admin`: the operator page and the stats it reads;
 //! - `clock`: the head and idle time limits of each connection;
 //! - `publish`: the publish API;
 //! - `presence`: presence queries and the disconnect API;
@@ -12,6 +13,7 @@
 //! - `response`: JSON bodies and errors;
 //! - `upgrade`: `GET /ws` requests that are not valid upgrades.
 
+pub mod admin;
 pub mod clock;
 pub mod cors;
 pub mod health;
@@ -123,6 +125,14 @@ async fn respond(
         ("/health" | "/ready" | "/metrics", _) => method_not_allowed("GET, HEAD"),
         ("/ws", &Method::GET) => upgrade::answer(shard, &request, upgraded_client),
         ("/ws", _) => method_not_allowed("GET"),
+        ("/api/admin/stats", &Method::GET) => admin::stats(shard, peer, request.headers()).await,
+        ("/api/admin/stats", _) => method_not_allowed("GET"),
+        (path, &Method::GET | &Method::HEAD) if path.starts_with("/admin") => {
+            match admin::Asset::from_path(path) {
+                Some(asset) => admin::asset(shard, peer, request.headers(), asset),
+                None => error(StatusCode::NOT_FOUND, "not found"),
+            }
+        }
         (path, _) if path.starts_with("/api/rooms/") || path.starts_with("/api/users/") => {
             match presence::Endpoint::from_path(path) {
                 Some(_) if method == Method::OPTIONS => return cors::preflight(origin),
@@ -149,12 +159,7 @@ async fn respond(
 
 fn metrics<B>(shard: &Shard, request: &Request<B>) -> Response<Body> {
     let instance = shard.instance;
-    instance.metrics.uptime_seconds.set(instance.started.elapsed().as_secs() as i64);
-    instance.metrics.set_scraped(
-        instance.mailboxes.depths(),
-        instance.backlogs.bytes(),
-        instance.redis_connected() == Some(true),
-    );
+    instance.record_scraped();
     let format = Exposition::for_accept(request.headers().get(ACCEPT).and_then(|v| v.to_str().ok()));
     let mut response = Response::new(Body::from(instance.metrics.render(format)));
     response.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static(format.content_type()));

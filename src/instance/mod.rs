@@ -127,6 +127,24 @@ impl Instance {
         Some(self.redis_links.all_up())
     }
 
+    /// Sets the series that are read rather than kept (uptime, queue depths,
+    /// the Redis state), before `/metrics` or the operator page reads them.
+    pub fn record_scraped(&self) {
+        self.metrics.uptime_seconds.set(self.started.elapsed().as_secs() as i64);
+        self.metrics.set_scraped(
+            self.mailboxes.depths(),
+            self.backlogs.bytes(),
+            self.redis_connected() == Some(true),
+        );
+    }
+
+    /// `None` without `REDIS_URL`; otherwise each shard's (subscriber,
+    /// publisher) state, by shard index.
+    pub fn redis_links(&self) -> Option<Vec<(bool, bool)>> {
+        self.config.redis.as_ref()?;
+        Some(self.redis_links.by_shard().collect())
+    }
+
     /// Holds a publish (briefly, and bounded) while some shard owes its
     /// clients more than their share.
     pub async fn wait_for_room(&self) {

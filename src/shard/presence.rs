@@ -6,6 +6,7 @@
 //! counts, per member, the shards holding one of its sessions there: it
 //! knows the room's members overall (so counts need no member list) and,
 //! with `PRESENCE_EVENTS`, publishes `join` on 0 → 1 and `leave` on 1 → 0.
+//! The operator page's busiest rooms are asked of the shards the same way.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -23,7 +24,9 @@ use crate::bus::local::{ShardMsg, TallyChange};
 use crate::bus::redis::Unavailable;
 use crate::bus::Bus;
 use crate::metrics::{DropReason, PresenceKind};
-use crate::presence::{self, Answer, Control, Member, Query, RoomAnswer, RoomPresence, UserPresence};
+use crate::presence::{
+    self, Answer, Control, Member, Query, RoomAnswer, RoomPresence, RoomSize, UserPresence,
+};
 use crate::room;
 
 /// How long a query waits for the other shards (each answers from memory,
@@ -64,6 +67,14 @@ impl Shard {
                 rooms.dedup();
                 Answer::User { connections: sessions.len() as u32, rooms }
             }
+            Query::Busiest(limit) => Answer::Busiest(presence::biggest(
+                index
+                    .rooms()
+                    // `all` is everyone, and a personal room one user.
+                    .filter(|(name, _)| presence::has_presence_events(name))
+                    .map(|(name, members)| (name, members.len() as u64)),
+                *limit,
+            )),
         }
     }
 
@@ -80,6 +91,11 @@ impl Shard {
         if let Some(answer) = self.answer_from_redis(&query).await {
             return vec![answer];
         }
+        self.gather_here(query).await
+    }
+
+    /// Every shard's answer of this instance.
+    async fn gather_here(&self, query: Query) -> Vec<Answer> {
         let mailboxes = &self.instance.mailboxes;
         let mut waiting = Vec::with_capacity(mailboxes.len());
         for other in (0..mailboxes.len()).map(ShardId::new).filter(|&s| s != self.id) {
@@ -125,7 +141,7 @@ impl Shard {
         let answers = self.gather(Query::Room { room: key.0, members }).await;
         let merged = Rc::new(RoomPresence::merge(answers.into_iter().filter_map(|answer| match answer {
             Answer::Room(room) => Some(room),
-            Answer::User { .. } => None,
+            _ => None,
         })));
         gathering.answered(&merged);
         self.observe_query(PresenceKind::Room, started);
@@ -141,11 +157,26 @@ impl Shard {
             user,
             answers.into_iter().filter_map(|answer| match answer {
                 Answer::User { connections, rooms } => Some((connections, rooms)),
-                Answer::Room(_) => None,
+                _ => None,
             }),
         );
         self.observe_query(PresenceKind::User, started);
         Ok(merged)
+    }
+
+    /// The `limit` rooms of this instance with the most sessions (`all` and
+    /// personal rooms left out), for the operator page: each shard picks its
+    /// own `limit` biggest from its room index, through its inbox like any
+    /// presence query.
+    pub async fn busiest_rooms(&self, limit: usize) -> Vec<RoomSize> {
+        let answers = self.gather_here(Query::Busiest(limit)).await;
+        presence::merge_busiest(
+            answers.into_iter().filter_map(|answer| match answer {
+                Answer::Busiest(rooms) => Some(rooms),
+                _ => None,
+            }),
+            limit,
+        )
     }
 
     fn observe_query(&self, kind: PresenceKind, started: Instant) {

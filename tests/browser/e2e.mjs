@@ -27,49 +27,24 @@
 // contains the token, the API key, or a URL with `?token=`.
 
 import { randomUUID } from "node:crypto";
-import { readFileSync, mkdtempSync, rmSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
-import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isDeepStrictEqual } from "node:util";
 
 import axios from "axios";
-import { chromium } from "playwright-core";
+
+import { check, emit, logger, need, redact, run, secrets, withBrowser } from "./harness.mjs";
 
 const started = Date.now();
 const here = dirname(fileURLToPath(import.meta.url));
-
-function need(name) {
-  const v = process.env[name];
-  if (!v) throw new Error(`environment variable ${name} is required`);
-  return v;
-}
+const log = logger("e2e");
 
 function port(name) {
   const n = Number(need(name));
   if (!Number.isInteger(n) || n < 1 || n > 65535) throw new Error(`${name} is not a port`);
   return n;
-}
-
-// Everything that leaves this process goes through redact().
-const secrets = [];
-function redact(text) {
-  let s = String(text);
-  for (const secret of secrets) s = s.split(secret).join("<redacted>");
-  return s.replace(/([?&]token=)[^&\s'"`]*/g, "$1<redacted>");
-}
-
-function log(...parts) {
-  process.stderr.write(redact(`[e2e ${Date.now() - started}ms] ${parts.join(" ")}`) + "\n");
-}
-
-function emit(result) {
-  process.stdout.write(redact(JSON.stringify(result)) + "\n");
-}
-
-function check(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
 }
 
 // ---------------------------------------------------------------------------
@@ -98,13 +73,6 @@ if (apiKey) secrets.push(apiKey);
 const wsBase = `ws://127.0.0.1:${serverPort}/ws`;
 const apiBase = `http://127.0.0.1:${serverPort}`;
 const pageHtml = readFileSync(join(here, "page.html"));
-
-// Whole-run watchdog: whatever hangs, the process reports and ends (the
-// browser is killed by playwright's exit handler).
-const watchdog = setTimeout(() => {
-  emit({ ok: false, error: `e2e did not finish within ${3 * waitMs} ms` });
-  process.exit(1);
-}, 3 * waitMs);
 
 function servePage(listenPort) {
   const server = createServer((req, res) => {
@@ -169,26 +137,14 @@ async function main() {
   const servers = [await servePage(pagePort), await servePage(foreignPort)];
   const pageOrigin = `http://127.0.0.1:${pagePort}`;
   const foreignOrigin = `http://127.0.0.1:${foreignPort}`;
-  const profile = mkdtempSync(join(tmpdir(), "realtime-e2e-chromium-"));
-  let context;
   try {
-    // launchPersistentContext takes the fresh --user-data-dir; the flags keep
-    // a browser on a closed network quiet and fast.
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath,
-      headless: true,
-      timeout: waitMs,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
+    return await withBrowser({ executablePath, waitMs, log }, (context) => browse(context, pageOrigin, foreignOrigin));
+  } finally {
+    for (const s of servers) s.close();
+  }
+}
+
+async function browse(context, pageOrigin, foreignOrigin) {
     const browserVersion = context.browser() ? context.browser().version() : null;
     log("browser up");
 
@@ -288,21 +244,6 @@ async function main() {
       },
       elapsedMs: Date.now() - started,
     };
-  } finally {
-    if (context) await context.close().catch((e) => log("closing the browser:", e.message));
-    for (const s of servers) s.close();
-    rmSync(profile, { recursive: true, force: true });
-  }
 }
 
-try {
-  const result = await main();
-  clearTimeout(watchdog);
-  emit(result);
-  process.exit(0);
-} catch (e) {
-  clearTimeout(watchdog);
-  log("FAILED:", e && e.stack ? e.stack : e);
-  emit({ ok: false, error: e && e.message ? e.message : String(e) });
-  process.exit(1);
-}
+await run(main, 3 * waitMs, log);

@@ -41,6 +41,13 @@ impl Links {
     pub fn all_up(&self) -> bool {
         self.flags.iter().all(|flag| flag.load(Ordering::Acquire))
     }
+
+    /// Each shard's (subscriber, publisher) state, by shard index.
+    pub fn by_shard(&self) -> impl Iterator<Item = (bool, bool)> + '_ {
+        self.flags
+            .chunks_exact(2)
+            .map(|pair| (pair[0].load(Ordering::Acquire), pair[1].load(Ordering::Acquire)))
+    }
 }
 
 impl LinkFlag {
