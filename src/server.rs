@@ -198,7 +198,7 @@ fn random_secret() -> String {
 /// once every shard accepts: where to connect, with no token in it.
 fn print_listening(addr: SocketAddr, shards: usize) {
     println!(
-        "listening on http://{addr} ({shards} shards): WebSocket ws://{addr}/ws, health http://{addr}/health, metrics http://{addr}/metrics"
+        "listening on http://{addr} ({shards} shards): WebSocket ws://{addr}/ws, health http://{addr}/health, metrics http://{addr}/metrics, operator page http://{addr}/admin"
     );
 }
 

@@ -67,7 +67,7 @@ fn health_and_ready() {
         out,
         format!(
             "listening on http://{addr} (2 shards): WebSocket ws://{addr}/ws, health http://{addr}/health, \
-             metrics http://{addr}/metrics\n"
+             metrics http://{addr}/metrics, operator page http://{addr}/admin\n"
         ),
         "stdout outside development mode"
     );
