@@ -49,15 +49,51 @@ fn share_port_lets_a_new_process_join_and_take_over() {
     // Its health check may have been answered by the old process: wait for
     // the new one's own word that it listens before the old one goes.
     new.wait_stderr(DEFAULT_DEADLINE, |log| log.contains("listening"));
+    let shards = new.health()["shards"].as_u64().expect("shards");
     old.signal(libc::SIGTERM);
     old.wait_exit(Duration::from_secs(15))
         .unwrap_or_else(|| panic!("old still running\n{}", old.output_dump()));
+    assert_eq!(listening_sockets(old.port), shards as usize, "only the new process's listeners are left");
     // Every request on the port now reaches the new process.
     for _ in 0..20 {
         assert_eq!(new.health()["status"], "healthy");
     }
     let (mut ws, _) = new.connect("joined", "seller");
     assert_ping_pong(&mut ws);
+}
+
+/// A server's listeners must have left the port by the time it exits: the
+/// kernel releases an io_uring's files after the process is gone, and a
+/// listener still there would take, and lose, connections meant for the
+/// process that took the port over. Several rounds, as the release races.
+#[test]
+fn a_stopped_server_has_left_the_port_when_it_exits() {
+    for _ in 0..16 {
+        let mut s = server().start();
+        s.signal(libc::SIGTERM);
+        // Looked at as soon as it has exited: the release takes milliseconds.
+        poll(EXIT_BOUND, Duration::from_millis(1), || s.try_exit(), Option::is_some)
+            .unwrap_or_else(|_| panic!("still running\n{}", s.output_dump()));
+        assert_eq!(listening_sockets(s.port), 0, "a listener outlived its process\n{}", s.output_dump());
+    }
+}
+
+/// Sockets listening on `port` on this machine, from the kernel's tables.
+fn listening_sockets(port: u16) -> usize {
+    const LISTEN: &str = "0A";
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| table.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            fields.get(3) == Some(&LISTEN) && local_port == Some(port)
+        })
+        .count()
 }
 
 #[test]

@@ -9,7 +9,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,22 @@ pub fn bind(addr: SocketAddr) -> io::Result<OwnedFd> {
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())
+}
+
+/// Takes the listener `fd` out of the port at once, before its descriptor
+/// is closed: the listening socket outlives its close while io_uring still
+/// holds it (the executor's pending accept, released asynchronously, even
+/// after the process exits), and until then the kernel keeps handing it
+/// connections, which die with it. Under `SHARE_PORT` those belong to the
+/// process taking the port over. `shutdown` of a listening socket unhashes
+/// it from the port's SO_REUSEPORT group synchronously; connections still
+/// in its own queue are refused, as its close would.
+pub fn stop_listening(fd: RawFd) {
+    // SAFETY: shutdown() takes no memory; the caller's `fd` is its
+    // listener, still open.
+    if unsafe { libc::shutdown(fd, libc::SHUT_RD) } != 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "listener shutdown failed");
+    }
 }
 
 /// Binds `count` listeners on `addr`; unless `share`, only where no other

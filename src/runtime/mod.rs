@@ -16,7 +16,7 @@ pub mod listener;
 pub mod memory;
 
 use std::future::Future;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::time::Duration;
@@ -108,6 +108,7 @@ impl Drop for StopNotice {
 
 /// One shard's whole life, on its own executor.
 async fn run(instance: &'static Instance, parts: ShardParts, listener: OwnedFd, ready: impl FnOnce()) {
+    let listening = listener.as_raw_fd();
     // SAFETY: `listener` is a bound, listening, non-blocking TCP socket, and
     // ownership of the descriptor moves into the glommio listener here.
     let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
@@ -126,7 +127,9 @@ async fn run(instance: &'static Instance, parts: ShardParts, listener: OwnedFd, 
 
     queues.ingest(read_inbox(shard.clone())).await;
 
-    // Dropping the accept loop closes this shard's listener.
+    // Out of the port first, while the accept loop still owns the
+    // descriptor; dropping the loop then closes it.
+    listener::stop_listening(listening);
     accepting.cancel().await;
     let open = shard.session_count();
     shard.close_all(CloseReason::GoingAway);
