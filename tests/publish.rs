@@ -247,6 +247,40 @@ fn without_api_key_loopback_peers_may_publish() {
 }
 
 #[test]
+fn without_api_key_another_sites_page_and_a_rebound_name_are_refused() {
+    let s = server().without_history().start();
+    let mut ws = s.subscriber("s1", "seller", &["orders"]);
+    let event = room_event("orders", 0).to_string();
+    let evil = [("Origin", "https://evil.example"), ("Content-Type", "text/plain")];
+    let forged = http(s.port, "POST", BROADCAST, &evil, Some(&event));
+    assert_eq!(forged.status, 401, "a cross-site form post: {forged:?}");
+    let kick = http(s.port, "POST", "/api/users/s1/disconnect", &evil, Some("{}"));
+    assert_eq!(kick.status, 401, "a cross-site disconnect: {kick:?}");
+    let rebound = format!(
+        "GET /api/admin/stats HTTP/1.1\r\nHost: evil.example:{}\r\nConnection: close\r\n\r\n",
+        s.port
+    );
+    let read = raw_http(s.port, &rebound).expect("response");
+    assert_eq!(read.status, 401, "a name rebound to 127.0.0.1: {read:?}");
+
+    let tunnel = format!(
+        "POST {BROADCAST} HTTP/1.1\r\nHost: localhost:{}\r\nOrigin: http://localhost:{}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{event}",
+        s.port,
+        s.port,
+        event.len()
+    );
+    let through = raw_http(s.port, &tunnel).expect("response");
+    let accepted = accepted_id(&through, "the page through a tunnel to localhost");
+    let marker = s.marker();
+    assert_eq!(
+        ids(&read_until_marker(&mut ws, &marker)),
+        [accepted],
+        "only the tunnel's event, s1 still there"
+    );
+}
+
+#[test]
 fn unknown_path_wrong_method_and_too_large() {
     let s = server().without_history().env("MAX_MESSAGE_SIZE", "1024").start();
     let mut ws = s.subscriber("s1", "seller", &["orders"]);

@@ -91,18 +91,22 @@ fn an_instance_killed_with_sigkill_drops_out_within_60_s() {
     assert_eq!(gone["online"], json!(false), "{gone}");
 }
 
+/// The next `join` or `leave` `ws` reads.
+fn first(ws: &mut Ws) -> Value {
+    loop {
+        let v = next_json(ws, DEFAULT_DEADLINE);
+        if v["type"] == "join" || v["type"] == "leave" {
+            return v;
+        }
+    }
+}
+
 #[test]
 #[cfg_attr(no_redis, ignore = "redis-server is not installed")]
 fn join_and_leave_once_over_both_instances() {
     let redis = RedisServer::start();
     let (a, b) = (instance(&redis.url(), true), instance(&redis.url(), true));
     let mut watcher = b.subscriber("w", "admin", &["orders"]);
-    let first = |ws: &mut Ws| loop {
-        let v = next_json(ws, DEFAULT_DEADLINE);
-        if v["type"] == "join" || v["type"] == "leave" {
-            return v;
-        }
-    };
     assert_eq!(first(&mut watcher)["payload"]["userId"], "w");
 
     let mut sessions = a.connect_on_both_shards(2, |_| a.subscriber("1", "seller", &["orders"]));
@@ -128,6 +132,23 @@ fn join_and_leave_once_over_both_instances() {
     let marker = b.marker();
     let after = read_until_marker(&mut watcher, &marker);
     assert!(after.is_empty(), "one leave: {after:?}");
+}
+
+#[test]
+#[cfg_attr(no_redis, ignore = "redis-server is not installed")]
+fn the_members_of_an_instance_stopped_with_sigterm_get_their_leave() {
+    let redis = RedisServer::start();
+    let (mut a, b) = (instance(&redis.url(), true), instance(&redis.url(), true));
+    let mut watcher = b.subscriber("w", "admin", &["orders"]);
+    assert_eq!(first(&mut watcher)["payload"]["userId"], "w");
+    let _member = a.subscriber("1", "seller", &["orders"]);
+    assert_eq!(first(&mut watcher)["type"], "join");
+
+    a.signal(libc::SIGTERM);
+    let exit = a.wait_exit(Duration::from_secs(15));
+    assert!(exit.is_some_and(|st| st.success()), "{exit:?}\n{}", a.output_dump());
+    let leave = first(&mut watcher);
+    assert_eq!((leave["type"].clone(), leave["payload"]["userId"].clone()), (json!("leave"), json!("1")));
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, ORIGIN};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -86,7 +86,7 @@ pub(super) fn refuse_caller(shard: &Shard, peer: SocketAddr, headers: &HeaderMap
     }
     let message = match api_key {
         Some(_) => "missing or wrong API key",
-        None => "the API without API_KEY is open to loopback peers only",
+        None => "the API without API_KEY is open to loopback peers only, asking for localhost, not from another site's page",
     };
     Some(error(StatusCode::UNAUTHORIZED, message))
 }
@@ -116,10 +116,25 @@ pub(super) async fn read_body(
 }
 
 /// With `API_KEY`: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
-/// Without: loopback peers only (`X-Forwarded-For` is never consulted).
+/// Without: loopback peers only (`X-Forwarded-For` is never consulted),
+/// asking for this machine by name and not from another site's page: a
+/// browser on this machine would otherwise carry out any page's form post
+/// (no preflight for `text/plain`) or a rebound name's reads for it.
 fn authorized(api_key: Option<&str>, peer: SocketAddr, headers: &HeaderMap) -> bool {
     let Some(key) = api_key else {
-        return is_loopback(peer);
+        let host = headers.get(HOST).map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.parse::<http::uri::Authority>().ok())
+                .is_some_and(|a| names_loopback(a.host()))
+        });
+        let origin = headers.get(ORIGIN).map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| url::Url::parse(v).ok())
+                .is_some_and(|u| u.host_str().is_some_and(names_loopback))
+        });
+        return is_loopback(peer) && host != Some(false) && origin != Some(false);
     };
     let bearer = headers
         .get(AUTHORIZATION)
@@ -138,6 +153,13 @@ fn is_loopback(peer: SocketAddr) -> bool {
             ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
         }
     }
+}
+
+/// Whether a `Host` header's or an origin's host (no port) is this machine.
+fn names_loopback(host: &str) -> bool {
+    let address = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || address.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Compares without an early exit, so timing does not reveal the key.
@@ -168,5 +190,31 @@ mod tests {
         assert!(!authorized(None, "10.0.0.1:1".parse().expect("addr"), &forwarded));
         assert!(authorized(None, "127.0.0.1:1".parse().expect("addr"), &forwarded));
         assert!(authorized(None, "[::ffff:127.0.0.1]:1".parse().expect("addr"), &forwarded));
+    }
+
+    #[test]
+    fn without_a_key_only_requests_for_this_machine_not_from_other_sites() {
+        let peer: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        for (name, value) in [
+            ("host", "localhost:8080"),
+            ("host", "LOCALHOST"),
+            ("host", "127.0.0.2:80"),
+            ("host", "[::1]:8080"),
+            ("origin", "http://localhost:5173"),
+            ("origin", "https://[::1]"),
+        ] {
+            assert!(authorized(None, peer, &headers(&[(name, value)])), "{name}: {value}");
+        }
+        for (name, value) in [
+            ("host", "localhost.evil.example:8080"),
+            ("host", "evil.example"),
+            ("host", "10.0.0.1"),
+            ("host", "[::2]"),
+            ("origin", "https://evil.example"),
+            ("origin", "null"),
+            ("origin", "http://localhost:80@evil.example"),
+        ] {
+            assert!(!authorized(None, peer, &headers(&[(name, value)])), "{name}: {value}");
+        }
     }
 }

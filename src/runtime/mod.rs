@@ -141,6 +141,7 @@ async fn run(instance: &'static Instance, parts: ShardParts, listener: OwnedFd, 
     keepalive.cancel().await;
     trimming.cancel().await;
     leaves.cancel().await;
+    shard.finish_presence_writes().await;
     shard.leave_presence().await;
     // Redis goes last: sessions were drained first.
     for link in redis {

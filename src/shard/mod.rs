@@ -126,6 +126,9 @@ pub struct Shard {
     queries: RefCell<queries::Queries>,
     /// With Redis: this shard as presence in Redis knows it.
     entity: Option<crate::bus::redis::presence::Entity>,
+    /// Its writes to presence in Redis, held `leave`s included, which a
+    /// stopping shard waits for.
+    presence_writes: glommio::sync::Gate,
     /// One instance with history on: the history of the rooms this shard
     /// orders.
     history: Option<RefCell<Store>>,
@@ -157,6 +160,7 @@ impl Shard {
                 .redis
                 .as_ref()
                 .map(|_| crate::bus::redis::presence::Entity::new(&instance.config.redis_prefix)),
+            presence_writes: glommio::sync::Gate::new(),
             history: local_history(instance, id),
             pending: RefCell::default(),
         };

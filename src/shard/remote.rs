@@ -117,8 +117,9 @@ impl Shard {
         });
         let (publisher, metrics) = (publisher.clone(), &self.instance.metrics.presence);
         // Spawned in order and queued on its first poll, so one seat's writes
-        // reach Redis in the order they happened.
-        glommio::spawn_local(async move {
+        // reach Redis in the order they happened. The gate closes only once
+        // the shard has no sessions left to write for.
+        let written = self.presence_writes.spawn(async move {
             match publisher.command(command).await {
                 Ok(Value::Int(1)) => metrics.event(joined),
                 Ok(Value::Int(2)) => {
@@ -131,8 +132,20 @@ impl Shard {
                 // Lost with the connection: the next one rewrites every seat.
                 Ok(_) | Err(_) => {}
             }
-        })
-        .detach();
+        });
+        if let Ok(task) = written {
+            task.detach();
+        }
+    }
+
+    /// Waits (at most [`LEAVE_GRACE`] and a second) for this shard's presence
+    /// writes: a stopping shard sends the `leave`s it holds, unless the
+    /// members come back elsewhere meanwhile.
+    pub async fn finish_presence_writes(&self) {
+        let bound = LEAVE_GRACE + Duration::from_secs(1);
+        if glommio::timer::timeout(bound, self.presence_writes.close()).await.is_err() {
+            warn!("a stopping shard gave up on some presence writes");
+        }
     }
 
     /// Keeps this shard live in Redis for as long as it runs.
