@@ -101,9 +101,10 @@ pub struct Admitted {
     pub rooms: Vec<String>,
 }
 
-/// Every check of a `GET /ws`, in the one order both ways in use, so that a
-/// request with two faults gets the same answer on either; the first that
-/// fails is the answer:
+/// Every check of a `GET /ws`, in one order for both ways in (a
+/// connection's first request, an upgrade on a kept-alive connection), so
+/// that a request with two faults gets the same answer on either; the first
+/// check that fails answers:
 /// 1. `Upgrade: websocket`, else 426 (not a WebSocket request);
 /// 2. not shutting down, else 503;
 /// 3. an allowed `Origin`, else 403;
