@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::cli::ServeArgs;
+use crate::cli::{var, ServeArgs};
 
 /// A bad setting: start-up stops with this one line and exit code 2.
 #[derive(Debug, Error)]
@@ -101,10 +101,14 @@ impl Config {
             jwt_secret: secret(args.jwt_secret.as_deref())?,
             jwt_public_key: present(&args.jwt_public_key).map(PathBuf::from),
             jwks_url: present(&args.jwks_url).map(parse_jwks_url).transpose()?,
-            jwks_refresh: seconds("JWKS_REFRESH", present(&args.jwks_refresh), 300)?,
+            jwks_refresh: seconds(var::JWKS_REFRESH, present(&args.jwks_refresh), 300)?,
             jwt_issuer: present(&args.jwt_issuer).map(str::to_owned),
             jwt_audience: present(&args.jwt_audience).map(str::to_owned),
-            token_refresh_notice: seconds("TOKEN_REFRESH_NOTICE", present(&args.token_refresh_notice), 30)?,
+            token_refresh_notice: seconds(
+                var::TOKEN_REFRESH_NOTICE,
+                present(&args.token_refresh_notice),
+                30,
+            )?,
             redis: present(&args.redis_url).map(parse_redis_url).transpose()?,
             redis_prefix: parse_prefix(present(&args.redis_prefix))?,
             port: parse_port(present(&args.port))?,
@@ -112,23 +116,23 @@ impl Config {
                 None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 Some(v) => v
                     .parse()
-                    .map_err(|_| ConfigError::new("BIND_ADDR", format!("{v:?} is not an IP address")))?,
+                    .map_err(|_| ConfigError::new(var::BIND_ADDR, format!("{v:?} is not an IP address")))?,
             },
             allowed_origins: parse_origins(present(&args.allowed_origins))?,
             api_key: present(&args.api_key).map(str::to_owned),
-            ws_read_timeout: seconds("WS_READ_TIMEOUT", present(&args.ws_read_timeout), 60)?,
-            ws_write_timeout: seconds("WS_WRITE_TIMEOUT", present(&args.ws_write_timeout), 10)?,
-            ws_ping_interval: seconds("WS_PING_INTERVAL", present(&args.ws_ping_interval), 30)?,
-            shards: positive("SHARDS", present(&args.shards), default_shards())?,
-            max_connections: positive("MAX_CONNECTIONS", present(&args.max_connections), 1_000_000)?,
-            max_message_size: positive("MAX_MESSAGE_SIZE", present(&args.max_message_size), 65_536)?,
-            send_queue_bytes: positive("SEND_QUEUE_BYTES", present(&args.send_queue_bytes), 1_048_576)?,
-            shutdown_timeout: seconds("SHUTDOWN_TIMEOUT", present(&args.shutdown_timeout), 10)?,
+            ws_read_timeout: seconds(var::WS_READ_TIMEOUT, present(&args.ws_read_timeout), 60)?,
+            ws_write_timeout: seconds(var::WS_WRITE_TIMEOUT, present(&args.ws_write_timeout), 10)?,
+            ws_ping_interval: seconds(var::WS_PING_INTERVAL, present(&args.ws_ping_interval), 30)?,
+            shards: positive(var::SHARDS, present(&args.shards), default_shards())?,
+            max_connections: positive(var::MAX_CONNECTIONS, present(&args.max_connections), 1_000_000)?,
+            max_message_size: positive(var::MAX_MESSAGE_SIZE, present(&args.max_message_size), 65_536)?,
+            send_queue_bytes: positive(var::SEND_QUEUE_BYTES, present(&args.send_queue_bytes), 1_048_576)?,
+            shutdown_timeout: seconds(var::SHUTDOWN_TIMEOUT, present(&args.shutdown_timeout), 10)?,
             log_format: parse_log_format(present(&args.log_format))?,
-            share_port: flag("SHARE_PORT", present(&args.share_port))?,
-            presence_events: flag("PRESENCE_EVENTS", present(&args.presence_events))?,
-            history_size: count("HISTORY_SIZE", present(&args.history_size), 100)?,
-            history_ttl: seconds("HISTORY_TTL", present(&args.history_ttl), 300)?,
+            share_port: flag(var::SHARE_PORT, present(&args.share_port))?,
+            presence_events: flag(var::PRESENCE_EVENTS, present(&args.presence_events))?,
+            history_size: count(var::HISTORY_SIZE, present(&args.history_size), 100)?,
+            history_ttl: seconds(var::HISTORY_TTL, present(&args.history_ttl), 300)?,
         };
         config.check_message_fits_queue()?;
         Ok(config.with_development_origins())
@@ -140,7 +144,7 @@ impl Config {
     fn check_message_fits_queue(&self) -> Result<(), ConfigError> {
         if self.max_message_size > self.send_queue_bytes {
             return Err(ConfigError::new(
-                "MAX_MESSAGE_SIZE",
+                var::MAX_MESSAGE_SIZE,
                 format!(
                     "{} is above SEND_QUEUE_BYTES ({}): such an event could not be delivered",
                     self.max_message_size, self.send_queue_bytes
@@ -193,7 +197,7 @@ fn secret(value: Option<&str>) -> Result<Option<String>, ConfigError> {
     match value {
         None => Ok(None),
         Some(v) if v.trim().is_empty() => Err(ConfigError::new(
-            "JWT_SECRET",
+            var::JWT_SECRET,
             "set but empty; set a secret (openssl rand -hex 32) or unset it for development mode",
         )),
         Some(v) => Ok(Some(v.to_owned())),
@@ -213,7 +217,7 @@ fn parse_port(value: Option<&str>) -> Result<u16, ConfigError> {
     let Some(v) = value else { return Ok(8080) };
     match v.parse::<u16>() {
         Ok(port) if port > 0 => Ok(port),
-        _ => Err(ConfigError::new("PORT", format!("{v:?} is not a port number (1-65535)"))),
+        _ => Err(ConfigError::new(var::PORT, format!("{v:?} is not a port number (1-65535)"))),
     }
 }
 
@@ -252,7 +256,7 @@ fn parse_prefix(value: Option<&str>) -> Result<String, ConfigError> {
         None => Ok("realtime".to_owned()),
         Some(v) if v.chars().all(|c| c.is_ascii_graphic()) => Ok(v.to_owned()),
         Some(v) => {
-            Err(ConfigError::new("REDIS_PREFIX", format!("{v:?} must be printable ASCII without spaces")))
+            Err(ConfigError::new(var::REDIS_PREFIX, format!("{v:?} must be printable ASCII without spaces")))
         }
     }
 }
@@ -267,7 +271,7 @@ fn flag(var: &'static str, value: Option<&str>) -> Result<bool, ConfigError> {
 }
 
 fn parse_jwks_url(value: &str) -> Result<String, ConfigError> {
-    let bad = |reason: &str| ConfigError::new("JWKS_URL", reason.to_owned());
+    let bad = |reason: &str| ConfigError::new(var::JWKS_URL, reason.to_owned());
     let url = url::Url::parse(value).map_err(|_| bad("not a URL"))?;
     match url.scheme() {
         "http" | "https" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(value.to_owned()),
@@ -280,7 +284,7 @@ fn parse_log_format(value: Option<&str>) -> Result<LogFormat, ConfigError> {
     match value {
         None | Some("text") => Ok(LogFormat::Text),
         Some("json") => Ok(LogFormat::Json),
-        Some(v) => Err(ConfigError::new("LOG_FORMAT", format!("{v:?} is neither \"text\" nor \"json\""))),
+        Some(v) => Err(ConfigError::new(var::LOG_FORMAT, format!("{v:?} is neither \"text\" nor \"json\""))),
     }
 }
 
@@ -296,7 +300,8 @@ fn parse_origins(value: Option<&str>) -> Result<AllowedOrigins, ConfigError> {
 /// `scheme://host[:port]`, as a browser writes `Origin`, lower-cased; a
 /// trailing `/` is tolerated, a path, query or user is not.
 fn parse_origin(entry: &str) -> Result<String, ConfigError> {
-    let bad = || ConfigError::new("ALLOWED_ORIGINS", format!("{entry:?} is not * or scheme://host[:port]"));
+    let bad =
+        || ConfigError::new(var::ALLOWED_ORIGINS, format!("{entry:?} is not * or scheme://host[:port]"));
     let url = url::Url::parse(entry).map_err(|_| bad())?;
     let bare = url.host_str().is_some_and(|h| !h.is_empty())
         && url.path() == "/"
@@ -313,7 +318,7 @@ fn parse_origin(entry: &str) -> Result<String, ConfigError> {
 /// The `redis` crate's own URL rules: user and password percent-decoded as
 /// a URL's (`%2B` is `+`, a literal `+` stays `+`), a user name for Redis ACLs.
 fn parse_redis_url(value: &str) -> Result<RedisUrl, ConfigError> {
-    let bad = |reason: &str| ConfigError::new("REDIS_URL", reason.to_owned());
+    let bad = |reason: &str| ConfigError::new(var::REDIS_URL, reason.to_owned());
     match value.split_once("://").map(|(scheme, _)| scheme) {
         Some("redis") => {}
         Some("rediss") => {

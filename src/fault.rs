@@ -6,7 +6,7 @@
 /// Panics when `trigger` is the one the environment names.
 #[cfg(debug_assertions)]
 pub fn panic_on(trigger: &str) {
-    if std::env::var("REALTIME_INJECT_PANIC").is_ok_and(|armed| armed == trigger) {
+    if std::env::var(crate::cli::var::REALTIME_INJECT_PANIC).is_ok_and(|armed| armed == trigger) {
         panic!("fault injected: {trigger}");
     }
 }

@@ -8,6 +8,7 @@ use std::io::IsTerminal;
 use tracing::error;
 use tracing_subscriber::EnvFilter;
 
+use crate::cli::var;
 use crate::config::{ConfigError, LogFormat};
 
 /// Installs the subscriber; an unparsable `RUST_LOG` is a bad value, not a
@@ -16,7 +17,7 @@ pub fn init(format: LogFormat) -> Result<(), ConfigError> {
     // A panic is logged like any other line (one JSON object under
     // `LOG_FORMAT=json`), on the shard it happened on.
     std::panic::set_hook(Box::new(|panic| error!(%panic, "panic")));
-    let filter = filter(std::env::var("RUST_LOG").ok().as_deref())?;
+    let filter = filter(std::env::var(var::RUST_LOG).ok().as_deref())?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
@@ -29,7 +30,7 @@ fn filter(rust_log: Option<&str>) -> Result<EnvFilter, ConfigError> {
     match rust_log.map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(EnvFilter::new("info")),
         Some(v) => {
-            EnvFilter::builder().parse(v).map_err(|e| ConfigError::new("RUST_LOG", format!("{v:?}: {e}")))
+            EnvFilter::builder().parse(v).map_err(|e| ConfigError::new(var::RUST_LOG, format!("{v:?}: {e}")))
         }
     }
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use realtime::auth::{jwt, Role, SigningKey, VerifyingKey};
-use realtime::cli::{Cli, Command, ServeArgs, TokenArgs};
+use realtime::cli::{var, Cli, Command, ServeArgs, TokenArgs};
 use realtime::config::{Config, ConfigError};
 
 fn main() -> ExitCode {
@@ -55,9 +55,9 @@ fn serve(args: &ServeArgs) -> ExitCode {
 /// `JWT_PUBLIC_KEY`: a readable PEM public key of a supported type.
 fn read_public_key(path: &Path) -> Result<VerifyingKey, ConfigError> {
     let pem = std::fs::read(path)
-        .map_err(|e| ConfigError::new("JWT_PUBLIC_KEY", format!("cannot read {}: {e}", path.display())))?;
+        .map_err(|e| ConfigError::new(var::JWT_PUBLIC_KEY, format!("cannot read {}: {e}", path.display())))?;
     VerifyingKey::from_public_pem(&pem)
-        .map_err(|e| ConfigError::new("JWT_PUBLIC_KEY", format!("{}: {e}", path.display())))
+        .map_err(|e| ConfigError::new(var::JWT_PUBLIC_KEY, format!("{}: {e}", path.display())))
 }
 
 /// The key `realtime token` signs with: `--private-key`, else `JWT_SECRET`.
@@ -70,7 +70,7 @@ fn signing_key(args: &TokenArgs) -> Result<SigningKey, ConfigError> {
     }
     match args.jwt_secret.as_deref().filter(|s| !s.is_empty()) {
         Some(secret) => Ok(SigningKey::hs256(secret.as_bytes())),
-        None => Err(ConfigError::new("JWT_SECRET", "required to sign a token (or --private-key)")),
+        None => Err(ConfigError::new(var::JWT_SECRET, "required to sign a token (or --private-key)")),
     }
 }
 

@@ -125,3 +125,67 @@ fn shards_above_cpu_count_is_allowed() {
     // README's Client protocol section: allowed, with a warning.
     s.wait_stderr(DEFAULT_DEADLINE, |e| e.lines().any(|l| l.to_ascii_lowercase().contains("shard")));
 }
+
+/// README's Configuration table has one row per flag's variable, and names
+/// no variable the server does not read.
+#[test]
+fn the_configuration_table_is_the_flags_variables() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let section = readme.split("\n## Configuration\n").nth(1).expect("a Configuration section");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    let mut rows: Vec<&str> = section
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `")?.split_once('`').map(|(name, _)| name))
+        .collect();
+    rows.sort_unstable();
+    let command = <realtime::cli::Cli as clap::CommandFactory>::command();
+    let serve = command.find_subcommand("serve").expect("a serve subcommand");
+    let mut flags: Vec<String> =
+        serve.get_arguments().filter_map(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()).collect();
+    flags.sort_unstable();
+    assert_eq!(rows, flags, "README's table rows (left) against `realtime serve`'s variables (right)");
+    let read = realtime::cli::variables();
+    for (name, documented) in [("RUST_LOG", section), ("SSL_CERT_FILE", readme.as_str())] {
+        assert!(read.iter().any(|v| v == name), "{name} is read by the server: {read:?}");
+        assert!(documented.contains(&format!("`{name}`")), "{name} is documented");
+    }
+}
+
+/// A value the server refuses, or one that would make the harness's tokens,
+/// publishes or `/health` fail, for every variable the server reads.
+fn hostile_value(var: &str) -> &'static str {
+    match var {
+        "REALTIME_INJECT_PANIC" => "health",
+        _ => "a b",
+    }
+}
+
+/// The harness keeps the machine's environment out of the servers it
+/// starts: this test binary is run again with every variable the server
+/// reads set to a hostile value, and the server it starts there must still
+/// come up, take the harness's tokens and accept its publishes.
+#[test]
+fn the_machines_environment_does_not_reach_the_server() {
+    let mut inner = std::process::Command::new(std::env::current_exe().expect("this test binary"));
+    inner.args(["--exact", "started_in_a_hostile_environment", "--ignored"]);
+    for var in realtime::cli::variables() {
+        inner.env(&var, hostile_value(&var));
+    }
+    let mut child = inner.spawn().expect("run this test binary again");
+    let status = wait_child(&mut child, Duration::from_secs(60)).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("the inner test did not finish within 60 s")
+    });
+    assert!(status.success(), "the server saw the machine's environment (inner test: {status})");
+}
+
+#[test]
+#[ignore = "run by the_machines_environment_does_not_reach_the_server, in the environment it makes"]
+fn started_in_a_hostile_environment() {
+    let s = server().start();
+    let (mut ws, hello) = s.connect("env", "seller");
+    assert_eq!(hello["type"], "connected", "{hello}");
+    let id = s.marker();
+    expect_event(&mut ws, &id);
+}

@@ -372,6 +372,60 @@ fn malformed_upgrades_are_answered() {
     assert_ping_pong(&mut ws);
 }
 
+/// A `GET /ws` with two faults gets the same answer whichever way it comes:
+/// as a connection's first request, or on a kept-alive connection after an
+/// ordinary request. The first check in README's order decides: a foreign
+/// Origin before the token, the token before the handshake.
+#[test]
+fn a_request_refused_on_two_grounds_gets_the_same_answer_on_both_paths() {
+    let s = server().start();
+    let upgrade = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+    ];
+    let foreign = ("Origin", "https://evil.example");
+    let with = |extra: &[(&'static str, &'static str)], without: &str| {
+        let mut headers: Vec<_> = upgrade.iter().copied().filter(|(name, _)| *name != without).collect();
+        headers.extend_from_slice(extra);
+        headers
+    };
+    let good = format!("/ws?token={}", token(SECRET, "two", "client"));
+    // (what, path, headers, the answer's status)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
+    let cases: [Case; 4] = [
+        ("foreign Origin and a bad token", "/ws?token=not-a-token", with(&[foreign], ""), 403),
+        (
+            "a bad token and no Sec-WebSocket-Key",
+            "/ws?token=not-a-token",
+            with(&[], "Sec-WebSocket-Key"),
+            401,
+        ),
+        ("foreign Origin and no Sec-WebSocket-Key", &good, with(&[foreign], "Sec-WebSocket-Key"), 403),
+        (
+            "no token and version 8",
+            "/ws",
+            with(&[("Sec-WebSocket-Version", "8")], "Sec-WebSocket-Version"),
+            401,
+        ),
+    ];
+    for (what, path, headers, status) in cases {
+        let fresh = try_http(s.port, "GET", path, &headers, None)
+            .unwrap_or_else(|e| panic!("{what}, fresh connection: no answer: {e}"));
+        let mut conn = HttpConn::open(s.port);
+        assert_eq!(conn.request("GET", "/health", &[], None).status, 200, "{what}: the ordinary request");
+        let kept = conn.request("GET", path, &headers, None);
+        assert_eq!(
+            (fresh.status, fresh.error_message()),
+            (kept.status, kept.error_message()),
+            "{what}: fresh connection (left), kept-alive (right)"
+        );
+        assert_eq!(fresh.status, status, "{what}: {fresh:?}");
+    }
+    assert_eq!(s.health()["connections"], 0, "no refused request became a session");
+}
+
 /// A WebSocket upgrade on a connection that already carried HTTP requests is
 /// answered as an upgrade (it used to get 426: only a connection's first
 /// request was routed to the WebSocket side), with the same checks.

@@ -2,6 +2,7 @@
 //! through others. Reads the sources (every `crate::`, `super::` and
 //! child-module path, `use` lines and inline paths alike), so a new arrow
 //! that climbs back up or closes a circle fails here with its file named.
+//! Also: every model is there for the server, not for its own tests.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -47,6 +48,22 @@ fn no_module_cycle() {
         assert!(graph.contains_key(module), "{module} not found in {:?}", graph.keys());
     }
     assert!(graph["shard"].contains("bus"), "shard uses the bus: {:?}", graph["shard"]);
+}
+
+/// A model only its own tests (or another model) use looks alive and is
+/// not: the server checks the payloads of README's event types, nothing else.
+#[test]
+fn every_model_is_used_outside_models() {
+    let graph = module_graph();
+    let used: BTreeSet<&String> = graph
+        .iter()
+        .filter(|(from, _)| from.split("::").next() != Some("models"))
+        .flat_map(|(_, targets)| targets)
+        .collect();
+    let unused: Vec<&String> =
+        graph.keys().filter(|m| m.starts_with("models::") && !used.contains(m)).collect();
+    assert!(unused.is_empty(), "models nothing outside models uses: {unused:?}");
+    assert!(used.contains(&"models::order".to_owned()), "the walk sees event.rs use the models");
 }
 
 fn layer(module: &str) -> usize {

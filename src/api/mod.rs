@@ -11,7 +11,8 @@
 //! - `health`: `/health` and `/ready`;
 //! - `cors`: the CORS answers for browsers that publish;
 //! - `response`: JSON bodies and errors;
-//! - `upgrade`: `GET /ws` requests that are not valid upgrades.
+//! - `upgrade`: the `GET /ws` requests the front door did not hand to the
+//!   WebSocket side.
 
 pub mod admin;
 pub mod clock;

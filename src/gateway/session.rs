@@ -88,27 +88,30 @@ async fn upgrade(shard: Rc<Shard>, stream: TcpStream) -> Option<Pin<Box<impl Fut
     }
     // The 101 answer and the `connected` message leave in one segment.
     cork(&stream, true);
-    let mut admitted = None;
-    let mut rejected = None;
+    // tungstenite's callback can hand back only the response.
+    let mut checked = None;
     // tungstenite fixes the callback's error type (an HTTP response).
     #[allow(clippy::result_large_err)]
-    let callback = |request: &_, response| match handshake::check(&shard, request) {
-        Ok(ok) => {
-            admitted = Some(ok);
-            Ok(response)
-        }
-        Err(rejection) => {
-            rejected = Some(rejection);
-            Err(rejection.response())
-        }
+    let callback = |request: &_, response| {
+        let outcome = handshake::check(&shard, request);
+        let answer = match outcome {
+            Ok(_) => Ok(response),
+            Err(rejection) => Err(rejection.response()),
+        };
+        checked = Some(outcome);
+        answer
     };
     let upgraded =
         async_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config(config))).await;
-    if let Some(rejection) = rejected {
-        rejection.record(&shard);
-        return None;
-    }
-    let (upgraded, Some(admitted)) = (upgraded, admitted) else { return None };
+    let admitted = match checked {
+        Some(Ok(admitted)) => admitted,
+        Some(Err(rejection)) => {
+            rejection.record(&shard);
+            return None;
+        }
+        // tungstenite refused the request before asking.
+        None => return None,
+    };
     match upgraded {
         Ok(ws) => Some(start(shard, ws, admitted)),
         Err(e) => {

@@ -2,7 +2,10 @@
 //! handshake (§4.2.1), and what it is answered when it is not: 400, or 426
 //! with the one version we speak. The front door hands only valid upgrades to
 //! the WebSocket side (tungstenite would hang up on the others without a
-//! word); the rest reach HTTP, which checks the token first, then answers.
+//! word); the rest reach HTTP, and both sides answer them by
+//! [`super::handshake::check`].
+
+use std::fmt;
 
 use http::StatusCode;
 
@@ -12,13 +15,9 @@ pub const VERSION: &str = "13";
 /// What is wrong with an upgrade request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Invalid {
-    #[error("a WebSocket upgrade needs HTTP/1.1")]
     OldHttp,
-    #[error("a WebSocket upgrade needs Connection: Upgrade")]
     NoConnectionUpgrade,
-    #[error("a WebSocket upgrade needs a Sec-WebSocket-Key")]
     NoKey,
-    #[error("unsupported Sec-WebSocket-Version (13 is supported)")]
     Version,
 }
 
@@ -28,6 +27,22 @@ impl Invalid {
             Invalid::Version => StatusCode::UPGRADE_REQUIRED,
             _ => StatusCode::BAD_REQUEST,
         }
+    }
+
+    /// What the client is told, in its `{"error": "..."}`.
+    pub fn message(self) -> &'static str {
+        match self {
+            Invalid::OldHttp => "a WebSocket upgrade needs HTTP/1.1",
+            Invalid::NoConnectionUpgrade => "a WebSocket upgrade needs Connection: Upgrade",
+            Invalid::NoKey => "a WebSocket upgrade needs a Sec-WebSocket-Key",
+            Invalid::Version => "unsupported Sec-WebSocket-Version (13 is supported)",
+        }
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
     }
 }
 

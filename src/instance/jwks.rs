@@ -86,7 +86,7 @@ pub fn fetch(url: &str) -> Result<(KeySet, String), FetchError> {
 /// the PEM bundle `SSL_CERT_FILE` names instead (an identity provider behind
 /// a private CA).
 fn root_certs() -> Result<RootCerts, FetchError> {
-    let Some(path) = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from) else {
+    let Some(path) = std::env::var_os(crate::cli::var::SSL_CERT_FILE).map(std::path::PathBuf::from) else {
         return Ok(RootCerts::WebPki);
     };
     let bundle =

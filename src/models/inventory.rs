@@ -1,5 +1,5 @@
-//! Inventory: a product's stock level and alert threshold, and the payload
-//! of the `inventory_alert` event type (README, Publish API).
+//! The payload of the `inventory_alert` event type (README, Publish API): a
+//! product's stock level, its threshold and what the alert says.
 
 use std::fmt;
 
@@ -64,22 +64,6 @@ pub struct InventoryAlertPayload {
     pub stock_level: f64,
     pub threshold: f64,
     pub alert: AlertLevel,
-}
-
-/// A product's stock as the REST service keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Inventory {
-    pub product_id: Id,
-    pub stock_level: f64,
-    /// Stock level at or below which a low-stock alert is raised.
-    pub threshold: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seller_id: Option<Id>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reserved: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub updated_at: Option<String>,
 }
 
 #[cfg(test)]
@@ -181,16 +165,5 @@ mod tests {
             assert_eq!(v, json!(k.as_str()));
             assert_eq!(serde_json::from_value::<AlertLevel>(v).unwrap(), AlertLevel::Known(k));
         }
-    }
-
-    #[test]
-    fn inventory_entity_parses() {
-        let i: Inventory = serde_json::from_value(
-            json!({"productId": 5, "stockLevel": 12, "threshold": 3, "warehouse": "A"}),
-        )
-        .unwrap();
-        assert_eq!(i.stock_level, 12.0);
-        assert_eq!(i.seller_id, None);
-        assert!(serde_json::from_value::<Inventory>(json!({"productId": 5, "stockLevel": 12})).is_err());
     }
 }

@@ -1,9 +1,6 @@
-//! Messages: a chat message between marketplace users, and the payload of
-//! the `broadcast` event type (README, Publish API).
+//! The payload of the `broadcast` event type (README, Publish API).
 
 use serde::{Deserialize, Serialize};
-
-use super::Id;
 
 /// Payload of a `broadcast` event: `{"message": "..."}`. `message` is a
 /// required string; extra fields are ignored.
@@ -11,28 +8,6 @@ use super::Id;
 #[serde(rename_all = "camelCase")]
 pub struct BroadcastPayload {
     pub message: String,
-}
-
-/// A chat message, e.g. between a client and a seller about an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Message {
-    pub id: Id,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub conversation_id: Option<Id>,
-    pub sender_id: Id,
-    /// `admin`, `seller`, `client` or `delivery`, as the REST service writes it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sender_role: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recipient_id: Option<Id>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub order_id: Option<Id>,
-    pub content: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_at: Option<String>,
 }
 
 #[cfg(test)]
@@ -62,17 +37,5 @@ mod tests {
     fn writes_camel_case() {
         let p = BroadcastPayload { message: "x".into() };
         assert_eq!(serde_json::to_value(&p).unwrap(), json!({"message": "x"}));
-    }
-
-    #[test]
-    fn chat_message_parses() {
-        let m: Message = serde_json::from_value(json!({
-            "id": "m1", "senderId": 4, "recipientId": "9", "content": "Is it in stock?",
-            "senderRole": "client", "createdAt": "2026-11-27T18:00:00Z", "attachments": []
-        }))
-        .unwrap();
-        assert_eq!(m.sender_id, Id::Number(4));
-        assert_eq!(m.recipient_id, Some(Id::from("9")));
-        assert!(serde_json::from_value::<Message>(json!({"id": "m1", "senderId": 4})).is_err());
     }
 }

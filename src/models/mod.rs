@@ -1,7 +1,8 @@
-//! Serde types mirroring the JSON of the marketplace's REST service: its
-//! entities (orders, products, carts, users…) and the payloads of the event
-//! types that README's Publish API section checks (`notification`, `order_update`,
-//! `inventory_alert`, `broadcast`).
+//! The payloads of the event types the publish API checks (README, Publish
+//! API): `notification`, `order_update`, `inventory_alert`, `broadcast`, as
+//! the marketplace's REST service writes them. Every other type's payload
+//! is passed through as the publisher wrote it, so the server keeps no
+//! other type of the REST service's.
 //!
 //! Conventions, shared by every file here:
 //! - JSON keys are camelCase; unknown keys are ignored, so the REST service
@@ -14,19 +15,10 @@
 //!   other non-empty string, so a new value upstream still parses. An empty
 //!   string is never a valid value.
 
-pub mod admin;
-pub mod cart;
-pub mod category;
-pub mod client;
-pub mod delivery;
 pub mod inventory;
 pub mod message;
 pub mod notification;
 pub mod order;
-pub mod payment_method;
-pub mod product;
-pub mod seller;
-pub mod subcategory;
 
 use std::fmt;
 

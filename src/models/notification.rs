@@ -1,9 +1,6 @@
-//! Notifications: the payload of the `notification` event type (README, Publish API)
-//! and the `Notification` the REST service stores for a user.
+//! The payload of the `notification` event type (README, Publish API).
 
 use serde::{Deserialize, Serialize};
-
-use super::Id;
 
 /// How urgent a notification is. Closed: anything but `low`, `normal` or
 /// `high` is an error.
@@ -40,27 +37,6 @@ pub struct NotificationPayload {
     pub priority: Option<Priority>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<serde_json::Value>,
-}
-
-/// A notification as the REST service stores it for one user.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Notification {
-    pub id: Id,
-    pub user_id: Id,
-    /// The event type it was sent as (`notification`, `order_update`…).
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    pub title: String,
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority: Option<Priority>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub action: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_at: Option<String>,
 }
 
 #[cfg(test)]
@@ -144,17 +120,5 @@ mod tests {
             serde_json::to_value(&p).unwrap(),
             json!({"title": "t", "message": "m", "priority": "normal"})
         );
-    }
-
-    #[test]
-    fn stored_notification_parses() {
-        let n: Notification = serde_json::from_value(json!({
-            "id": 10, "userId": "123", "type": "notification", "title": "t", "message": "m",
-            "read": false, "createdAt": "2026-11-27T18:00:00Z"
-        }))
-        .unwrap();
-        assert_eq!(n.kind.as_deref(), Some("notification"));
-        assert_eq!(n.user_id.to_string(), "123");
-        assert_eq!(serde_json::to_value(&n).unwrap()["type"], json!("notification"));
     }
 }

@@ -1,9 +1,8 @@
-//! Orders: the `Order` entity with its items and status, and the payload of
-//! the `order_update` event type (README, Publish API).
+//! The payload of the `order_update` event type (README, Publish API) and
+//! the order statuses it names.
 
 use serde::{Deserialize, Serialize};
 
-use super::client::Address;
 use super::Id;
 
 /// An order's status as the REST service writes it; open (see [`super::Open`]).
@@ -46,48 +45,6 @@ impl super::WireName for KnownOrderStatus {
 pub struct OrderUpdatePayload {
     pub order_id: Id,
     pub status: OrderStatus,
-}
-
-/// One line of an order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OrderItem {
-    pub product_id: Id,
-    pub quantity: u32,
-    /// Unit price at the time of the order.
-    pub price: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subtotal: Option<f64>,
-}
-
-/// An order placed by a client with a seller.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Order {
-    pub id: Id,
-    pub client_id: Id,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seller_id: Option<Id>,
-    #[serde(default)]
-    pub items: Vec<OrderItem>,
-    pub total: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub currency: Option<String>,
-    pub status: OrderStatus,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shipping_address: Option<Address>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payment_method_id: Option<Id>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivery_id: Option<Id>,
-    /// RFC 3339 timestamp.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_at: Option<String>,
-    /// RFC 3339 timestamp.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub updated_at: Option<String>,
 }
 
 #[cfg(test)]
@@ -166,24 +123,5 @@ mod tests {
             assert_eq!(v, json!(k.as_str()));
             assert_eq!(serde_json::from_value::<OrderStatus>(v).unwrap(), OrderStatus::Known(k));
         }
-    }
-
-    #[test]
-    fn order_entity_parses() {
-        let o: Order = serde_json::from_value(json!({
-            "id": 1, "clientId": "c1", "sellerId": 9,
-            "items": [{"productId": "p1", "quantity": 2, "price": 4.5, "name": "Mug"}],
-            "total": 9.0, "status": "confirmed", "createdAt": "2026-11-27T18:00:00Z",
-            "shippingAddress": {"street": "1 Main St", "city": "Lyon"},
-            "somethingNew": true
-        }))
-        .unwrap();
-        assert_eq!(o.items.len(), 1);
-        assert_eq!(o.items[0].quantity, 2);
-        assert_eq!(o.status, KnownOrderStatus::Confirmed.into());
-        assert_eq!(o.seller_id, Some(Id::Number(9)));
-        let back = serde_json::to_value(&o).unwrap();
-        assert!(back.get("updatedAt").is_none());
-        assert_eq!(back["clientId"], json!("c1"));
     }
 }

@@ -39,35 +39,6 @@ pub const READY_DEADLINE: Duration = Duration::from_secs(15);
 /// Generic bound for "something should happen soon".
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Every variable of README's Configuration section; removed from the inherited environment so the
-/// machine running the tests cannot influence them.
-pub const CONFIG_VARS: &[&str] = &[
-    "JWT_SECRET",
-    "REDIS_URL",
-    "REDIS_PREFIX",
-    "PORT",
-    "BIND_ADDR",
-    "ALLOWED_ORIGINS",
-    "API_KEY",
-    "WS_READ_TIMEOUT",
-    "WS_WRITE_TIMEOUT",
-    "WS_PING_INTERVAL",
-    "SHARDS",
-    "MAX_CONNECTIONS",
-    "MAX_MESSAGE_SIZE",
-    "SEND_QUEUE_BYTES",
-    "SHUTDOWN_TIMEOUT",
-    "LOG_FORMAT",
-    "JWT_PUBLIC_KEY",
-    "JWKS_URL",
-    "JWKS_REFRESH",
-    "JWT_ISSUER",
-    "JWT_AUDIENCE",
-    "TOKEN_REFRESH_NOTICE",
-    "RUST_LOG",
-    "PRESENCE_EVENTS",
-];
-
 /// The roles of README's Client protocol section with the rooms `connected` must list, in table order.
 pub const ROLES: &[(&str, &[&str])] = &[
     ("admin", &["*"]),

@@ -10,8 +10,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::{
-    drain, free_port, non_empty_lines, poll, try_http, wait_buf, wait_child, Buf, TempDir, CONFIG_VARS,
-    READY_DEADLINE, SECRET,
+    drain, free_port, non_empty_lines, poll, try_http, wait_buf, wait_child, Buf, TempDir, READY_DEADLINE,
+    SECRET,
 };
 
 /// Builder for a `realtime` child process.
@@ -118,7 +118,9 @@ impl Builder {
         let cwd = self.cwd.clone().unwrap_or_else(|| dir.as_ref().unwrap().path().to_path_buf());
 
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_realtime"));
-        for v in CONFIG_VARS {
+        // Every variable the server reads, so the machine running the tests cannot
+        // influence it.
+        for v in realtime::cli::variables() {
             cmd.env_remove(v);
         }
         let explicit_port = self.env.iter().any(|(k, _)| k == "PORT");
