@@ -4,12 +4,17 @@
 //! travel between shards and instances. No I/O; these values cross threads.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Role;
 use crate::event::{Draft, Event, EventError, Required};
 use crate::room::{self, RoomName};
+
+/// How long a member must be gone before its `leave` is sent, with or
+/// without Redis: a member back within it announces neither.
+pub const LEAVE_GRACE: Duration = Duration::from_secs(2);
 
 /// Members listed in one answer; counts stay exact beyond it.
 pub const MAX_MEMBERS: usize = 1000;

@@ -6,12 +6,10 @@
 //! [`GRACE`] however it times its loop.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::ledger::Seat;
-
-/// How long a member must be gone before its `leave` is sent.
-pub const GRACE: Duration = Duration::from_secs(2);
+use crate::presence::LEAVE_GRACE as GRACE;
 
 /// The leaves held on a tally shard.
 #[derive(Default)]

@@ -280,7 +280,7 @@ impl Shard {
         }
     }
 
-    /// Sends the leaves held for `leaving::GRACE` of members still gone,
+    /// Sends the leaves held for `presence::LEAVE_GRACE` of members still gone,
     /// for as long as the shard runs (with `PRESENCE_EVENTS`, without Redis).
     pub async fn announce_leaves(self: Rc<Self>) {
         if !self.instance.config.presence_events || self.entity.is_some() {

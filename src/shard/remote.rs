@@ -16,11 +16,11 @@ use tracing::warn;
 use super::Shard;
 use crate::auth::Identity;
 use crate::auth::Role;
-use crate::bus::redis::presence::{self, Entity, SeatWrite, LEAVE_GRACE, REFRESH_EVERY};
+use crate::bus::redis::presence::{self, Entity, SeatWrite, REFRESH_EVERY};
 use crate::bus::redis::{PresenceKeys, Publisher};
 use crate::bus::Bus;
 use crate::metrics::PresenceMetrics;
-use crate::presence::{membership_event, Answer, Query, MAX_MEMBERS};
+use crate::presence::{membership_event, Answer, Query, LEAVE_GRACE, MAX_MEMBERS};
 
 /// How often the keeper looks for a new Redis connection.
 const TICK: Duration = Duration::from_secs(1);

@@ -66,7 +66,7 @@ end
 /// on every live entity, announces its `join` (returns 1) unless its
 /// `leave` is held (KEYS[4], field ARGV[2]: taken back, returns 0); when it
 /// vanishes, holds its `leave` under the stamp ARGV[10] (returns 2) for
-/// [`CONFIRM_SCRIPT`] to send after [`LEAVE_GRACE`]. Numbering (with
+/// [`CONFIRM_SCRIPT`] to send after `presence::LEAVE_GRACE`. Numbering (with
 /// history) takes KEYS[5..=7] and ARGV[11..=14] (see `announce_lua`).
 const SEAT_SCRIPT: &str = concat!(
     announce_lua!(),
@@ -119,9 +119,6 @@ announce(4, 6, channel, event)
 return 1
 "
 );
-
-/// How long a member must be gone before its `leave` is sent.
-pub const LEAVE_GRACE: Duration = Duration::from_secs(2);
 
 /// A room's members and sessions on the live entities (KEYS[2] scored from
 /// ARGV[1]), and its first ARGV[2] members by user id then role, worked out
