@@ -84,17 +84,17 @@ async fn room_presence(shard: &Shard, room: &str) -> Response<Body> {
     if let Err(e) = RoomName::parse(room) {
         return error(StatusCode::BAD_REQUEST, &e.to_string());
     }
-    let presence = match shard.room_presence(room, true).await {
-        Ok(presence) => presence,
+    let shared = match shard.room_presence(room, true).await {
+        Ok(shared) => shared,
         Err(busy) => return busy_response(busy),
     };
     json(
         StatusCode::OK,
         serde_json::json!({
             "room": room,
-            "users": presence.users,
-            "connections": presence.connections,
-            "members": presence.members,
+            "users": shared.presence.users,
+            "connections": shared.presence.connections,
+            "members": shared.presence.members,
         }),
     )
 }

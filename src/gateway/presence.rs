@@ -24,7 +24,8 @@ pub async fn answer(shard: &Shard, session: &SessionHandle, requested: &str) -> 
     }
     let admin = session.identity.role == Role::Admin;
     match shard.room_presence(&room, admin).await {
-        Ok(presence) => protocol::presence(requested, &presence, admin),
+        // Members only for admins, and admins' queries are shared apart.
+        Ok(shared) => shared.frame(requested, |presence| protocol::presence(requested, presence, admin)),
         Err(busy) => protocol::error(ErrorCode::Unavailable, &busy.to_string()),
     }
 }

@@ -17,7 +17,7 @@ use tracing::warn;
 
 use super::handle::SessionHandle;
 use super::ledger::{is_edge, Count, Seat};
-use super::queries::{self, Busy, Turn};
+use super::queries::{self, Busy, SharedPresence, Turn};
 use super::{Shard, ShardId};
 use crate::auth::Identity;
 use crate::bus::local::{ShardMsg, TallyChange};
@@ -124,7 +124,7 @@ impl Shard {
     /// Who is in `room` (already resolved: `cart:V`), on every shard: the
     /// counts, and with `members` the first members. Shares the answer of
     /// the same query already out on this shard.
-    pub async fn room_presence(&self, room: &str, members: bool) -> Result<Rc<RoomPresence>, Busy> {
+    pub async fn room_presence(&self, room: &str, members: bool) -> Result<Rc<SharedPresence>, Busy> {
         let key = (room.to_owned(), members);
         let gathering = loop {
             match queries::room(&self.queries, key.clone())? {
@@ -139,10 +139,13 @@ impl Shard {
         };
         let started = Instant::now();
         let answers = self.gather(Query::Room { room: key.0, members }).await;
-        let merged = Rc::new(RoomPresence::merge(answers.into_iter().filter_map(|answer| match answer {
-            Answer::Room(room) => Some(room),
-            _ => None,
-        })));
+        let merged =
+            Rc::new(SharedPresence::new(RoomPresence::merge(answers.into_iter().filter_map(|answer| {
+                match answer {
+                    Answer::Room(room) => Some(room),
+                    _ => None,
+                }
+            }))));
         gathering.answered(&merged);
         self.observe_query(PresenceKind::Room, started);
         Ok(merged)

@@ -3,12 +3,14 @@
 //! while one for the same room is out waits for that one's answer, so a
 //! crowd asking about one room costs one answer. At most [`MAX_IN_FLIGHT`]
 //! gathers at once per shard; beyond, a query is refused ([`Busy`]) rather
-//! than holding more.
+//! than holding more. The answer is shared ([`SharedPresence`]), and so is
+//! its client frame: a crowd's answer is encoded once.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use async_tungstenite::tungstenite::Utf8Bytes;
 use futures_channel::oneshot;
 
 use crate::presence::RoomPresence;
@@ -28,7 +30,7 @@ pub struct Busy;
 #[derive(Default)]
 pub struct Queries {
     /// Rooms being gathered, and the queries waiting for each answer.
-    rooms: HashMap<RoomKey, Vec<oneshot::Sender<Rc<RoomPresence>>>>,
+    rooms: HashMap<RoomKey, Vec<oneshot::Sender<Rc<SharedPresence>>>>,
     users: usize,
 }
 
@@ -38,11 +40,39 @@ impl Queries {
     }
 }
 
+/// A room's merged presence, given to every query that waited for it, with
+/// the client frame that answers it, encoded by the first that asks under
+/// a name and reused by the others asking under the same one.
+pub struct SharedPresence {
+    pub presence: RoomPresence,
+    frame: RefCell<Option<(String, Utf8Bytes)>>,
+}
+
+impl SharedPresence {
+    pub fn new(presence: RoomPresence) -> Self {
+        Self { presence, frame: RefCell::new(None) }
+    }
+
+    /// The frame answering a query for `requested`: the one already made
+    /// for that name, else `encode`'s (kept for the next).
+    pub fn frame(&self, requested: &str, encode: impl FnOnce(&RoomPresence) -> Utf8Bytes) -> Utf8Bytes {
+        let mut kept = self.frame.borrow_mut();
+        match &*kept {
+            Some((name, frame)) if name == requested => frame.clone(),
+            _ => {
+                let frame = encode(&self.presence);
+                *kept = Some((requested.to_owned(), frame.clone()));
+                frame
+            }
+        }
+    }
+}
+
 /// What a room query does.
 pub enum Turn<'a> {
     /// Waits for the gather already out; a cancelled one (its asker went
     /// away) means asking again.
-    Wait(oneshot::Receiver<Rc<RoomPresence>>),
+    Wait(oneshot::Receiver<Rc<SharedPresence>>),
     /// Gathers, and answers the queries that wait meanwhile.
     Gather(Gathering<'a>),
 }
@@ -82,7 +112,7 @@ pub fn user(queries: &RefCell<Queries>) -> Result<Gathering<'_>, Busy> {
 
 impl Gathering<'_> {
     /// Gives the answer to every query that waited for it.
-    pub fn answered(mut self, presence: &Rc<RoomPresence>) {
+    pub fn answered(mut self, presence: &Rc<SharedPresence>) {
         let waiting = self.room.take().and_then(|key| self.queries.borrow_mut().rooms.remove(&key));
         for reply in waiting.into_iter().flatten() {
             let _ = reply.send(presence.clone());
@@ -118,13 +148,29 @@ mod tests {
         let Ok(Turn::Gather(_other)) = room(&queries, ("orders".into(), true)) else {
             panic!("members apart")
         };
-        let presence = Rc::new(RoomPresence { users: 2, ..RoomPresence::default() });
+        let presence = Rc::new(SharedPresence::new(RoomPresence { users: 2, ..RoomPresence::default() }));
         first.answered(&presence);
-        assert_eq!(answer.try_recv().ok().flatten().map(|p| p.users), Some(2));
+        assert_eq!(answer.try_recv().ok().flatten().map(|p| p.presence.users), Some(2));
         assert!(
             matches!(room(&queries, key("orders")), Ok(Turn::Gather(_))),
             "nothing left out once answered"
         );
+    }
+
+    #[test]
+    fn a_shared_answer_is_encoded_once_per_name() {
+        let shared = SharedPresence::new(RoomPresence::default());
+        let encodes = &std::cell::Cell::new(0);
+        let encode = |name: &'static str| {
+            move |_: &RoomPresence| {
+                encodes.set(encodes.get() + 1);
+                Utf8Bytes::from_static(name)
+            }
+        };
+        assert_eq!(shared.frame("all", encode("all")).as_str(), "all");
+        assert_eq!(shared.frame("all", encode("again")).as_str(), "all", "reused");
+        assert_eq!(shared.frame("cart", encode("cart")).as_str(), "cart", "another name, its own");
+        assert_eq!(encodes.get(), 2);
     }
 
     #[test]
